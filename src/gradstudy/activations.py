@@ -1,0 +1,43 @@
+"""Activations: a registry from name to the function and what "saturated" and "dead" mean for it.
+
+``saturated`` takes the activation's output h and says, per entry, whether the unit sits on a
+flat part of the curve (None when the activation has no such part). ``has_dead_units`` marks the
+activations for which a unit with z <= 0 on every example passes no gradient at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+
+
+@dataclass(frozen=True)
+class Activation:
+    fn: Callable[[jax.Array, float], jax.Array]
+    default_alpha: float | None = None
+    saturated: Callable[[jax.Array], jax.Array] | None = None
+    has_dead_units: bool = False
+
+
+ACTIVATIONS: dict[str, Activation] = {
+    "sigmoid": Activation(lambda z, a: jax.nn.sigmoid(z), saturated=lambda h: (h < 0.01) | (h > 0.99)),
+    "tanh": Activation(lambda z, a: jnp.tanh(z), saturated=lambda h: jnp.abs(h) > 0.99),
+    "softsign": Activation(lambda z, a: jax.nn.soft_sign(z), saturated=lambda h: jnp.abs(h) > 0.9),
+    "relu": Activation(lambda z, a: jax.nn.relu(z), has_dead_units=True),
+    "leaky_relu": Activation(lambda z, a: jax.nn.leaky_relu(z, a), default_alpha=0.01),
+    "elu": Activation(lambda z, a: jax.nn.elu(z, a), default_alpha=1.0),
+    "selu": Activation(lambda z, a: jax.nn.selu(z)),
+    "gelu": Activation(lambda z, a: jax.nn.gelu(z, approximate=False)),
+    "swish": Activation(lambda z, a: jax.nn.swish(z)),
+    "linear": Activation(lambda z, a: z),
+}
+
+
+def activation_fn(name: str, alpha: float | None = None) -> Callable[[jax.Array], jax.Array]:
+    """The activation ``name`` as a one-argument function, with alpha defaulting per activation."""
+    act = ACTIVATIONS[name]
+    a = act.default_alpha if alpha is None else alpha
+    return lambda z: act.fn(z, a)

@@ -1,0 +1,187 @@
+"""Structured config schema (registered in Hydra's ConfigStore) and range checks.
+
+The dataclasses give Hydra the types, so a typo in a key or a non-numeric value is rejected at
+composition time. ``validate`` checks what types cannot: names against the registries and values
+against their ranges. It runs before any data is loaded or any program compiled.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
+
+#: Top-level keys that say where and how to run, not what is run; they are left out of a cell's id.
+RUN_KEYS = ("hydra", "study", "results_dir", "force")
+
+
+@dataclass
+class InitConfig:
+    name: str = MISSING
+    scale: float = 1.0
+    mode: str = "fan_in"
+    distribution: str = "normal"
+    sigma: float = 1.0
+    bias: float = 0.0
+
+
+@dataclass
+class ActConfig:
+    name: str = MISSING
+    alpha: float | None = None
+
+
+@dataclass
+class NormConfig:
+    name: str = MISSING
+    position: str = "before"
+    momentum: float = 0.99
+    epsilon: float = 1e-5
+
+
+@dataclass
+class DataConfig:
+    name: str = MISSING
+    standardize: bool = False
+    root: str | None = None
+
+
+@dataclass
+class ModelConfig:
+    depth: int = 10
+    width: int = 100
+
+
+@dataclass
+class OptimConfig:
+    name: str = MISSING
+    lr: float = 0.01
+    momentum: float = 0.9
+    clip_norm: float | None = None
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 1000
+    batch_size: int = 64
+    seeds: Any = 5
+    eval_every: int = 100
+
+
+@dataclass
+class StatsConfig:
+    tier: str = MISSING
+    every: int = 10
+    hist_steps: list[int] = field(default_factory=list)
+
+
+@dataclass
+class Config:
+    init: InitConfig = MISSING
+    act: ActConfig = MISSING
+    norm: NormConfig = MISSING
+    data: DataConfig = MISSING
+    model: ModelConfig = MISSING
+    optim: OptimConfig = MISSING
+    train: TrainConfig = MISSING
+    stats: StatsConfig = MISSING
+    study: str = "default"
+    results_dir: str = "results"
+    force: bool = False
+
+
+def register_configs() -> None:
+    """Register the schema so that ``conf/config.yaml`` and every group file are type-checked."""
+    ConfigStore.instance().store(name="gradstudy_schema", node=Config)
+
+
+class ConfigError(ValueError):
+    """A config value that cannot be run; the message names the key and what is allowed."""
+
+
+def seeds_of(cfg: DictConfig) -> list[int]:
+    """``train.seeds`` is a count (n → 0..n-1) or an explicit list of seeds."""
+    seeds = cfg.train.seeds
+    if isinstance(seeds, ListConfig | list | tuple):
+        values = list(seeds)
+        if not values:
+            raise ConfigError("train.seeds: the seed list is empty; give a count (e.g. 5) or a non-empty list")
+        if not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in values):
+            raise ConfigError(f"train.seeds: seeds must be non-negative integers, got {values}")
+        if len(set(values)) != len(values):
+            raise ConfigError(f"train.seeds: seeds must be distinct, got {values}")
+        return values
+    if isinstance(seeds, bool) or not isinstance(seeds, int):
+        raise ConfigError(f"train.seeds: must be a count or a list of integers, got {seeds!r}")
+    if seeds < 1:
+        raise ConfigError(f"train.seeds: the seed count must be >= 1, got {seeds}")
+    return list(range(seeds))
+
+
+def _check(ok: bool, key: str, message: str, value: Any) -> None:
+    if not ok:
+        raise ConfigError(f"{key}: {message}, got {value!r}")
+
+
+def _check_choice(key: str, value: str, valid: Any) -> None:
+    _check(value in valid, key, f"must be one of {sorted(valid)}", value)
+
+
+def validate(cfg: DictConfig) -> None:
+    """Reject names and values that cannot run. Raises ConfigError naming the key."""
+    from gradstudy import activations, data, inits, model, optim, stats
+
+    _check_choice("init.name", cfg.init.name, inits.INITIALIZERS)
+    _check_choice("init.mode", cfg.init.mode, inits.FAN_MODES)
+    _check_choice("init.distribution", cfg.init.distribution, inits.DISTRIBUTIONS)
+    _check(cfg.init.scale > 0, "init.scale", "must be > 0", cfg.init.scale)
+    _check(cfg.init.sigma > 0, "init.sigma", "must be > 0", cfg.init.sigma)
+    _check_choice("act.name", cfg.act.name, activations.ACTIVATIONS)
+    _check_choice("norm.name", cfg.norm.name, model.NORMS)
+    _check_choice("norm.position", cfg.norm.position, model.NORM_POSITIONS)
+    _check(0 <= cfg.norm.momentum < 1, "norm.momentum", "must be in [0, 1)", cfg.norm.momentum)
+    _check(cfg.norm.epsilon > 0, "norm.epsilon", "must be > 0", cfg.norm.epsilon)
+    _check_choice("data.name", cfg.data.name, data.DATASETS)
+    _check(cfg.model.depth >= 1, "model.depth", "must be >= 1 hidden layer", cfg.model.depth)
+    _check(cfg.model.width >= 1, "model.width", "must be >= 1 unit", cfg.model.width)
+    _check_choice("optim.name", cfg.optim.name, optim.OPTIMIZERS)
+    _check(cfg.optim.lr > 0, "optim.lr", "must be > 0", cfg.optim.lr)
+    _check(0 <= cfg.optim.momentum < 1, "optim.momentum", "must be in [0, 1)", cfg.optim.momentum)
+    clip = cfg.optim.clip_norm
+    _check(clip is None or clip > 0, "optim.clip_norm", "must be > 0 or null", clip)
+    _check(cfg.train.steps >= 1, "train.steps", "must be >= 1", cfg.train.steps)
+    _check(cfg.train.batch_size >= 1, "train.batch_size", "must be >= 1", cfg.train.batch_size)
+    _check(cfg.train.eval_every >= 1, "train.eval_every", "must be >= 1", cfg.train.eval_every)
+    seeds_of(cfg)
+    _check_choice("stats.tier", cfg.stats.tier, stats.TIERS)
+    _check(cfg.stats.every >= 1, "stats.every", "must be >= 1", cfg.stats.every)
+    _check(
+        cfg.train.eval_every % cfg.stats.every == 0,
+        "train.eval_every",
+        f"must be a multiple of stats.every={cfg.stats.every} so that statistics line up with evaluation",
+        cfg.train.eval_every,
+    )
+    _check(
+        all(0 <= s <= cfg.train.steps for s in cfg.stats.hist_steps),
+        "stats.hist_steps",
+        f"every step must lie in [0, train.steps={cfg.train.steps}]",
+        list(cfg.stats.hist_steps),
+    )
+
+
+def validate_against_data(cfg: DictConfig, n_train: int) -> None:
+    """Checks that need the dataset's size; still before any compile."""
+    _check(
+        cfg.train.batch_size <= n_train,
+        "train.batch_size",
+        f"must not exceed the {n_train} training examples of data={cfg.data.name}",
+        cfg.train.batch_size,
+    )
+
+
+def resolved(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config as plain data, without the keys that only say where and how to run."""
+    container = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    return {k: v for k, v in container.items() if k not in RUN_KEYS}

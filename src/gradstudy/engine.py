@@ -1,0 +1,272 @@
+"""The training program of one grid cell: every seed in one compiled program.
+
+Shape of the loop (one ``jit`` per chunk length)::
+
+    chunk = scan over groups of k = stats.every steps (
+                measured step   (vmap over seeds: update + per-layer statistics),
+                scan over k-1 plain steps (vmap over seeds: update only))
+
+The step counter lives outside the vmap. Chunks of ``train.eval_every`` steps come back to Python
+for evaluation, progress and writing. A seed whose loss, parameters, batch statistics or optimizer
+state turn non-finite is frozen from that step on with ``jnp.where``: it keeps its last finite
+state, the first bad step is carried in ``diverged_at``, and the other seeds are untouched.
+
+Seeds enter only through the initial state (made outside ``jit``, one PRNG key per seed) and the
+minibatch indices (drawn in numpy from the seed itself), so new seed values never recompile and a
+seed's numbers do not depend on which other seeds share its batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from gradstudy.activations import ACTIVATIONS
+from gradstudy.data import Dataset
+from gradstudy.model import build_model, hidden_name
+from gradstudy.optim import make_optimizer
+from gradstudy.stats import STAT_NAMES, network_stats
+
+#: Evaluation runs over blocks of this many examples (the last one padded), one compile per cell.
+EVAL_BLOCK = 1000
+EVAL_METRICS = (("train", "loss"), ("train", "accuracy"), ("test", "loss"), ("test", "accuracy"))
+
+
+class TrainState(NamedTuple):
+    """Per-seed training state; every leaf has the seeds on its leading axis."""
+
+    params: Any
+    batch_stats: Any
+    opt_state: Any
+    diverged_at: jax.Array  # int32, -1 while the seed is finite
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    seeds: list[int]
+    eval_steps: np.ndarray  # (n_eval,)
+    evals: np.ndarray  # (n_eval, n_seeds, len(EVAL_METRICS))
+    stats_steps: np.ndarray  # (n_stats,)
+    stats: np.ndarray  # (n_stats, n_seeds, depth, len(STAT_NAMES))
+    diverged_at: np.ndarray  # (n_seeds,), -1 where the seed never diverged
+
+
+def batch_indices(seed: int, n_train: int, batch_size: int, start: int, length: int) -> np.ndarray:
+    """Minibatch indices for steps [start, start+length) of one seed: shape (length, batch_size).
+
+    Each epoch is a fresh permutation drawn from (seed, epoch) alone, cut into n_train // batch_size
+    minibatches (the remainder is left out of that epoch).
+    """
+    per_epoch = n_train // batch_size
+    steps = np.arange(start, start + length)
+    epochs, positions = np.divmod(steps, per_epoch)
+    out = np.empty((length, batch_size), np.int32)
+    for epoch in np.unique(epochs):
+        perm = np.random.default_rng([seed, int(epoch)]).permutation(n_train)[: per_epoch * batch_size]
+        rows = epochs == epoch
+        out[rows] = perm.reshape(per_epoch, batch_size)[positions[rows]]
+    return out
+
+
+def _all_finite(tree: Any) -> jax.Array:
+    leaves = jax.tree.leaves(tree)
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in leaves])) if leaves else jnp.array(True)
+
+
+class Engine:
+    """Builds and runs the compiled training program of one cell (config + dataset)."""
+
+    def __init__(self, cfg: Any, dataset: Dataset):
+        self.depth = cfg.model.depth
+        self.width = cfg.model.width
+        self.batch_size = cfg.train.batch_size
+        self.steps = cfg.train.steps
+        self.eval_every = cfg.train.eval_every
+        self.stats_every = None if cfg.stats.tier == "none" else cfg.stats.every
+        self.act = ACTIVATIONS[cfg.act.name]
+        self.model = build_model(cfg, dataset.n_classes)
+        self.optimizer = make_optimizer(cfg.optim)
+        self.n_train = len(dataset.y_train)
+        self.x_train = jnp.asarray(dataset.x_train)
+        self.y_train = jnp.asarray(dataset.y_train)
+        self.eval_sets = {
+            "train": (dataset.x_train, dataset.y_train),
+            "test": (dataset.x_test, dataset.y_test),
+        }
+        self._chunk = jax.jit(self._chunk_fn)
+        self._eval = jax.jit(jax.vmap(self._eval_block, in_axes=(0, 0, None, None, None)))
+
+    # ----- state ---------------------------------------------------------------------------
+    def init(self, seeds: list[int]) -> TrainState:
+        """Initial state of every seed, one PRNG key per seed, vmapped so each seed has its own fan."""
+        keys = jnp.stack([jax.random.PRNGKey(s) for s in seeds])
+        example = self.x_train[:1]
+        variables = jax.vmap(lambda k: self.model.init(k, example, train=False))(keys)
+        params = variables["params"]
+        return TrainState(
+            params=params,
+            batch_stats=variables.get("batch_stats", {}),
+            opt_state=jax.vmap(self.optimizer.init)(params),
+            diverged_at=jnp.full((len(seeds),), -1, jnp.int32),
+        )
+
+    # ----- one seed, one step ---------------------------------------------------------------
+    def _loss(self, params, batch_stats, probes, x, y, collect: bool):
+        variables = {"params": params, "batch_stats": batch_stats}
+        if probes is not None:
+            variables["perturbations"] = probes
+        mutable = ["batch_stats", "intermediates"] if collect else ["batch_stats"]
+        logits, updates = self.model.apply(variables, x, train=True, mutable=mutable)
+        loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+        return loss, updates
+
+    def _update(self, state: TrainState, step, loss, grads, batch_stats) -> TrainState:
+        updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        finite = jnp.isfinite(loss) & _all_finite((params, opt_state, batch_stats))
+        alive = state.diverged_at < 0
+        keep = finite & alive
+        new = jax.tree.map(
+            lambda n, o: jnp.where(keep, n, o),
+            (params, batch_stats, opt_state),
+            (state.params, state.batch_stats, state.opt_state),
+        )
+        diverged_at = jnp.where(alive & ~finite, step, state.diverged_at)
+        return TrainState(*new, diverged_at=diverged_at)
+
+    def plain_step(self, state: TrainState, step, idx) -> tuple[TrainState, jax.Array]:
+        """One update of one seed on the minibatch ``idx``; returns the new state and the loss."""
+        x, y = self.x_train[idx], self.y_train[idx]
+        (loss, aux), grads = jax.value_and_grad(self._loss, has_aux=True)(
+            state.params, state.batch_stats, None, x, y, False
+        )
+        return self._update(state, step, loss, grads, aux.get("batch_stats", {})), loss
+
+    def measured_step(self, state: TrainState, step, idx) -> tuple[TrainState, jax.Array, jax.Array]:
+        """``plain_step`` plus the per-layer statistics, from the same forward and backward pass."""
+        x, y = self.x_train[idx], self.y_train[idx]
+        probes = {f"z{l}": jnp.zeros((idx.shape[0], self.width), self.x_train.dtype) for l in self._layers}
+        (loss, aux), (grads, dz) = jax.value_and_grad(self._loss, argnums=(0, 2), has_aux=True)(
+            state.params, state.batch_stats, probes, x, y, True
+        )
+        inter = aux["intermediates"]
+        stats = network_stats(
+            [grads[hidden_name(l)]["kernel"] for l in self._layers],
+            [dz[f"z{l}"] for l in self._layers],
+            [inter[f"z{l}"][0] for l in self._layers],
+            [inter[f"h{l}"][0] for l in self._layers],
+            self.act,
+        )
+        return self._update(state, step, loss, grads, aux.get("batch_stats", {})), loss, stats
+
+    @property
+    def _layers(self) -> range:
+        return range(1, self.depth + 1)
+
+    # ----- all seeds, one chunk ---------------------------------------------------------------
+    def _chunk_fn(self, state: TrainState, step0, idx):
+        """Run ``idx.shape[0]`` steps from ``step0``; idx is (length, n_seeds, batch).
+
+        Returns (state, per-step losses (length, n_seeds), statistics (n_measured, n_seeds, depth, n_stats)).
+        """
+        plain = jax.vmap(self.plain_step, in_axes=(0, None, 0))
+        measured = jax.vmap(self.measured_step, in_axes=(0, None, 0))
+
+        def plain_body(carry, idx_t):
+            state, step = carry
+            state, loss = plain(state, step, idx_t)
+            return (state, step + 1), loss
+
+        def group(carry, idx_g):
+            state, step = carry
+            state, loss0, stats = measured(state, step, idx_g[0])
+            (state, step), losses = jax.lax.scan(plain_body, (state, step + 1), idx_g[1:])
+            return (state, step), (jnp.concatenate([loss0[None], losses]), stats)
+
+        length, n_seeds = idx.shape[:2]
+        carry = (state, jnp.asarray(step0, jnp.int32))
+        empty_stats = jnp.zeros((0, n_seeds, self.depth, len(STAT_NAMES)), self.x_train.dtype)
+        if self.stats_every is None:
+            carry, losses = jax.lax.scan(plain_body, carry, idx)
+            return carry[0], losses, empty_stats
+        k = self.stats_every
+        n_full, rem = divmod(length, k)
+        losses, stats = [], [empty_stats]
+        if n_full:
+            groups = idx[: n_full * k].reshape(n_full, k, *idx.shape[1:])
+            carry, (group_losses, group_stats) = jax.lax.scan(group, carry, groups)
+            losses.append(group_losses.reshape(n_full * k, n_seeds))
+            stats.append(group_stats)
+        if rem:
+            carry, (tail_losses, tail_stats) = group(carry, idx[n_full * k :])
+            losses.append(tail_losses)
+            stats.append(tail_stats[None])
+        return carry[0], jnp.concatenate(losses), jnp.concatenate(stats)
+
+    # ----- evaluation -------------------------------------------------------------------------
+    def _eval_block(self, params, batch_stats, x, y, weight):
+        logits = self.model.apply({"params": params, "batch_stats": batch_stats}, x, train=False)
+        loss = optax.softmax_cross_entropy_with_integer_labels(logits, y)
+        correct = (jnp.argmax(logits, axis=-1) == y).astype(loss.dtype)
+        return jnp.sum(loss * weight), jnp.sum(correct * weight)
+
+    def evaluate(self, state: TrainState) -> np.ndarray:
+        """Mean loss and accuracy of every seed on the full train and test sets: (n_seeds, 4)."""
+        columns = []
+        for x, y in self.eval_sets.values():
+            totals = 0.0
+            for start in range(0, len(y), EVAL_BLOCK):
+                xb, yb = x[start : start + EVAL_BLOCK], y[start : start + EVAL_BLOCK]
+                pad = EVAL_BLOCK - len(yb)
+                weight = np.concatenate([np.ones(len(yb), np.float32), np.zeros(pad, np.float32)])
+                xb = np.pad(xb, ((0, pad), (0, 0)))
+                yb = np.pad(yb, (0, pad))
+                loss_sum, correct = self._eval(state.params, state.batch_stats, xb, yb, weight)
+                totals = totals + np.stack([np.asarray(loss_sum), np.asarray(correct)], axis=-1)
+            columns.append(totals / len(y))
+        return np.concatenate(columns, axis=-1)
+
+    # ----- the whole run -----------------------------------------------------------------------
+    def run(
+        self,
+        state: TrainState,
+        seeds: list[int],
+        on_chunk: Callable[[int, float], None] | None = None,
+    ) -> TrainResult:
+        """Train ``state`` (from ``init(seeds)``) for ``train.steps`` steps, evaluating between chunks.
+
+        ``on_chunk(step, mean_loss)`` is called after each chunk with the number of steps done and
+        the mean minibatch loss of the chunk over the seeds still finite.
+        """
+        eval_steps, evals, stats = [0], [self.evaluate(state)], []
+        step = 0
+        while step < self.steps:
+            length = min(self.eval_every, self.steps - step)
+            idx = np.stack(
+                [batch_indices(s, self.n_train, self.batch_size, step, length) for s in seeds], axis=1
+            )
+            state, losses, chunk_stats = self._chunk(state, step, idx)
+            step += length
+            eval_steps.append(step)
+            evals.append(self.evaluate(state))
+            stats.append(np.asarray(chunk_stats))
+            if on_chunk is not None:
+                losses = np.asarray(losses)
+                finite = losses[:, np.isfinite(losses).all(axis=0)]
+                on_chunk(step, float(finite.mean()) if finite.size else float("nan"))
+        every = self.stats_every
+        stats_steps = np.arange(0, self.steps, every) if every else np.zeros(0, np.int64)
+        return TrainResult(
+            seeds=list(seeds),
+            eval_steps=np.asarray(eval_steps),
+            evals=np.stack(evals),
+            stats_steps=stats_steps,
+            stats=np.concatenate(stats) if stats else np.zeros((0, len(seeds), self.depth, len(STAT_NAMES))),
+            diverged_at=np.asarray(state.diverged_at),
+        )

@@ -1,0 +1,93 @@
+"""The MLP under study: ``depth`` hidden layers of ``width`` units, then a linear softmax layer.
+
+Each hidden layer l computes z_l (the input to the nonlinearity, after batch or layer norm when
+the norm sits before it) and h_l = act(z_l). The model exposes both for the statistics:
+
+* ``perturb("z{l}")`` adds a zero probe to z_l, so the gradient with respect to the
+  ``perturbations`` collection is dL/dz_l, in the same backward pass as the weight gradients;
+* ``sow("intermediates", ...)`` records z_l and h_l when that collection is mutable.
+
+Both are no-ops unless asked for, so a plain training step pays nothing for them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+import flax.linen as nn
+import jax
+
+NORM_POSITIONS = ("before", "after")
+
+
+NormFactory = Callable[[bool], nn.Module]
+
+
+def _batchnorm(cfg: Any) -> NormFactory:
+    """Batch statistics in training, running averages at evaluation (Ioffe & Szegedy)."""
+    return lambda train: nn.BatchNorm(use_running_average=not train, momentum=cfg.momentum, epsilon=cfg.epsilon)
+
+
+def _layernorm(cfg: Any) -> NormFactory:
+    return lambda train: nn.LayerNorm(epsilon=cfg.epsilon)
+
+
+#: name -> builder of a factory ``train -> norm module`` (None: no normalization).
+NORMS: dict[str, Callable[[Any], NormFactory] | None] = {
+    "none": None,
+    "batchnorm": _batchnorm,
+    "layernorm": _layernorm,
+}
+
+
+def hidden_name(layer: int) -> str:
+    """Parameter-tree name of hidden layer ``layer`` (numbered from 1 at the input)."""
+    return f"hidden{layer}"
+
+
+class MLP(nn.Module):
+    depth: int
+    width: int
+    n_classes: int
+    act: Callable[[jax.Array], jax.Array]
+    kernel_init: Callable[..., jax.Array]
+    bias_init: Callable[..., jax.Array]
+    make_norm: NormFactory | None = None
+    norm_position: str = "before"
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        dense = partial(nn.Dense, kernel_init=self.kernel_init, bias_init=self.bias_init)
+        norm_before = self.make_norm is not None and self.norm_position == "before"
+        norm_after = self.make_norm is not None and self.norm_position == "after"
+        h = x
+        for layer in range(1, self.depth + 1):
+            z = dense(self.width, name=hidden_name(layer))(h)
+            if norm_before:
+                z = self.make_norm(train)(z)
+            z = self.perturb(f"z{layer}", z)
+            h = self.act(z)
+            self.sow("intermediates", f"z{layer}", z)
+            self.sow("intermediates", f"h{layer}", h)
+            if norm_after:
+                h = self.make_norm(train)(h)
+        return dense(self.n_classes, name="output")(h)
+
+
+def build_model(cfg: Any, n_classes: int) -> MLP:
+    """The MLP described by a resolved run config (``model``, ``init``, ``act``, ``norm`` nodes)."""
+    from gradstudy.activations import activation_fn
+    from gradstudy.inits import bias_init, kernel_init
+
+    return MLP(
+        depth=cfg.model.depth,
+        width=cfg.model.width,
+        n_classes=n_classes,
+        act=activation_fn(cfg.act.name, cfg.act.alpha),
+        kernel_init=kernel_init(cfg.init),
+        bias_init=bias_init(cfg.init),
+        make_norm=None if NORMS[cfg.norm.name] is None else NORMS[cfg.norm.name](cfg.norm),
+        norm_position=cfg.norm.position,
+    )

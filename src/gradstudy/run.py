@@ -1,0 +1,145 @@
+"""Entry point: ``python -m gradstudy.run [-m] key=value ...``.
+
+One Hydra job is one grid cell: compose, validate, train every seed in one compiled program, write
+the cell's folder. A job never raises and never exits; a failure is recorded in the cell's
+``meta.json`` and reported by ``gradstudy.callbacks.SummaryCallback`` at the end of the sweep.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import time
+import traceback
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from gradstudy.callbacks import SWEEP_ENV
+from gradstudy.config import ConfigError, register_configs, resolved, seeds_of, validate, validate_against_data
+from gradstudy.store import (
+    CONFIG,
+    CURVE_COLUMNS,
+    CURVES,
+    LAYER_COLUMNS,
+    LAYERS,
+    META,
+    STATUS_COMPLETE,
+    STATUS_FAILED,
+    STATUS_RUNNING,
+    cell_id,
+    config_hash,
+    is_complete,
+    mark_in_sweep,
+    provenance,
+    tidy,
+    write_json,
+    write_table,
+    write_yaml,
+)
+
+
+def _conf_dir() -> str:
+    """``conf/`` inside an installed wheel, else the repository's top-level ``conf/``."""
+    here = Path(__file__).resolve().parent
+    packaged = here / "conf"
+    return str(packaged if packaged.is_dir() else here.parents[1] / "conf")
+
+
+@functools.lru_cache(maxsize=4)
+def _dataset(name: str, standardize: bool, root: str | None):
+    """Each dataset is loaded once per process, however many cells of a sweep use it."""
+    from gradstudy.data import load_dataset
+
+    return load_dataset(OmegaConf.create({"name": name, "standardize": standardize, "root": root}))
+
+
+def _train(cfg: DictConfig, cell: str, seeds: list[int], dataset, console: Console):
+    from gradstudy.engine import EVAL_METRICS, Engine
+    from gradstudy.stats import STAT_NAMES
+
+    engine = Engine(cfg, dataset)
+    state = engine.init(seeds)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("loss {task.fields[loss]:.4f}"), TimeElapsedColumn())
+    with Progress(*columns, console=console) as progress:
+        task = progress.add_task(cell, total=cfg.train.steps, loss=float("nan"))
+        result = engine.run(state, seeds, on_chunk=lambda step, loss: progress.update(task, completed=step, loss=loss))
+    diverged = {seed: int(step) for seed, step in zip(seeds, result.diverged_at) if step >= 0}
+    curves = tidy(result.eval_steps, result.evals, seeds, [("metric_id", list(range(len(EVAL_METRICS))))], diverged)
+    metric_ids = curves.pop("metric_id")
+    curves["split"] = [EVAL_METRICS[i][0] for i in metric_ids]
+    curves["metric"] = [EVAL_METRICS[i][1] for i in metric_ids]
+    curves = curves[CURVE_COLUMNS]
+    layers = tidy(
+        result.stats_steps,
+        result.stats,
+        seeds,
+        [("layer", list(range(1, cfg.model.depth + 1))), ("stat", list(STAT_NAMES))],
+        diverged,
+    )
+    return curves, layers[LAYER_COLUMNS], diverged
+
+
+def run_cell(cfg: DictConfig) -> str:
+    """Run one cell and write its folder; returns the folder. Never raises on a bad config or a failed run."""
+    console = Console(stderr=True)
+    try:
+        plain = resolved(cfg)
+        cell = cell_id(plain)
+    except Exception as err:  # an interpolation that cannot resolve: still record the failure
+        plain = {}
+        cell = f"unresolved-{config_hash({'yaml': OmegaConf.to_yaml(cfg)})}"
+        failure: Exception | None = err
+    else:
+        failure = None
+    cell_dir = Path(cfg.results_dir) / cfg.study / cell
+    cell_dir.mkdir(parents=True, exist_ok=True)
+    if os.environ.get(SWEEP_ENV):
+        mark_in_sweep(Path(cfg.results_dir), os.environ[SWEEP_ENV], cell_dir)
+    if failure is None and is_complete(cell_dir) and not cfg.force:
+        console.print(f"gradstudy: {cell} is complete, skipped (force=true reruns it)")
+        return str(cell_dir)
+    meta = {"study": cfg.study, "cell": cell, "status": STATUS_RUNNING, "seeds": [], "diverged": {}}
+    started = time.time()
+    try:
+        if failure is not None:
+            raise failure
+        validate(cfg)
+        meta["seeds"] = seeds_of(cfg)
+        dataset = _dataset(cfg.data.name, bool(cfg.data.standardize), cfg.data.root)
+        validate_against_data(cfg, len(dataset.y_train))
+        write_yaml(cell_dir / CONFIG, plain)
+        meta.update(provenance())
+        write_json(cell_dir / META, meta)
+        curves, layers, diverged = _train(cfg, cell, meta["seeds"], dataset, console)
+        write_table(cell_dir / CURVES, curves)
+        write_table(cell_dir / LAYERS, layers)
+        meta.update(status=STATUS_COMPLETE, diverged=diverged, wall_s=round(time.time() - started, 2))
+        write_json(cell_dir / META, meta)
+        if diverged:
+            console.print(f"gradstudy: {cell}: {len(diverged)} seed(s) diverged at steps {diverged}")
+    except Exception as err:
+        message = str(err) if isinstance(err, ConfigError) else f"{type(err).__name__}: {err}"
+        meta.update(status=STATUS_FAILED, message=message, traceback=traceback.format_exc())
+        write_json(cell_dir / META, meta)
+        console.print(f"[red]gradstudy: cell {cell} failed: {message}[/red]")
+    return str(cell_dir)
+
+
+register_configs()
+
+
+@hydra.main(version_base="1.3", config_path=_conf_dir(), config_name="config")
+def main(cfg: DictConfig) -> str:
+    from gradstudy.cache import enable_compile_cache
+
+    enable_compile_cache()
+    return run_cell(cfg)
+
+
+if __name__ == "__main__":
+    main()
