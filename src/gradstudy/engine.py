@@ -55,6 +55,7 @@ class TrainResult:
     stats_steps: np.ndarray  # (n_stats,)
     stats: np.ndarray  # (n_stats, n_seeds, depth, len(STAT_NAMES))
     diverged_at: np.ndarray  # (n_seeds,), -1 where the seed never diverged
+    state: TrainState  # the final state (a diverged seed's last finite one)
 
 
 def batch_indices(seed: int, n_train: int, batch_size: int, start: int, length: int) -> np.ndarray:
@@ -269,4 +270,5 @@ class Engine:
             stats_steps=stats_steps,
             stats=np.concatenate(stats) if stats else np.zeros((0, len(seeds), self.depth, len(STAT_NAMES))),
             diverged_at=np.asarray(state.diverged_at),
+            state=state,
         )

@@ -8,6 +8,7 @@ the cell's folder. A job never raises and never exits; a failure is recorded in 
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import time
 import traceback
@@ -42,7 +43,7 @@ from gradstudy.store import (
 )
 
 
-def _conf_dir() -> str:
+def conf_dir() -> str:
     """``conf/`` inside an installed wheel, else the repository's top-level ``conf/``."""
     here = Path(__file__).resolve().parent
     packaged = here / "conf"
@@ -63,7 +64,7 @@ def _train(cfg: DictConfig, cell: str, seeds: list[int], dataset, console: Conso
 
     engine = Engine(cfg, dataset)
     state = engine.init(seeds)
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+    columns = (TextColumn("{task.description}"), BarColumn(bar_width=20), MofNCompleteColumn(),
                TextColumn("loss {task.fields[loss]:.4f}"), TimeElapsedColumn())
     with Progress(*columns, console=console) as progress:
         task = progress.add_task(cell, total=cfg.train.steps, loss=float("nan"))
@@ -87,6 +88,8 @@ def _train(cfg: DictConfig, cell: str, seeds: list[int], dataset, console: Conso
 def run_cell(cfg: DictConfig) -> str:
     """Run one cell and write its folder; returns the folder. Never raises on a bad config or a failed run."""
     console = Console(stderr=True)
+    if not console.is_terminal:
+        console = Console(stderr=True, width=160)
     try:
         plain = resolved(cfg)
         cell = cell_id(plain)
@@ -108,11 +111,11 @@ def run_cell(cfg: DictConfig) -> str:
     try:
         if failure is not None:
             raise failure
+        write_yaml(cell_dir / CONFIG, plain)
         validate(cfg)
         meta["seeds"] = seeds_of(cfg)
         dataset = _dataset(cfg.data.name, bool(cfg.data.standardize), cfg.data.root)
         validate_against_data(cfg, len(dataset.y_train))
-        write_yaml(cell_dir / CONFIG, plain)
         meta.update(provenance())
         write_json(cell_dir / META, meta)
         curves, layers, diverged = _train(cfg, cell, meta["seeds"], dataset, console)
@@ -133,10 +136,11 @@ def run_cell(cfg: DictConfig) -> str:
 register_configs()
 
 
-@hydra.main(version_base="1.3", config_path=_conf_dir(), config_name="config")
+@hydra.main(version_base="1.3", config_path=conf_dir(), config_name="config")
 def main(cfg: DictConfig) -> str:
     from gradstudy.cache import enable_compile_cache
 
+    logging.getLogger("jax").setLevel(logging.WARNING)
     enable_compile_cache()
     return run_cell(cfg)
 

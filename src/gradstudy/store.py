@@ -61,7 +61,7 @@ def cell_id(resolved: dict[str, Any]) -> str:
     model = resolved.get("model", {})
     parts = [str(resolved.get(g, {}).get("name", "")) for g in GROUPS[:4]]
     parts += [f"d{model.get('depth')}w{model.get('width')}", str(resolved.get("optim", {}).get("name", ""))]
-    slug = re.sub(r"[^A-Za-z0-9_.]+", "_", "-".join(parts))
+    slug = "-".join(re.sub(r"[^A-Za-z0-9_.]+", "_", part) for part in parts)
     return f"{slug}-{config_hash(resolved)}"
 
 

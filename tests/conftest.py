@@ -1,0 +1,52 @@
+"""Test setup: CPU only, a throwaway compilation cache, and a tiny composed config."""
+
+import os
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from gradstudy.config import register_configs
+from gradstudy.run import conf_dir
+
+#: A config small enough to train in well under a second: digits, 3 x 16, 30 steps.
+TINY = [
+    "data=digits",
+    "model.depth=3",
+    "model.width=16",
+    "train.steps=30",
+    "train.batch_size=32",
+    "train.eval_every=10",
+    "stats.every=5",
+    "optim.lr=0.1",
+]
+
+
+def compose_config(*overrides: str):
+    register_configs()
+    with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
+        return compose("config", overrides=list(overrides))
+
+
+@pytest.fixture
+def tiny_cfg():
+    return lambda *overrides: compose_config(*TINY, *overrides)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _compile_cache(tmp_path_factory):
+    os.environ["GRADSTUDY_CACHE_DIR"] = str(tmp_path_factory.mktemp("jax-cache"))
+
+
+def run_cli(args: list[str], cwd: Path, timeout: float = 300):
+    """Run ``python -m gradstudy.run`` as the user would, in ``cwd``."""
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"} | {"JAX_PLATFORMS": "cpu"}
+    return subprocess.run(
+        [sys.executable, "-m", "gradstudy.run", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )

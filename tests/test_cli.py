@@ -1,0 +1,35 @@
+"""The command line as a user runs it: a sweep with a bad cell, resume, and bad names."""
+
+from conftest import TINY, run_cli
+
+from gradstudy import load_study
+
+
+def test_sweep_survives_a_bad_cell_prints_summary_and_resumes(tmp_path):
+    args = ["-m", *TINY, "train.seeds=2", "model.depth=0,2"]
+    first = run_cli(args, tmp_path)
+    assert first.returncode != 0  # one cell failed
+    assert "Traceback" not in first.stderr
+    assert "model.depth: must be >= 1 hidden layer, got 0" in first.stderr
+    assert "gradstudy summary" in first.stdout and "complete" in first.stdout and "failed" in first.stdout
+    cells = load_study(tmp_path / "results" / "default").cells.set_index("model.depth")
+    assert cells.loc[2, "status"] == "complete" and cells.loc[0, "status"] == "failed"
+    assert not (tmp_path / "results" / "default" / "multirun").exists()
+
+    second = run_cli(args, tmp_path)
+    assert "is complete, skipped" in second.stderr
+    assert second.stdout.count("complete") == first.stdout.count("complete")
+
+
+def test_single_run_succeeds_with_exit_zero(tmp_path):
+    done = run_cli([*TINY, "train.seeds=[3]", "study=one"], tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    study = load_study(tmp_path / "results" / "one")
+    assert study.cells["status"].tolist() == ["complete"] and set(study.curves["seed"]) == {3}
+
+
+def test_unknown_initializer_lists_the_valid_names(tmp_path):
+    bad = run_cli(["init=glorot_magic"], tmp_path)
+    assert bad.returncode != 0
+    assert "Available options" in bad.stderr and "he_uniform" in bad.stderr
+    assert "Traceback" not in bad.stderr

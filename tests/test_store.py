@@ -1,0 +1,118 @@
+"""Cell folders: ids, atomic writes, resume, divergence rows, and ``load_study``'s schema."""
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from gradstudy import load_study
+from gradstudy.config import resolved
+from gradstudy.run import run_cell
+from gradstudy.stats import STAT_NAMES
+from gradstudy.store import cell_id, is_complete, write_json, write_table
+
+
+@pytest.fixture
+def cell_cfg(tiny_cfg, tmp_path):
+    return lambda *overrides: tiny_cfg(f"results_dir={tmp_path}", "study=s1", "train.seeds=3", *overrides)
+
+
+def test_cell_id_is_a_readable_slug_plus_config_hash(cell_cfg, tmp_path):
+    cfg = cell_cfg()
+    cid = cell_id(resolved(cfg))
+    assert cid.startswith("xavier-relu-none-digits-d3w16-sgd-") and len(cid.split("-")[-1]) == 10
+    assert cell_id(resolved(cell_cfg("study=other", "force=true", "results_dir=/elsewhere"))) == cid
+    assert cell_id(resolved(cell_cfg("init.scale=2"))) != cid
+
+
+def test_complete_cell_and_study_schema(cell_cfg, tmp_path):
+    cell_dir = run_cell(cell_cfg())
+    assert is_complete(cell_dir)
+    names = sorted(os.listdir(cell_dir))
+    assert names == ["config.yaml", "curves.parquet", "layers.parquet", "meta.json"]
+    meta = json.loads(open(os.path.join(cell_dir, "meta.json")).read())
+    assert meta["seeds"] == [0, 1, 2] and meta["diverged"] == {}
+    assert {"versions", "git_hash", "device"} <= set(meta)
+
+    run_cell(cell_cfg("init=he", "init.scale=1.5"))
+    for path in (tmp_path / "s1", tmp_path):  # a study folder or a folder of studies
+        study = load_study(path)
+        assert len(study.cells) == 2
+        cells = study.cells.set_index("init")
+        assert {"study", "cell", "act", "norm", "data", "optim", "model.depth", "model.width", "init.scale",
+                "optim.lr", "train.batch_size", "status", "n_seeds", "n_diverged"} <= set(study.cells.columns)
+        assert cells.loc["he", "init.scale"] == 1.5 and cells.loc["xavier", "model.depth"] == 3
+        assert (study.cells["status"] == "complete").all() and (study.cells["n_seeds"] == 3).all()
+    curves, layers = study.curves, study.layers
+    assert list(curves.columns) == ["study", "cell", "seed", "step", "split", "metric", "value"]
+    assert list(layers.columns) == ["study", "cell", "seed", "step", "layer", "stat", "value"]
+    assert set(curves["split"]) == {"train", "test"} and set(curves["metric"]) == {"loss", "accuracy"}
+    assert sorted(curves["step"].unique()) == [0, 10, 20, 30]
+    assert set(layers["stat"]) == set(STAT_NAMES)
+    assert sorted(layers["layer"].unique()) == [1, 2, 3]
+    assert sorted(layers["step"].unique()) == [0, 5, 10, 15, 20, 25]
+    assert (study.curves["study"] == "s1").all()
+
+
+def test_diverged_seed_writes_no_rows_after_its_step(cell_cfg):
+    cfg = cell_cfg("init=normal", "init.sigma=3", "act=linear", "optim.lr=5", "train.steps=60", "train.eval_every=5")
+    cell_dir = run_cell(cfg)
+    meta = json.loads(open(os.path.join(cell_dir, "meta.json")).read())
+    assert meta["status"] == "complete" and meta["diverged"]
+    study = load_study(os.path.dirname(cell_dir))
+    assert study.cells["n_diverged"].iloc[0] == len(meta["diverged"])
+    for seed, step in meta["diverged"].items():
+        for table in (study.curves, study.layers):
+            rows = table[table["seed"] == int(seed)]
+            assert rows["step"].max() <= step
+
+
+def test_failed_cell_is_recorded_not_raised(cell_cfg):
+    cell_dir = run_cell(cell_cfg("model.depth=0"))
+    meta = json.loads(open(os.path.join(cell_dir, "meta.json")).read())
+    assert meta["status"] == "failed" and meta["message"].startswith("model.depth:")
+    assert load_study(os.path.dirname(cell_dir)).cells["status"].tolist() == ["failed"]
+
+
+def test_resume_skips_complete_cells_and_force_reruns(cell_cfg):
+    cell_dir = run_cell(cell_cfg())
+    meta_path = os.path.join(cell_dir, "meta.json")
+    before = os.stat(meta_path).st_mtime_ns
+    run_cell(cell_cfg())
+    assert os.stat(meta_path).st_mtime_ns == before
+    run_cell(cell_cfg("force=true"))
+    assert os.stat(meta_path).st_mtime_ns != before
+
+
+def test_interrupted_cell_is_not_complete_and_reruns(cell_cfg):
+    cell_dir = run_cell(cell_cfg())
+    meta_path = os.path.join(cell_dir, "meta.json")
+    meta = json.loads(open(meta_path).read())
+    write_json(Path(meta_path), {**meta, "status": "running"})
+    assert not is_complete(cell_dir)
+    assert load_study(os.path.dirname(cell_dir)).curves.empty
+    run_cell(cell_cfg())
+    assert is_complete(cell_dir)
+
+
+def test_atomic_write_leaves_nothing_behind_on_failure(tmp_path):
+    class Boom(pd.DataFrame):
+        def to_parquet(self, *args, **kwargs):
+            open(args[0], "w").write("partial")
+            raise OSError("disk full")
+
+    with pytest.raises(OSError):
+        write_table(tmp_path / "t.parquet", Boom({"a": [1]}))
+    assert list(tmp_path.iterdir()) == []
+    write_table(tmp_path / "t.parquet", pd.DataFrame({"a": np.arange(3)}))
+    assert [p.name for p in tmp_path.iterdir()] == ["t.parquet"]
+
+
+def test_load_study_on_a_missing_or_empty_folder(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        load_study(tmp_path / "nope")
+    study = load_study(tmp_path)
+    assert study.cells.empty and study.curves.empty and "cell" in study.layers.columns
