@@ -210,6 +210,17 @@ class Engine:
             stats.append(tail_stats[None])
         return carry[0], jnp.concatenate(losses), jnp.concatenate(stats)
 
+    def train_chunk(
+        self, state: TrainState, seeds: list[int], step: int, length: int
+    ) -> tuple[TrainState, jax.Array, jax.Array]:
+        """Steps [step, step+length) of every seed in one compiled call (no evaluation).
+
+        ``step`` must be a multiple of ``stats.every`` so that measured steps land on its multiples.
+        Returns the state, per-step losses (length, n_seeds) and statistics (n_measured, n_seeds, depth, n_stats).
+        """
+        idx = np.stack([batch_indices(s, self.n_train, self.batch_size, step, length) for s in seeds], axis=1)
+        return self._chunk(state, step, idx)
+
     # ----- evaluation -------------------------------------------------------------------------
     def _eval_block(self, params, batch_stats, x, y, weight):
         logits = self.model.apply({"params": params, "batch_stats": batch_stats}, x, train=False)
@@ -249,10 +260,7 @@ class Engine:
         step = 0
         while step < self.steps:
             length = min(self.eval_every, self.steps - step)
-            idx = np.stack(
-                [batch_indices(s, self.n_train, self.batch_size, step, length) for s in seeds], axis=1
-            )
-            state, losses, chunk_stats = self._chunk(state, step, idx)
+            state, losses, chunk_stats = self.train_chunk(state, seeds, step, length)
             step += length
             eval_steps.append(step)
             evals.append(self.evaluate(state))

@@ -1,0 +1,152 @@
+"""Benchmark: the engine (scan over steps, vmap over seeds) against a naive per-seed Python loop.
+
+Everything runs in one process, interleaved, after a warm-up, and only ratios are reported:
+
+* engine / naive: model-steps per second of the engine (no statistics) over a jitted single-seed
+  step called in a Python loop, one seed after another;
+* the overhead of the ``scalars`` statistics at ``stats.every=10`` and ``=1`` over no statistics;
+* the engine's arithmetic rate as a fraction of this machine's measured float32 matmul rate.
+
+Each ratio is the median over ``--reps`` repetitions, with the min-max spread.
+
+    python scripts/benchmark.py                # 10 x 100, batch 64, 10 seeds, SGD (the issue's targets)
+    python scripts/benchmark.py --width 512 --seeds 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+from collections.abc import Callable
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from hydra import compose, initialize_config_dir
+
+from gradstudy.config import register_configs
+from gradstudy.data import load_dataset
+from gradstudy.engine import Engine, batch_indices
+from gradstudy.run import conf_dir
+
+
+def _config(args: argparse.Namespace, *overrides: str):
+    register_configs()
+    with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
+        return compose(
+            "config",
+            overrides=[
+                f"model.depth={args.depth}",
+                f"model.width={args.width}",
+                f"train.batch_size={args.batch}",
+                f"train.seeds={args.seeds}",
+                f"train.steps={args.steps}",
+                f"train.eval_every={args.steps}",
+                "optim=sgd",
+                *overrides,
+            ],
+        )
+
+
+def engine_runner(args: argparse.Namespace, dataset, *overrides: str) -> Callable[[], None]:
+    """One call trains ``args.steps`` steps of every seed in one compiled chunk."""
+    engine = Engine(_config(args, *overrides), dataset)
+    seeds = list(range(args.seeds))
+    state = engine.init(seeds)
+
+    def run() -> None:
+        out = engine.train_chunk(state, seeds, 0, args.steps)
+        jax.block_until_ready(out)
+
+    return run
+
+
+def naive_runner(args: argparse.Namespace, dataset) -> Callable[[], None]:
+    """A jitted single-seed step, called in a Python loop, one seed at a time."""
+    engine = Engine(_config(args, "stats=none"), dataset)
+    seeds = list(range(args.seeds))
+    stacked = engine.init(seeds)
+    states = [jax.tree.map(lambda a, i=i: a[i], stacked) for i in range(len(seeds))]
+    step = jax.jit(engine.plain_step)
+    indices = [jnp.asarray(batch_indices(s, len(dataset.y_train), args.batch, 0, args.steps)) for s in seeds]
+
+    def run() -> None:
+        for state, idx in zip(states, indices, strict=True):
+            for t in range(args.steps):
+                state, loss = step(state, t, idx[t])
+            jax.block_until_ready(state)
+
+    return run
+
+
+def matmul_gflops(n: int = 1024, reps: int = 20) -> float:
+    """This machine's measured float32 matmul rate (GFLOP/s), best of a few timings."""
+    a = jnp.ones((n, n), jnp.float32)
+    f = jax.jit(lambda x: x @ x)
+    f(a).block_until_ready()
+    best = np.inf
+    for _ in range(reps):
+        start = time.perf_counter()
+        f(a).block_until_ready()
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best / 1e9
+
+
+def flops_per_step(args: argparse.Namespace, n_features: int, n_classes: int) -> float:
+    """Forward plus backward of one seed's minibatch: about 6 flops per weight per example."""
+    weights = n_features * args.width + (args.depth - 1) * args.width**2 + args.width * n_classes
+    return 6.0 * args.batch * weights
+
+
+def _ratio_line(name: str, ratios: list[float]) -> str:
+    return f"{name:<34} median {statistics.median(ratios):6.3f}   spread [{min(ratios):.3f}, {max(ratios):.3f}]"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--depth", type=int, default=10)
+    parser.add_argument("--width", type=int, default=100)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--reps", type=int, default=7)
+    args = parser.parse_args()
+
+    dataset = load_dataset(_config(args).data)
+    variants = {
+        "naive": naive_runner(args, dataset),
+        "engine": engine_runner(args, dataset, "stats=none"),
+        "stats_every_10": engine_runner(args, dataset, "stats=scalars", "stats.every=10"),
+        "stats_every_1": engine_runner(args, dataset, "stats=scalars", "stats.every=1"),
+    }
+    for run in variants.values():  # warm-up: compile and first touch
+        run()
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(args.reps):
+        for name, run in variants.items():
+            start = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - start)
+
+    model_steps = args.seeds * args.steps
+    engine_rate = model_steps / statistics.median(times["engine"])
+    peak = matmul_gflops()
+    achieved = engine_rate * flops_per_step(args, dataset.n_features, dataset.n_classes) / 1e9
+    print(
+        f"{args.depth} hidden x {args.width}, batch {args.batch}, {args.seeds} seeds, {args.steps} steps, "
+        f"{args.reps} interleaved reps, device {jax.devices()[0].device_kind}"
+    )
+    for name, samples in times.items():
+        print(f"{name:<16} median {statistics.median(samples):7.3f} s  ({model_steps / statistics.median(samples):9.0f} model-steps/s)")
+    print(_ratio_line("engine / naive loop (speed-up)", [n / e for n, e in zip(times["naive"], times["engine"])]))
+    print(_ratio_line("stats.every=10 / no stats (time)", [s / e for s, e in zip(times["stats_every_10"], times["engine"])]))
+    print(_ratio_line("stats.every=1 / no stats (time)", [s / e for s, e in zip(times["stats_every_1"], times["engine"])]))
+    print(f"matmul peak {peak:8.1f} GFLOP/s; engine {achieved:6.1f} GFLOP/s = {achieved / peak:.1%} of peak")
+
+
+if __name__ == "__main__":
+    main()
