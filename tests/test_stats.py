@@ -12,7 +12,7 @@ import pytest
 from gradstudy.data import load_dataset
 from gradstudy.engine import Engine, batch_indices
 from gradstudy.model import hidden_name
-from gradstudy.stats import STAT_NAMES
+from gradstudy.stats import SCALAR_STATS, histograms, stat_names
 
 DERIVATIVES = {
     "tanh": (np.tanh, lambda z: 1 - np.tanh(z) ** 2),
@@ -34,8 +34,8 @@ def _first_step(tiny_cfg, act, *extra):
     return cfg, dataset, engine, params, result.stats[0]
 
 
-def _stat(stats, name):
-    return stats[..., STAT_NAMES.index(name)]
+def _stat(stats, name, tier="scalars"):
+    return stats[..., stat_names(tier).index(name)]
 
 
 @pytest.mark.parametrize("act", sorted(DERIVATIVES))
@@ -116,3 +116,24 @@ def test_delta_matches_finite_differences(tiny_cfg):
         step[index] = eps
         dz[index] = (loss_from_z1(z1 + step) - loss_from_z1(z1 - step)) / (2 * eps)
     np.testing.assert_allclose(_stat(stats, "delta_std")[0, 0], np.std(4 * dz), rtol=1e-4)
+
+
+def test_full_tier_percentiles_match_numpy(tiny_cfg):
+    cfg, dataset, _, params, stats = _first_step(tiny_cfg, "sigmoid", "stats=full")
+    assert stats.shape[-1] == len(stat_names("full"))
+    seed, i = SEEDS[1], 1
+    idx = batch_indices(seed, len(dataset.y_train), cfg.train.batch_size, 0, 1)[0]
+    x = dataset.x_train[idx].astype(np.float64)
+    p = {k: {n: v[i].astype(np.float64) for n, v in layer.items()} for k, layer in params.items()}
+    z = x @ p["hidden1"]["kernel"] + p["hidden1"]["bias"]
+    for q in (15, 50, 85):
+        assert _stat(stats, f"z_p{q}", "full")[i, 0] == pytest.approx(np.percentile(z, q), rel=1e-4, abs=1e-5)
+
+
+def test_histograms_share_bins_and_count_everything():
+    values = np.array([[[0.0, 1.0, 2.0, 3.0]], [[3.0, 3.0, 10.0, 10.0]]])  # (seeds, layers, n)
+    counts, edges = histograms(values, 5)
+    np.testing.assert_allclose(edges, np.linspace(0, 10, 6))
+    assert counts.tolist() == [[[2, 2, 0, 0, 0]], [[0, 2, 0, 0, 2]]]
+    counts, edges = histograms(np.ones((1, 3)), 2)  # constant input still gives valid bins
+    assert counts.tolist() == [[3, 0]] and edges[1] > edges[0]

@@ -11,7 +11,7 @@ import pytest
 from gradstudy import load_study
 from gradstudy.config import resolved
 from gradstudy.run import run_cell
-from gradstudy.stats import STAT_NAMES
+from gradstudy.stats import SCALAR_STATS
 from gradstudy.store import cell_id, is_complete, write_json, write_table
 
 
@@ -32,7 +32,7 @@ def test_complete_cell_and_study_schema(cell_cfg, tmp_path):
     cell_dir = run_cell(cell_cfg())
     assert is_complete(cell_dir)
     names = sorted(os.listdir(cell_dir))
-    assert names == ["config.yaml", "curves.parquet", "layers.parquet", "meta.json"]
+    assert names == ["config.yaml", "curves.parquet", "hists.parquet", "layers.parquet", "meta.json"]
     meta = json.loads(open(os.path.join(cell_dir, "meta.json")).read())
     assert meta["seeds"] == [0, 1, 2] and meta["diverged"] == {}
     assert {"versions", "git_hash", "device"} <= set(meta)
@@ -51,10 +51,27 @@ def test_complete_cell_and_study_schema(cell_cfg, tmp_path):
     assert list(layers.columns) == ["study", "cell", "seed", "step", "layer", "stat", "value"]
     assert set(curves["split"]) == {"train", "test"} and set(curves["metric"]) == {"loss", "accuracy"}
     assert sorted(curves["step"].unique()) == [0, 10, 20, 30]
-    assert set(layers["stat"]) == set(STAT_NAMES)
+    assert set(layers["stat"]) == set(SCALAR_STATS)
     assert sorted(layers["layer"].unique()) == [1, 2, 3]
     assert sorted(layers["step"].unique()) == [0, 5, 10, 15, 20, 25]
     assert (study.curves["study"] == "s1").all()
+    assert study.hists.empty  # below the full tier
+    assert list(study.hists.columns) == ["study", "cell", "seed", "step", "layer", "quantity", "bin_left", "bin_right", "count"]
+
+
+def test_full_tier_records_percentiles_and_histograms(cell_cfg):
+    cfg = cell_cfg("stats=full", "act=tanh")
+    study = load_study(os.path.dirname(run_cell(cfg)))
+    assert {"z_p15", "z_p50", "z_p85"} <= set(study.layers["stat"])
+    p = study.layers.pivot_table(index=["seed", "step", "layer"], columns="stat", values="value")
+    assert ((p["z_p15"] <= p["z_p50"]) & (p["z_p50"] <= p["z_p85"])).all()
+    hists = study.hists
+    assert sorted(hists["step"].unique()) == [0, 30] and set(hists["quantity"]) == {"activation", "delta"}
+    totals = hists.groupby(["seed", "step", "layer", "quantity"])["count"].sum()
+    assert (totals == cfg.train.batch_size * cfg.model.width).all()
+    assert (hists["bin_right"] > hists["bin_left"]).all()
+    act = hists[hists["quantity"] == "activation"]
+    assert act["bin_left"].min() >= -1 and act["bin_right"].max() <= 1  # tanh
 
 
 def test_diverged_seed_writes_no_rows_after_its_step(cell_cfg):

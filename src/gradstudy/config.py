@@ -75,6 +75,7 @@ class StatsConfig:
     tier: str = MISSING
     every: int = 10
     hist_steps: list[int] = field(default_factory=list)
+    hist_bins: int = 50
 
 
 @dataclass
@@ -164,11 +165,13 @@ def validate(cfg: DictConfig) -> None:
         cfg.train.eval_every,
     )
     _check(
-        all(0 <= s <= cfg.train.steps for s in cfg.stats.hist_steps),
+        all(s == cfg.train.steps or (0 <= s < cfg.train.steps and s % cfg.train.eval_every == 0) for s in cfg.stats.hist_steps),
         "stats.hist_steps",
-        f"every step must lie in [0, train.steps={cfg.train.steps}]",
+        f"every step must be 0, a multiple of train.eval_every={cfg.train.eval_every} below train.steps, "
+        f"or train.steps={cfg.train.steps}",
         list(cfg.stats.hist_steps),
     )
+    _check(cfg.stats.hist_bins >= 1, "stats.hist_bins", "must be >= 1", cfg.stats.hist_bins)
 
 
 def validate_against_data(cfg: DictConfig, n_train: int) -> None:

@@ -31,7 +31,7 @@ from gradstudy.activations import ACTIVATIONS
 from gradstudy.data import Dataset
 from gradstudy.model import build_model, hidden_name
 from gradstudy.optim import make_optimizer
-from gradstudy.stats import STAT_NAMES, network_stats
+from gradstudy.stats import HIST_QUANTITIES, histograms, network_stats, stat_names
 
 #: Evaluation runs over blocks of this many examples (the last one padded), one compile per cell.
 EVAL_BLOCK = 1000
@@ -53,7 +53,11 @@ class TrainResult:
     eval_steps: np.ndarray  # (n_eval,)
     evals: np.ndarray  # (n_eval, n_seeds, len(EVAL_METRICS))
     stats_steps: np.ndarray  # (n_stats,)
-    stats: np.ndarray  # (n_stats, n_seeds, depth, len(STAT_NAMES))
+    stats: np.ndarray  # (n_stats, n_seeds, depth, len(stat_names))
+    stat_names: tuple[str, ...]
+    hist_steps: np.ndarray  # (n_hist,)
+    hist_counts: np.ndarray  # (n_hist, n_seeds, depth, len(HIST_QUANTITIES), n_bins)
+    hist_edges: np.ndarray  # (n_hist, len(HIST_QUANTITIES), n_bins + 1)
     diverged_at: np.ndarray  # (n_seeds,), -1 where the seed never diverged
     state: TrainState  # the final state (a diverged seed's last finite one)
 
@@ -90,6 +94,10 @@ class Engine:
         self.steps = cfg.train.steps
         self.eval_every = cfg.train.eval_every
         self.stats_every = None if cfg.stats.tier == "none" else cfg.stats.every
+        self.stat_names = stat_names(cfg.stats.tier)
+        self.percentiles = cfg.stats.tier == "full"
+        self.hist_steps = sorted(set(cfg.stats.hist_steps)) if cfg.stats.tier == "full" else []
+        self.hist_bins = cfg.stats.hist_bins
         self.act = ACTIVATIONS[cfg.act.name]
         self.model = build_model(cfg, dataset.n_classes)
         self.optimizer = make_optimizer(cfg.optim)
@@ -101,6 +109,7 @@ class Engine:
             "test": (dataset.x_test, dataset.y_test),
         }
         self._chunk = jax.jit(self._chunk_fn)
+        self._histograms = jax.jit(self._histograms_fn)
         self._eval = jax.jit(jax.vmap(self._eval_block, in_axes=(0, 0, None, None, None)))
 
     # ----- state ---------------------------------------------------------------------------
@@ -149,22 +158,32 @@ class Engine:
         )
         return self._update(state, step, loss, grads, aux.get("batch_stats", {})), loss
 
-    def measured_step(self, state: TrainState, step, idx) -> tuple[TrainState, jax.Array, jax.Array]:
-        """``plain_step`` plus the per-layer statistics, from the same forward and backward pass."""
+    def _probed(self, state: TrainState, idx):
+        """Forward and backward pass of one seed with zero probes on every z_l.
+
+        Returns (loss, batch statistics after the pass, parameter gradients, [dL/dz_l], [z_l], [h_l]).
+        """
         x, y = self.x_train[idx], self.y_train[idx]
         probes = {f"z{l}": jnp.zeros((idx.shape[0], self.width), self.x_train.dtype) for l in self._layers}
         (loss, aux), (grads, dz) = jax.value_and_grad(self._loss, argnums=(0, 2), has_aux=True)(
             state.params, state.batch_stats, probes, x, y, True
         )
         inter = aux["intermediates"]
-        stats = network_stats(
-            [grads[hidden_name(l)]["kernel"] for l in self._layers],
+        return (
+            loss,
+            aux.get("batch_stats", {}),
+            grads,
             [dz[f"z{l}"] for l in self._layers],
             [inter[f"z{l}"][0] for l in self._layers],
             [inter[f"h{l}"][0] for l in self._layers],
-            self.act,
         )
-        return self._update(state, step, loss, grads, aux.get("batch_stats", {})), loss, stats
+
+    def measured_step(self, state: TrainState, step, idx) -> tuple[TrainState, jax.Array, jax.Array]:
+        """``plain_step`` plus the per-layer statistics, from the same forward and backward pass."""
+        loss, batch_stats, grads, dzs, zs, hs = self._probed(state, idx)
+        kernel_grads = [grads[hidden_name(l)]["kernel"] for l in self._layers]
+        stats = network_stats(kernel_grads, dzs, zs, hs, self.act, self.percentiles)
+        return self._update(state, step, loss, grads, batch_stats), loss, stats
 
     @property
     def _layers(self) -> range:
@@ -192,7 +211,7 @@ class Engine:
 
         length, n_seeds = idx.shape[:2]
         carry = (state, jnp.asarray(step0, jnp.int32))
-        empty_stats = jnp.zeros((0, n_seeds, self.depth, len(STAT_NAMES)), self.x_train.dtype)
+        empty_stats = jnp.zeros((0, n_seeds, self.depth, len(self.stat_names)), self.x_train.dtype)
         if self.stats_every is None:
             carry, losses = jax.lax.scan(plain_body, carry, idx)
             return carry[0], losses, empty_stats
@@ -220,6 +239,26 @@ class Engine:
         """
         idx = np.stack([batch_indices(s, self.n_train, self.batch_size, step, length) for s in seeds], axis=1)
         return self._chunk(state, step, idx)
+
+    def _histograms_fn(self, state: TrainState, idx):
+        """Histograms of h_l and delta_l = B * dL/dz_l for every seed and layer, on minibatch ``idx`` (n_seeds, B).
+
+        No update is applied. Returns counts (n_seeds, depth, n_quantities, n_bins) and edges (n_quantities, n_bins + 1).
+        """
+
+        def per_seed(seed_state, seed_idx):
+            _, _, _, dzs, _, hs = self._probed(seed_state, seed_idx)
+            deltas = seed_idx.shape[0] * jnp.stack(dzs)
+            return jnp.stack(hs).reshape(self.depth, -1), deltas.reshape(self.depth, -1)
+
+        values = dict(zip(HIST_QUANTITIES, jax.vmap(per_seed)(state, idx), strict=True))
+        counts, edges = zip(*(histograms(values[q], self.hist_bins) for q in HIST_QUANTITIES), strict=True)
+        return jnp.stack(counts, axis=2), jnp.stack(edges)
+
+    def histograms(self, state: TrainState, seeds: list[int], step: int) -> tuple[jax.Array, jax.Array]:
+        """Per-layer histograms on the minibatch that step ``step`` trains on (see ``_histograms_fn``)."""
+        idx = np.stack([batch_indices(s, self.n_train, self.batch_size, step, 1)[0] for s in seeds])
+        return self._histograms(state, idx)
 
     # ----- evaluation -------------------------------------------------------------------------
     def _eval_block(self, params, batch_stats, x, y, weight):
@@ -256,7 +295,9 @@ class Engine:
         ``on_chunk(step, mean_loss)`` is called after each chunk with the number of steps done and
         the mean minibatch loss of the chunk over the seeds still finite.
         """
-        eval_steps, evals, stats = [0], [self.evaluate(state)], []
+        eval_steps, evals, stats, hists = [0], [self.evaluate(state)], [], []
+        if 0 in self.hist_steps:
+            hists.append(self.histograms(state, seeds, 0))
         step = 0
         while step < self.steps:
             length = min(self.eval_every, self.steps - step)
@@ -265,18 +306,27 @@ class Engine:
             eval_steps.append(step)
             evals.append(self.evaluate(state))
             stats.append(np.asarray(chunk_stats))
+            if step in self.hist_steps:
+                hists.append(self.histograms(state, seeds, step))
             if on_chunk is not None:
                 losses = np.asarray(losses)
                 finite = losses[:, np.isfinite(losses).all(axis=0)]
                 on_chunk(step, float(finite.mean()) if finite.size else float("nan"))
         every = self.stats_every
         stats_steps = np.arange(0, self.steps, every) if every else np.zeros(0, np.int64)
+        n_q = len(HIST_QUANTITIES)
         return TrainResult(
             seeds=list(seeds),
             eval_steps=np.asarray(eval_steps),
             evals=np.stack(evals),
             stats_steps=stats_steps,
-            stats=np.concatenate(stats) if stats else np.zeros((0, len(seeds), self.depth, len(STAT_NAMES))),
+            stats=np.concatenate(stats),
+            stat_names=self.stat_names,
+            hist_steps=np.asarray([s for s in self.hist_steps if s in eval_steps], np.int64),
+            hist_counts=np.stack([np.asarray(c) for c, _ in hists])
+            if hists
+            else np.zeros((0, len(seeds), self.depth, n_q, self.hist_bins)),
+            hist_edges=np.stack([np.asarray(e) for _, e in hists]) if hists else np.zeros((0, n_q, self.hist_bins + 1)),
             diverged_at=np.asarray(state.diverged_at),
             state=state,
         )

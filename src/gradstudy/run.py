@@ -15,6 +15,8 @@ import traceback
 from pathlib import Path
 
 import hydra
+import numpy as np
+import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -25,6 +27,8 @@ from gradstudy.store import (
     CONFIG,
     CURVE_COLUMNS,
     CURVES,
+    HIST_COLUMNS,
+    HISTS,
     LAYER_COLUMNS,
     LAYERS,
     META,
@@ -59,8 +63,7 @@ def _dataset(name: str, standardize: bool, root: str | None):
 
 
 def _train(cfg: DictConfig, cell: str, seeds: list[int], dataset, console: Console):
-    from gradstudy.engine import EVAL_METRICS, Engine
-    from gradstudy.stats import STAT_NAMES
+    from gradstudy.engine import Engine
 
     engine = Engine(cfg, dataset)
     state = engine.init(seeds)
@@ -69,20 +72,43 @@ def _train(cfg: DictConfig, cell: str, seeds: list[int], dataset, console: Conso
     with Progress(*columns, console=console) as progress:
         task = progress.add_task(cell, total=cfg.train.steps, loss=float("nan"))
         result = engine.run(state, seeds, on_chunk=lambda step, loss: progress.update(task, completed=step, loss=loss))
+    return result
+
+
+def _tables(result, depth: int) -> dict[str, pd.DataFrame]:
+    """The cell's tidy tables from the engine's arrays, each diverged seed cut at its step."""
+    from gradstudy.engine import EVAL_METRICS
+    from gradstudy.stats import HIST_QUANTITIES
+
+    seeds = result.seeds
     diverged = {seed: int(step) for seed, step in zip(seeds, result.diverged_at) if step >= 0}
+    layer_axis = ("layer", list(range(1, depth + 1)))
     curves = tidy(result.eval_steps, result.evals, seeds, [("metric_id", list(range(len(EVAL_METRICS))))], diverged)
     metric_ids = curves.pop("metric_id")
     curves["split"] = [EVAL_METRICS[i][0] for i in metric_ids]
     curves["metric"] = [EVAL_METRICS[i][1] for i in metric_ids]
-    curves = curves[CURVE_COLUMNS]
-    layers = tidy(
-        result.stats_steps,
-        result.stats,
+    layers = tidy(result.stats_steps, result.stats, seeds, [layer_axis, ("stat", list(result.stat_names))], diverged)
+    n_bins = result.hist_counts.shape[-1]
+    hists = tidy(
+        result.hist_steps,
+        result.hist_counts,
         seeds,
-        [("layer", list(range(1, cfg.model.depth + 1))), ("stat", list(STAT_NAMES))],
+        [layer_axis, ("quantity", list(HIST_QUANTITIES)), ("bin", list(range(n_bins)))],
         diverged,
     )
-    return curves, layers[LAYER_COLUMNS], diverged
+    edges = result.hist_edges  # (n_hist, n_quantities, n_bins + 1), indexed by position in hist_steps
+    step_pos = {step: i for i, step in enumerate(result.hist_steps)}
+    q_pos = {q: i for i, q in enumerate(HIST_QUANTITIES)}
+    rows = (hists["step"].map(step_pos).to_numpy(), hists["quantity"].map(q_pos).to_numpy(), hists["bin"].to_numpy())
+    hists["bin_left"] = edges[rows[0], rows[1], rows[2]] if len(hists) else []
+    hists["bin_right"] = edges[rows[0], rows[1], rows[2] + 1] if len(hists) else []
+    hists = hists.rename(columns={"value": "count"})
+    hists["count"] = hists["count"].astype(np.int64)
+    return {
+        CURVES: curves[CURVE_COLUMNS],
+        LAYERS: layers[LAYER_COLUMNS],
+        HISTS: hists[HIST_COLUMNS],
+    }, diverged
 
 
 def run_cell(cfg: DictConfig) -> str:
@@ -118,9 +144,10 @@ def run_cell(cfg: DictConfig) -> str:
         validate_against_data(cfg, len(dataset.y_train))
         meta.update(provenance())
         write_json(cell_dir / META, meta)
-        curves, layers, diverged = _train(cfg, cell, meta["seeds"], dataset, console)
-        write_table(cell_dir / CURVES, curves)
-        write_table(cell_dir / LAYERS, layers)
+        result = _train(cfg, cell, meta["seeds"], dataset, console)
+        tables, diverged = _tables(result, cfg.model.depth)
+        for name, frame in tables.items():
+            write_table(cell_dir / name, frame)
         meta.update(status=STATUS_COMPLETE, diverged=diverged, wall_s=round(time.time() - started, 2))
         write_json(cell_dir / META, meta)
         if diverged:

@@ -24,16 +24,27 @@ import jax.numpy as jnp
 
 from gradstudy.activations import Activation
 
-STAT_NAMES = ("grad_norm", "delta_std", "act_mean", "act_std", "saturated_frac", "dead_frac")
+SCALAR_STATS = ("grad_norm", "delta_std", "act_mean", "act_std", "saturated_frac", "dead_frac")
+#: Percentiles of the pre-activation z_l (Ioffe & Szegedy's figure 1), recorded by the ``full`` tier.
+PERCENTILES = (15, 50, 85)
+PERCENTILE_STATS = tuple(f"z_p{q}" for q in PERCENTILES)
+#: Quantities whose per-layer histograms the ``full`` tier records at ``stats.hist_steps``.
+HIST_QUANTITIES = ("activation", "delta")
 
-#: Statistics tiers: ``none`` records nothing, ``scalars`` the per-layer scalars above.
-TIERS = ("none", "scalars")
+#: Statistics tiers: ``none`` records nothing, ``scalars`` the per-layer scalars above, ``full`` adds
+#: pre-activation percentiles every ``stats.every`` steps and histograms at ``stats.hist_steps``.
+TIERS = ("none", "scalars", "full")
+
+
+def stat_names(tier: str) -> tuple[str, ...]:
+    """The per-layer statistics recorded every ``stats.every`` steps by ``tier``."""
+    return {"none": (), "scalars": SCALAR_STATS, "full": SCALAR_STATS + PERCENTILE_STATS}[tier]
 
 
 def layer_stats(
-    kernel_grad: jax.Array, dloss_dz: jax.Array, z: jax.Array, h: jax.Array, act: Activation
+    kernel_grad: jax.Array, dloss_dz: jax.Array, z: jax.Array, h: jax.Array, act: Activation, percentiles: bool
 ) -> jax.Array:
-    """The statistics of one hidden layer, in the order of ``STAT_NAMES``.
+    """The statistics of one hidden layer, in the order of ``stat_names``.
 
     ``dloss_dz`` is the gradient of the *mean* minibatch loss with respect to z, shape (B, width).
     """
@@ -41,16 +52,17 @@ def layer_stats(
     nan = jnp.array(jnp.nan, h.dtype)
     saturated = jnp.mean(act.saturated(h)) if act.saturated is not None else nan
     dead = jnp.mean(jnp.all(z <= 0, axis=0)) if act.has_dead_units else nan
-    return jnp.stack(
-        [
-            jnp.sqrt(jnp.sum(jnp.square(kernel_grad))),
-            jnp.std(batch * dloss_dz),
-            jnp.mean(h),
-            jnp.std(h),
-            saturated.astype(h.dtype),
-            dead.astype(h.dtype),
-        ]
-    )
+    scalars = [
+        jnp.sqrt(jnp.sum(jnp.square(kernel_grad))),
+        jnp.std(batch * dloss_dz),
+        jnp.mean(h),
+        jnp.std(h),
+        saturated.astype(h.dtype),
+        dead.astype(h.dtype),
+    ]
+    if percentiles:
+        scalars.extend(jnp.percentile(z, jnp.array(PERCENTILES, h.dtype)))
+    return jnp.stack(scalars)
 
 
 def network_stats(
@@ -59,6 +71,23 @@ def network_stats(
     zs: Sequence[jax.Array],
     hs: Sequence[jax.Array],
     act: Activation,
+    percentiles: bool = False,
 ) -> jax.Array:
-    """Statistics of every hidden layer: shape (depth, len(STAT_NAMES))."""
-    return jnp.stack([layer_stats(g, d, z, h, act) for g, d, z, h in zip(kernel_grads, dloss_dzs, zs, hs, strict=True)])
+    """Statistics of every hidden layer: shape (depth, n_stats)."""
+    layers = zip(kernel_grads, dloss_dzs, zs, hs, strict=True)
+    return jnp.stack([layer_stats(g, d, z, h, act, percentiles) for g, d, z, h in layers])
+
+
+def histograms(values: jax.Array, n_bins: int) -> tuple[jax.Array, jax.Array]:
+    """Counts of ``values`` (..., n) in ``n_bins`` equal bins spanning all of them: (counts (..., n_bins), edges).
+
+    The bins are shared by every leading index (seeds and layers), so one measurement's layers and
+    seeds can be compared and summed bin by bin.
+    """
+    lo, hi = jnp.min(values), jnp.max(values)
+    hi = jnp.where(hi > lo, hi, lo + 1)
+    edges = jnp.linspace(lo, hi, n_bins + 1)
+    flat = values.reshape(-1, values.shape[-1])
+    bins = jnp.clip(jnp.searchsorted(edges, flat, side="right") - 1, 0, n_bins - 1)
+    counts = jax.vmap(lambda b: jnp.bincount(b, length=n_bins))(bins)
+    return counts.reshape(*values.shape[:-1], n_bins), edges

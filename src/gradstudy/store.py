@@ -6,7 +6,9 @@ Layout: ``<results_dir>/<study>/<cell-id>/`` holding
 * ``meta.json``: ``status`` (running / complete / failed), the failure message, seeds, diverged
   seeds with their steps, package versions, git hash and device;
 * ``curves.parquet``: seed, step, split, metric, value;
-* ``layers.parquet``: seed, step, layer, stat, value.
+* ``layers.parquet``: seed, step, layer, stat, value;
+* ``hists.parquet``: seed, step, layer, quantity, bin_left, bin_right, count (empty below the
+  ``full`` statistics tier).
 
 Every file is written to a temporary name and renamed, and ``meta.json`` says ``complete`` only
 after the tables are in place, so an interrupted cell is never mistaken for a finished one.
@@ -37,10 +39,13 @@ META = "meta.json"
 CONFIG = "config.yaml"
 CURVES = "curves.parquet"
 LAYERS = "layers.parquet"
+HISTS = "hists.parquet"
 SWEEPS = ".sweeps"
 
 CURVE_COLUMNS = ["seed", "step", "split", "metric", "value"]
 LAYER_COLUMNS = ["seed", "step", "layer", "stat", "value"]
+HIST_COLUMNS = ["seed", "step", "layer", "quantity", "bin_left", "bin_right", "count"]
+TABLE_COLUMNS = {CURVES: CURVE_COLUMNS, LAYERS: LAYER_COLUMNS, HISTS: HIST_COLUMNS}
 #: Config groups whose chosen option name becomes a column of ``Study.cells`` and part of the slug.
 GROUPS = ("init", "act", "norm", "data", "optim")
 
@@ -173,6 +178,7 @@ class Study:
     cells: pd.DataFrame
     curves: pd.DataFrame
     layers: pd.DataFrame
+    hists: pd.DataFrame
 
 
 def _flatten(node: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -228,7 +234,8 @@ def load_study(path: str | os.PathLike[str], cells: Iterable[str] | None = None)
     if not root.is_dir():
         raise FileNotFoundError(f"no results folder at {root}")
     wanted = None if cells is None else set(cells)
-    rows, curves, layers = [], [], []
+    rows: list[dict[str, Any]] = []
+    tables: dict[str, list[pd.DataFrame]] = {CURVES: [], LAYERS: [], HISTS: []}
     for study_dir in _study_dirs(root):
         for cell_dir in sorted(p for p in study_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
             meta = read_meta(cell_dir)
@@ -237,12 +244,14 @@ def load_study(path: str | os.PathLike[str], cells: Iterable[str] | None = None)
             study = meta.get("study", study_dir.name)
             rows.append(_cell_row(study, cell_dir, meta))
             if meta.get("status") == STATUS_COMPLETE:
-                curves.append(_read_table(cell_dir, CURVES, CURVE_COLUMNS, study))
-                layers.append(_read_table(cell_dir, LAYERS, LAYER_COLUMNS, study))
-    empty_curves = pd.DataFrame(columns=["study", "cell", *CURVE_COLUMNS])
-    empty_layers = pd.DataFrame(columns=["study", "cell", *LAYER_COLUMNS])
-    return Study(
-        cells=pd.DataFrame(rows) if rows else pd.DataFrame(columns=["study", "cell", *GROUPS, "status", "n_seeds", "n_diverged"]),
-        curves=pd.concat(curves, ignore_index=True) if curves else empty_curves,
-        layers=pd.concat(layers, ignore_index=True) if layers else empty_layers,
-    )
+                for name, frames in tables.items():
+                    frames.append(_read_table(cell_dir, name, TABLE_COLUMNS[name], study))
+
+    def concat(name: str) -> pd.DataFrame:
+        frames = [f for f in tables[name] if not f.empty]
+        if not frames:
+            return pd.DataFrame(columns=["study", "cell", *TABLE_COLUMNS[name]])
+        return pd.concat(frames, ignore_index=True)
+
+    cells_frame = pd.DataFrame(rows) if rows else pd.DataFrame(columns=["study", "cell", *GROUPS, "status", "n_seeds", "n_diverged"])
+    return Study(cells=cells_frame, curves=concat(CURVES), layers=concat(LAYERS), hists=concat(HISTS))
