@@ -4,7 +4,9 @@ Everything runs in one process, interleaved, after a warm-up, and only ratios ar
 
 * engine / naive: model-steps per second of the engine (no statistics) over a jitted single-seed
   step called in a Python loop, one seed after another;
-* the overhead of the ``scalars`` statistics at ``stats.every=10`` and ``=1`` over no statistics;
+* the overhead of the ``scalars`` statistics at ``stats.every=10`` and ``=1``, and of the ``full``
+  tier's percentiles at ``stats.every=10``, over no statistics (histograms are taken between
+  chunks, at a few chosen steps, so they are not part of the per-step cost);
 * the engine's arithmetic rate as a fraction of this machine's measured float32 matmul rate.
 
 Each ratio is the median over ``--reps`` repetitions, with the min-max spread.
@@ -122,6 +124,7 @@ def main() -> None:
         "engine": engine_runner(args, dataset, "stats=none"),
         "stats_every_10": engine_runner(args, dataset, "stats=scalars", "stats.every=10"),
         "stats_every_1": engine_runner(args, dataset, "stats=scalars", "stats.every=1"),
+        "full_every_10": engine_runner(args, dataset, "stats=full", "stats.every=10", "stats.hist_steps=[]"),
     }
     for run in variants.values():  # warm-up: compile and first touch
         run()
@@ -145,6 +148,7 @@ def main() -> None:
     print(_ratio_line("engine / naive loop (speed-up)", [n / e for n, e in zip(times["naive"], times["engine"])]))
     print(_ratio_line("stats.every=10 / no stats (time)", [s / e for s, e in zip(times["stats_every_10"], times["engine"])]))
     print(_ratio_line("stats.every=1 / no stats (time)", [s / e for s, e in zip(times["stats_every_1"], times["engine"])]))
+    print(_ratio_line("full, every=10 / no stats (time)", [s / e for s, e in zip(times["full_every_10"], times["engine"])]))
     print(f"matmul peak {peak:8.1f} GFLOP/s; engine {achieved:6.1f} GFLOP/s = {achieved / peak:.1%} of peak")
 
 

@@ -12,7 +12,7 @@ import pytest
 from gradstudy.data import load_dataset
 from gradstudy.engine import Engine, batch_indices
 from gradstudy.model import hidden_name
-from gradstudy.stats import SCALAR_STATS, histograms, stat_names
+from gradstudy.stats import histograms, order_statistic, stat_names
 
 DERIVATIVES = {
     "tanh": (np.tanh, lambda z: 1 - np.tanh(z) ** 2),
@@ -127,7 +127,16 @@ def test_full_tier_percentiles_match_numpy(tiny_cfg):
     p = {k: {n: v[i].astype(np.float64) for n, v in layer.items()} for k, layer in params.items()}
     z = x @ p["hidden1"]["kernel"] + p["hidden1"]["bias"]
     for q in (15, 50, 85):
-        assert _stat(stats, f"z_p{q}", "full")[i, 0] == pytest.approx(np.percentile(z, q), rel=1e-4, abs=1e-5)
+        expected = np.percentile(z.astype(np.float32), q, method="inverted_cdf")
+        assert _stat(stats, f"z_p{q}", "full")[i, 0] == pytest.approx(expected, rel=1e-5, abs=1e-6)
+
+
+@pytest.mark.parametrize("n", [1, 7, 100, 6400])
+def test_order_statistic_is_the_inverted_cdf_percentile(n):
+    values = np.random.default_rng(n).standard_t(3, size=n).astype(np.float32)
+    for q in (15, 50, 85):
+        k = -(-q * n // 100)
+        assert float(order_statistic(values, k)) == np.percentile(values, q, method="inverted_cdf")
 
 
 def test_histograms_share_bins_and_count_everything():

@@ -63,6 +63,7 @@ def _dataset(name: str, standardize: bool, root: str | None):
 
 
 def _train(cfg: DictConfig, cell: str, seeds: list[int], dataset, console: Console):
+    """Train every seed of the cell with a progress bar showing the step and the mean loss."""
     from gradstudy.engine import Engine
 
     engine = Engine(cfg, dataset)
@@ -75,7 +76,7 @@ def _train(cfg: DictConfig, cell: str, seeds: list[int], dataset, console: Conso
     return result
 
 
-def _tables(result, depth: int) -> dict[str, pd.DataFrame]:
+def _tables(result, depth: int) -> tuple[dict[str, pd.DataFrame], dict[int, int]]:
     """The cell's tidy tables from the engine's arrays, each diverged seed cut at its step."""
     from gradstudy.engine import EVAL_METRICS
     from gradstudy.stats import HIST_QUANTITIES
@@ -96,12 +97,12 @@ def _tables(result, depth: int) -> dict[str, pd.DataFrame]:
         [layer_axis, ("quantity", list(HIST_QUANTITIES)), ("bin", list(range(n_bins)))],
         diverged,
     )
-    edges = result.hist_edges  # (n_hist, n_quantities, n_bins + 1), indexed by position in hist_steps
-    step_pos = {step: i for i, step in enumerate(result.hist_steps)}
-    q_pos = {q: i for i, q in enumerate(HIST_QUANTITIES)}
-    rows = (hists["step"].map(step_pos).to_numpy(), hists["quantity"].map(q_pos).to_numpy(), hists["bin"].to_numpy())
-    hists["bin_left"] = edges[rows[0], rows[1], rows[2]] if len(hists) else []
-    hists["bin_right"] = edges[rows[0], rows[1], rows[2] + 1] if len(hists) else []
+    # edges: (n_hist, n_quantities, n_bins + 1), indexed by position in hist_steps and HIST_QUANTITIES
+    step_pos = hists["step"].map({step: i for i, step in enumerate(result.hist_steps)}).to_numpy(np.int64)
+    q_pos = hists["quantity"].map({q: i for i, q in enumerate(HIST_QUANTITIES)}).to_numpy(np.int64)
+    bins = hists["bin"].to_numpy(np.int64)
+    hists["bin_left"] = result.hist_edges[step_pos, q_pos, bins]
+    hists["bin_right"] = result.hist_edges[step_pos, q_pos, bins + 1]
     hists = hists.rename(columns={"value": "count"})
     hists["count"] = hists["count"].astype(np.int64)
     return {
