@@ -43,14 +43,18 @@ def lower_median(times: np.ndarray) -> float:
     return float(t[(len(t) - 1) // 2]) if len(t) else np.nan
 
 
+def bootstrap_medians(times: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``lower_median`` of each of ``BOOTSTRAP_RESAMPLES`` resamples (with replacement) of ``times``."""
+    t = np.asarray(times, np.float64)
+    resamples = np.sort(t[rng.integers(0, len(t), size=(BOOTSTRAP_RESAMPLES, len(t)))], axis=1)
+    return resamples[:, (len(t) - 1) // 2]
+
+
 def bootstrap_median_ci(times: np.ndarray) -> tuple[float, float]:
     """95% percentile-bootstrap interval of ``lower_median`` (inf where resamples do not reach)."""
-    t = np.asarray(times, np.float64)
-    if len(t) < 2:
+    if len(times) < 2:
         return np.nan, np.nan
-    rng = np.random.default_rng(BOOTSTRAP_SEED)
-    resamples = np.sort(t[rng.integers(0, len(t), size=(BOOTSTRAP_RESAMPLES, len(t)))], axis=1)
-    medians = resamples[:, (len(t) - 1) // 2]
+    medians = bootstrap_medians(times, np.random.default_rng(BOOTSTRAP_SEED))
     return tuple(float(q) for q in np.percentile(medians, [2.5, 97.5], method="lower"))
 
 
@@ -194,13 +198,8 @@ def compare_cells(
     if len(a) == 0 or len(b) == 0:
         raise KeyError(f"no curves for {cell_a if len(a) == 0 else cell_b}")
     rng = np.random.default_rng(BOOTSTRAP_SEED)
-
-    def medians(t: np.ndarray) -> np.ndarray:
-        samples = np.sort(t[rng.integers(0, len(t), size=(BOOTSTRAP_RESAMPLES, len(t)))], axis=1)
-        return samples[:, (len(t) - 1) // 2]
-
     with np.errstate(invalid="ignore"):
-        diffs = medians(a) - medians(b)
+        diffs = bootstrap_medians(a, rng) - bootstrap_medians(b, rng)
         diff = lower_median(a) - lower_median(b)
     diffs = diffs[~np.isnan(diffs)]  # inf - inf: neither reaches in that resample
     low, high = np.percentile(diffs, [2.5, 97.5], method="lower") if len(diffs) else (np.nan, np.nan)

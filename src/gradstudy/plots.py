@@ -62,7 +62,7 @@ def _grid(n_rows: int, n_cols: int, width: float = 4.2, height: float = 3.2, **k
 
 def _finish(fig: plt.Figure, axes: np.ndarray, title: str) -> plt.Figure:
     """One shared legend to the right of the panels, a title, and a layout without overlaps."""
-    handles, labels = {}, {}
+    handles = {}
     for ax in axes.flat:
         legend = ax.get_legend()
         if legend is not None:
