@@ -25,6 +25,10 @@ from collections.abc import Callable
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
+from gradstudy.devices import use_host_devices
+
+use_host_devices()
+
 import jax
 import jax.numpy as jnp
 import numpy as np

@@ -4,6 +4,10 @@ import os
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
+from gradstudy.devices import use_host_devices
+
+use_host_devices(2)  # the seed axis is sharded across two host devices, as on a 2-core machine
+
 import sys
 from pathlib import Path
 

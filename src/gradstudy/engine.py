@@ -11,6 +11,10 @@ for evaluation, progress and writing. A seed whose loss, parameters, batch stati
 state turn non-finite is frozen from that step on with ``jnp.where``: it keeps its last finite
 state, the first bad step is carried in ``diverged_at``, and the other seeds are untouched.
 
+When JAX has several devices (``gradstudy.devices.use_host_devices`` gives one per CPU core), the
+seed axis is sharded across them; the seed list is padded to a multiple of the device count by
+repeating its last seed, and the copies are dropped from every output.
+
 Seeds enter only through the initial state (made outside ``jit``, one PRNG key per seed) and the
 minibatch indices (drawn in numpy from the seed itself), so new seed values never recompile and a
 seed's numbers do not depend on which other seeds share its batch.
@@ -26,6 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from gradstudy.activations import ACTIVATIONS
 from gradstudy.data import Dataset
@@ -108,23 +113,39 @@ class Engine:
             "train": (dataset.x_train, dataset.y_train),
             "test": (dataset.x_test, dataset.y_test),
         }
+        devices = jax.devices()
+        self._mesh = Mesh(np.array(devices), ("seeds",)) if len(devices) > 1 else None
         self._chunk = jax.jit(self._chunk_fn)
         self._histograms = jax.jit(self._histograms_fn)
         self._eval = jax.jit(jax.vmap(self._eval_block, in_axes=(0, 0, None, None, None)))
 
+    # ----- seeds across devices ---------------------------------------------------------------
+    def padded(self, seeds: list[int]) -> list[int]:
+        """``seeds`` plus copies of its last seed, up to a multiple of the device count."""
+        n_devices = 1 if self._mesh is None else self._mesh.size
+        return list(seeds) + [seeds[-1]] * (-len(seeds) % n_devices)
+
+    def _on_devices(self, tree: Any, seed_axis: int = 0) -> Any:
+        """Place ``tree`` with its seed axis split across the devices (a no-op on one device)."""
+        if self._mesh is None:
+            return tree
+        spec = PartitionSpec(*([None] * seed_axis), "seeds")
+        return jax.device_put(tree, NamedSharding(self._mesh, spec))
+
     # ----- state ---------------------------------------------------------------------------
     def init(self, seeds: list[int]) -> TrainState:
-        """Initial state of every seed, one PRNG key per seed, vmapped so each seed has its own fan."""
-        keys = jnp.stack([jax.random.PRNGKey(s) for s in seeds])
+        """Initial state of every (padded) seed, one PRNG key per seed, vmapped so each seed has its own fan."""
+        keys = jnp.stack([jax.random.PRNGKey(s) for s in self.padded(seeds)])
         example = self.x_train[:1]
         variables = jax.vmap(lambda k: self.model.init(k, example, train=False))(keys)
         params = variables["params"]
-        return TrainState(
+        state = TrainState(
             params=params,
             batch_stats=variables.get("batch_stats", {}),
             opt_state=jax.vmap(self.optimizer.init)(params),
-            diverged_at=jnp.full((len(seeds),), -1, jnp.int32),
+            diverged_at=jnp.full((len(keys),), -1, jnp.int32),
         )
+        return self._on_devices(state)
 
     # ----- one seed, one step ---------------------------------------------------------------
     def _loss(self, params, batch_stats, probes, x, y, collect: bool):
@@ -237,8 +258,10 @@ class Engine:
         ``step`` must be a multiple of ``stats.every`` so that measured steps land on its multiples.
         Returns the state, per-step losses (length, n_seeds) and statistics (n_measured, n_seeds, depth, n_stats).
         """
-        idx = np.stack([batch_indices(s, self.n_train, self.batch_size, step, length) for s in seeds], axis=1)
-        return self._chunk(state, step, idx)
+        idx = np.stack(
+            [batch_indices(s, self.n_train, self.batch_size, step, length) for s in self.padded(seeds)], axis=1
+        )
+        return self._chunk(state, step, self._on_devices(idx, seed_axis=1))
 
     def _histograms_fn(self, state: TrainState, idx):
         """Histograms of h_l and delta_l = B * dL/dz_l for every seed and layer, on minibatch ``idx`` (n_seeds, B).
@@ -257,8 +280,8 @@ class Engine:
 
     def histograms(self, state: TrainState, seeds: list[int], step: int) -> tuple[jax.Array, jax.Array]:
         """Per-layer histograms on the minibatch that step ``step`` trains on (see ``_histograms_fn``)."""
-        idx = np.stack([batch_indices(s, self.n_train, self.batch_size, step, 1)[0] for s in seeds])
-        return self._histograms(state, idx)
+        idx = np.stack([batch_indices(s, self.n_train, self.batch_size, step, 1)[0] for s in self.padded(seeds)])
+        return self._histograms(state, self._on_devices(idx))
 
     # ----- evaluation -------------------------------------------------------------------------
     def _eval_block(self, params, batch_stats, x, y, weight):
@@ -313,20 +336,20 @@ class Engine:
                 finite = losses[:, np.isfinite(losses).all(axis=0)]
                 on_chunk(step, float(finite.mean()) if finite.size else float("nan"))
         every = self.stats_every
-        stats_steps = np.arange(0, self.steps, every) if every else np.zeros(0, np.int64)
+        n = len(seeds)  # drop the padding seeds
         n_q = len(HIST_QUANTITIES)
         return TrainResult(
             seeds=list(seeds),
             eval_steps=np.asarray(eval_steps),
-            evals=np.stack(evals),
-            stats_steps=stats_steps,
-            stats=np.concatenate(stats),
+            evals=np.stack(evals)[:, :n],
+            stats_steps=np.arange(0, self.steps, every) if every else np.zeros(0, np.int64),
+            stats=np.concatenate(stats)[:, :n],
             stat_names=self.stat_names,
             hist_steps=np.asarray([s for s in self.hist_steps if s in eval_steps], np.int64),
-            hist_counts=np.stack([np.asarray(c) for c, _ in hists])
+            hist_counts=np.stack([np.asarray(c)[:n] for c, _ in hists])
             if hists
-            else np.zeros((0, len(seeds), self.depth, n_q, self.hist_bins)),
+            else np.zeros((0, n, self.depth, n_q, self.hist_bins)),
             hist_edges=np.stack([np.asarray(e) for _, e in hists]) if hists else np.zeros((0, n_q, self.hist_bins + 1)),
-            diverged_at=np.asarray(state.diverged_at),
-            state=state,
+            diverged_at=np.asarray(state.diverged_at)[:n],
+            state=jax.tree.map(lambda leaf: leaf[:n], state),
         )

@@ -167,7 +167,9 @@ register_configs()
 @hydra.main(version_base="1.3", config_path=conf_dir(), config_name="config")
 def main(cfg: DictConfig) -> str:
     from gradstudy.cache import enable_compile_cache
+    from gradstudy.devices import use_host_devices
 
+    use_host_devices()
     logging.getLogger("jax").setLevel(logging.WARNING)
     enable_compile_cache()
     return run_cell(cfg)

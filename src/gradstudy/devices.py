@@ -1,0 +1,19 @@
+"""Expose every CPU core to JAX as its own host device, so that a cell's seeds can be split across them.
+
+XLA runs one program on a CPU mostly on one core: a seed's minibatch matmuls are too small to
+parallelize. Sharding the seed axis across one host device per core runs the seeds side by side.
+Must be called before JAX initializes its backend (the first computation or device query).
+"""
+
+from __future__ import annotations
+
+import os
+
+_FLAG = "--xla_force_host_platform_device_count"
+
+
+def use_host_devices(count: int | None = None) -> None:
+    """Ask XLA for ``count`` host devices (default: one per CPU core), unless XLA_FLAGS already sets it."""
+    flags = os.environ.get("XLA_FLAGS", "")
+    if _FLAG not in flags:
+        os.environ["XLA_FLAGS"] = f"{flags} {_FLAG}={count or os.cpu_count() or 1}".strip()
