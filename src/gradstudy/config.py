@@ -14,7 +14,9 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
 #: Top-level keys that say where and how to run, not what is run; they are left out of a cell's id.
-RUN_KEYS = ("hydra", "study", "results_dir", "force")
+RUN_KEYS = ("hydra", "study", "results_dir", "force", "budget", "budgets")
+#: Sizes of the paper presets (``conf/experiment``): each preset holds one set of values per budget.
+BUDGETS = ("cpu", "paper", "smoke")
 
 
 @dataclass
@@ -46,6 +48,8 @@ class DataConfig:
     name: str = MISSING
     standardize: bool = False
     root: str | None = None
+    n_train: int | None = None
+    n_test: int | None = None
 
 
 @dataclass
@@ -76,6 +80,7 @@ class StatsConfig:
     every: int = 10
     hist_steps: list[int] = field(default_factory=list)
     hist_bins: int = 50
+    extra: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -91,6 +96,8 @@ class Config:
     study: str = "default"
     results_dir: str = "results"
     force: bool = False
+    budget: str = "cpu"
+    budgets: dict[str, Any] = field(default_factory=dict)
 
 
 def register_configs() -> None:
@@ -144,7 +151,11 @@ def validate(cfg: DictConfig) -> None:
     _check_choice("norm.position", cfg.norm.position, model.NORM_POSITIONS)
     _check(0 <= cfg.norm.momentum < 1, "norm.momentum", "must be in [0, 1)", cfg.norm.momentum)
     _check(cfg.norm.epsilon > 0, "norm.epsilon", "must be > 0", cfg.norm.epsilon)
+    _check_choice("budget", cfg.budget, BUDGETS)
     _check_choice("data.name", cfg.data.name, data.DATASETS)
+    for key in ("n_train", "n_test"):
+        size = cfg.data[key]
+        _check(size is None or size >= 1, f"data.{key}", "must be >= 1 or null", size)
     _check(cfg.model.depth >= 1, "model.depth", "must be >= 1 hidden layer", cfg.model.depth)
     _check(cfg.model.width >= 1, "model.width", "must be >= 1 unit", cfg.model.width)
     _check_choice("optim.name", cfg.optim.name, optim.OPTIMIZERS)
@@ -172,6 +183,14 @@ def validate(cfg: DictConfig) -> None:
         list(cfg.stats.hist_steps),
     )
     _check(cfg.stats.hist_bins >= 1, "stats.hist_bins", "must be >= 1", cfg.stats.hist_bins)
+    for extra in cfg.stats.extra:
+        _check_choice("stats.extra", extra, stats.EXTRA_STATS)
+    _check(
+        cfg.stats.tier != "none" or not any(e in stats.STEP_EXTRAS for e in cfg.stats.extra),
+        "stats.extra",
+        f"{sorted(stats.STEP_EXTRAS)} are recorded with the per-layer scalars; they need stats.tier=scalars or full",
+        list(cfg.stats.extra),
+    )
 
 
 def validate_against_data(cfg: DictConfig, n_train: int) -> None:

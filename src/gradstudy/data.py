@@ -1,7 +1,11 @@
-"""Datasets: a registry from name to a loader returning train/test arrays, all offline.
+"""Datasets: a registry from name to a loader returning train/test arrays; nothing is downloaded.
 
-Every loader returns inputs scaled to a fixed range; ``data.standardize=true`` then standardizes
-each feature with the training split's mean and standard deviation (constant features become 0).
+``mnist5k``, ``digits``, ``mnist1d`` and ``shapeset`` are offline (shipped in a package or generated);
+``mnist``, ``fashion_mnist`` and ``cifar10`` read local files from ``data.root``
+(``gradstudy.datafiles``). Every loader returns inputs scaled to a fixed range; ``data.n_train`` and
+``data.n_test`` keep the first examples of each split (for ``shapeset``, how many are generated);
+``data.standardize=true`` then standardizes each feature with the training split's mean and
+standard deviation (constant features become 0).
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ from typing import Any
 
 import numpy as np
 from sklearn.model_selection import train_test_split
+
+from gradstudy import datafiles
 
 #: Fixed so that every run, seed and cell sees the same split.
 SPLIT_SEED = 0
@@ -79,16 +85,53 @@ def load_mnist1d(cfg: Any) -> tuple[np.ndarray, ...]:
     return d["x"], d["x_test"], d["y"], d["y_test"]
 
 
+#: Shapeset sizes when ``data.n_train`` / ``data.n_test`` are not set, and the fixed seed of each split.
+SHAPESET_SIZES = {"train": (10_000, 1), "test": (2_000, 2)}
+
+
+def load_shapeset(cfg: Any) -> tuple[np.ndarray, ...]:
+    """Shapeset-3x2 (``gradstudy.shapeset``): 32x32 grey images, 9 classes; train and test drawn from fixed seeds."""
+    from gradstudy.shapeset import generate
+
+    (n_train, train_seed), (n_test, test_seed) = SHAPESET_SIZES["train"], SHAPESET_SIZES["test"]
+    train = generate(cfg.get("n_train") or n_train, train_seed)
+    test = generate(cfg.get("n_test") or n_test, test_seed)
+    flat = lambda images: images.reshape(len(images), -1)  # noqa: E731
+    return flat(train.images), flat(test.images), train.labels, test.labels
+
+
+def load_mnist(cfg: Any) -> tuple[np.ndarray, ...]:
+    """The 60,000/10,000 MNIST digits from the four IDX files in ``data.root``."""
+    return datafiles.load_idx_set("mnist", datafiles.MNIST, cfg.root)
+
+
+def load_fashion_mnist(cfg: Any) -> tuple[np.ndarray, ...]:
+    """The 60,000/10,000 Fashion-MNIST images from the four IDX files in ``data.root``."""
+    return datafiles.load_idx_set("fashion_mnist", datafiles.FASHION_MNIST, cfg.root)
+
+
+def load_cifar10(cfg: Any) -> tuple[np.ndarray, ...]:
+    """The 50,000/10,000 CIFAR-10 images (3,072 features) from the python batches in ``data.root``."""
+    return datafiles.load_cifar10(cfg.root)
+
+
 DATASETS: dict[str, Callable[[Any], tuple[np.ndarray, ...]]] = {
     "mnist5k": load_mnist5k,
     "digits": load_digits,
     "mnist1d": load_mnist1d,
+    "shapeset": load_shapeset,
+    "mnist": load_mnist,
+    "fashion_mnist": load_fashion_mnist,
+    "cifar10": load_cifar10,
 }
 
 
 def load_dataset(cfg: Any) -> Dataset:
     """Load the dataset of the ``data`` node as float32 inputs and int32 labels."""
     x_train, x_test, y_train, y_test = DATASETS[cfg.name](cfg)
+    n_train, n_test = cfg.get("n_train"), cfg.get("n_test")
+    x_train, y_train = x_train[:n_train], y_train[:n_train]
+    x_test, y_test = x_test[:n_test], y_test[:n_test]
     if cfg.standardize:
         x_train, x_test = standardize(x_train, x_test)
     return Dataset(

@@ -32,11 +32,19 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from gradstudy.activations import ACTIVATIONS
+from gradstudy.activations import ACTIVATIONS, activation_fn
 from gradstudy.data import Dataset
 from gradstudy.model import build_model, hidden_name
 from gradstudy.optim import make_optimizer
-from gradstudy.stats import HIST_QUANTITIES, histograms, network_stats, stat_names
+from gradstudy.stats import (
+    HIST_QUANTITIES,
+    INIT_EXTRAS,
+    JACOBIAN_EXAMPLES,
+    histograms,
+    mean_singular_value,
+    network_stats,
+    stat_names,
+)
 
 #: Evaluation runs over blocks of this many examples (the last one padded), one compile per cell.
 EVAL_BLOCK = 1000
@@ -65,6 +73,8 @@ class TrainResult:
     hist_edges: np.ndarray  # (n_hist, len(HIST_QUANTITIES), n_bins + 1)
     diverged_at: np.ndarray  # (n_seeds,), -1 where the seed never diverged
     state: TrainState  # the final state (a diverged seed's last finite one)
+    init_stats: np.ndarray  # (n_seeds, depth, len(init_stat_names)), measured once at step 0
+    init_stat_names: tuple[str, ...]
 
 
 def batch_indices(seed: int, n_train: int, batch_size: int, start: int, length: int) -> np.ndarray:
@@ -99,7 +109,10 @@ class Engine:
         self.steps = cfg.train.steps
         self.eval_every = cfg.train.eval_every
         self.stats_every = None if cfg.stats.tier == "none" else cfg.stats.every
-        self.stat_names = stat_names(cfg.stats.tier)
+        self.extra = tuple(cfg.stats.extra)
+        self.stat_names = stat_names(cfg.stats.tier, self.extra)
+        self.init_stat_names = tuple(e for e in self.extra if e in INIT_EXTRAS)
+        self.act_fn = activation_fn(cfg.act.name, cfg.act.alpha)
         self.percentiles = cfg.stats.tier == "full"
         self.hist_steps = sorted(set(cfg.stats.hist_steps)) if cfg.stats.tier == "full" else []
         self.hist_bins = cfg.stats.hist_bins
@@ -117,6 +130,7 @@ class Engine:
         self._mesh = Mesh(np.array(devices), ("seeds",)) if len(devices) > 1 else None
         self._chunk = jax.jit(self._chunk_fn)
         self._histograms = jax.jit(self._histograms_fn)
+        self._init_stats = jax.jit(jax.vmap(self._jacobian_fn, in_axes=(0, None)))
         self._eval = jax.jit(jax.vmap(self._eval_block, in_axes=(0, 0, None, None, None)))
 
     # ----- seeds across devices ---------------------------------------------------------------
@@ -203,7 +217,7 @@ class Engine:
         """``plain_step`` plus the per-layer statistics, from the same forward and backward pass."""
         loss, batch_stats, grads, dzs, zs, hs = self._probed(state, idx)
         kernel_grads = [grads[hidden_name(l)]["kernel"] for l in self._layers]
-        stats = network_stats(kernel_grads, dzs, zs, hs, self.act, self.percentiles)
+        stats = network_stats(kernel_grads, dzs, zs, hs, self.act, self.percentiles, self.extra)
         return self._update(state, step, loss, grads, batch_stats), loss, stats
 
     @property
@@ -283,6 +297,22 @@ class Engine:
         idx = np.stack([batch_indices(s, self.n_train, self.batch_size, step, 1)[0] for s in self.padded(seeds)])
         return self._histograms(state, self._on_devices(idx))
 
+    def _jacobian_fn(self, state: TrainState, x):
+        """``jacobian_sv_mean`` of every hidden layer of one seed on the examples ``x``: (depth, 1)."""
+        variables = {"params": state.params, "batch_stats": state.batch_stats}
+        _, updates = self.model.apply(variables, x, train=True, mutable=["batch_stats", "intermediates"])
+        zs = [updates["intermediates"][f"z{l}"][0] for l in self._layers]
+        kernels = [state.params[hidden_name(l)]["kernel"] for l in self._layers]
+        return jnp.stack([mean_singular_value(w, z, self.act_fn) for w, z in zip(kernels, zs, strict=True)])[:, None]
+
+    def init_stats(self, state: TrainState) -> np.ndarray:
+        """The step-0 statistics asked for in ``stats.extra``: (n_seeds, depth, len(init_stat_names))."""
+        if not self.init_stat_names:
+            return np.zeros((state.diverged_at.shape[0], self.depth, 0))
+        # On one device: XLA's CPU eigensolver can hang when its input is split across host devices.
+        single = jax.device_put(state, jax.devices()[0])
+        return np.asarray(self._init_stats(single, self.x_train[:JACOBIAN_EXAMPLES]))
+
     # ----- evaluation -------------------------------------------------------------------------
     def _eval_block(self, params, batch_stats, x, y, weight):
         logits = self.model.apply({"params": params, "batch_stats": batch_stats}, x, train=False)
@@ -319,6 +349,7 @@ class Engine:
         the mean minibatch loss of the chunk over the seeds still finite.
         """
         eval_steps, evals, stats, hists = [0], [self.evaluate(state)], [], []
+        init_stats = self.init_stats(state)
         if 0 in self.hist_steps:
             hists.append(self.histograms(state, seeds, 0))
         step = 0
@@ -352,4 +383,6 @@ class Engine:
             hist_edges=np.stack([np.asarray(e) for _, e in hists]) if hists else np.zeros((0, n_q, self.hist_bins + 1)),
             diverged_at=np.asarray(state.diverged_at)[:n],
             state=jax.tree.map(lambda leaf: leaf[:n], state),
+            init_stats=init_stats[:n],
+            init_stat_names=self.init_stat_names,
         )

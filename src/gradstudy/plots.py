@@ -101,19 +101,30 @@ def _phase_rows(layers: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def gradient_profile(layers: pd.DataFrame, cells: pd.DataFrame) -> plt.Figure:
-    """Back-propagated gradient std and weight-gradient norm against layer, at the start and the end (log scale)."""
-    data = _with_labels(_phase_rows(layers[layers["stat"].isin(["delta_std", "grad_norm"])]), cells)
+def _layer_profile(layers: pd.DataFrame, cells: pd.DataFrame, stats: Sequence[tuple[str, str, str]], title: str) -> plt.Figure:
+    """Rows: ``stats`` (name, label, y scale); columns: facet x (start, end); one line per cell against layer."""
+    data = _with_labels(_phase_rows(layers[layers["stat"].isin([s for s, _, _ in stats])]), cells)
     columns = [(f, p) for f in sorted(data["facet"].unique()) for p in ("start (step 0)", "end")]
-    stats = [("delta_std", "std of δ = B·∂L/∂z (log)"), ("grad_norm", "‖∂L/∂W‖ (log)")]
     fig, axes = _grid(len(stats), len(columns), layout="constrained")
     for j, (facet, phase) in enumerate(columns):
-        for i, (stat, ylabel) in enumerate(stats):
+        for i, (stat, ylabel, yscale) in enumerate(stats):
             ax = axes[i, j]
             rows = data[(data["facet"] == facet) & (data["phase"] == phase) & (data["stat"] == stat)]
             sns.lineplot(rows, x="layer", y="value", hue="label", marker="o", errorbar=("ci", 95), n_boot=200, seed=0, ax=ax)
-            ax.set(xlabel=LAYER_LABEL, ylabel=ylabel, title=f"{facet}\n{phase}", yscale="log")
-    return _finish(fig, axes, "Gradient profile across layers (Glorot & Bengio fig. 7 style)")
+            ax.set(xlabel=LAYER_LABEL, ylabel=ylabel, title=f"{facet}\n{phase}", yscale=yscale)
+    return _finish(fig, axes, title)
+
+
+def gradient_profile(layers: pd.DataFrame, cells: pd.DataFrame) -> plt.Figure:
+    """Back-propagated gradient std and weight-gradient norm against layer, at the start and the end (log scale)."""
+    stats = [("delta_std", "std of δ = B·∂L/∂z (log)", "log"), ("grad_norm", "‖∂L/∂W‖ (log)", "log")]
+    return _layer_profile(layers, cells, stats, "Gradient profile across layers (Glorot & Bengio fig. 7 style)")
+
+
+def activation_profile(layers: pd.DataFrame, cells: pd.DataFrame) -> plt.Figure:
+    """Mean (linear scale) and standard deviation (log scale) of the activations against layer, at the start and the end."""
+    stats = [("act_mean", "activation mean", "linear"), ("act_std", "activation std (log)", "log")]
+    return _layer_profile(layers, cells, stats, "Activation profile across layers")
 
 
 def _cell_panels(cells: pd.DataFrame, n_rows: int = 1, max_cols: int = 4, **kw) -> tuple[plt.Figure, np.ndarray, list]:
@@ -172,6 +183,14 @@ def activation_over_training(layers: pd.DataFrame, cells: pd.DataFrame) -> plt.F
     return _per_layer_over_steps(
         layers, cells, [("act_mean", "activation mean"), ("act_std", "activation std")],
         "Activations per layer over training (mean over seeds)",
+    )
+
+
+def unit_mean_median_over_training(layers: pd.DataFrame, cells: pd.DataFrame) -> plt.Figure:
+    """Median over units of each unit's batch-mean activation, per layer over training (Clevert et al. 2015's mean shift)."""
+    return _per_layer_over_steps(
+        layers, cells, [("unit_mean_median", "median over units of the mean activation")],
+        "Mean shift of the activations per layer (mean over seeds)",
     )
 
 

@@ -23,6 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from gradstudy.callbacks import SWEEP_ENV
 from gradstudy.config import ConfigError, register_configs, resolved, seeds_of, validate, validate_against_data
+from gradstudy.datafiles import MissingDataError
 from gradstudy.store import (
     CONFIG,
     CURVE_COLUMNS,
@@ -55,11 +56,11 @@ def conf_dir() -> str:
 
 
 @functools.lru_cache(maxsize=4)
-def _dataset(name: str, standardize: bool, root: str | None):
-    """Each dataset is loaded once per process, however many cells of a sweep use it."""
+def _dataset(data_yaml: str):
+    """Each dataset (one ``data`` node, as YAML) is loaded once per process, however many cells of a sweep use it."""
     from gradstudy.data import load_dataset
 
-    return load_dataset(OmegaConf.create({"name": name, "standardize": standardize, "root": root}))
+    return load_dataset(OmegaConf.create(data_yaml))
 
 
 def _train(cfg: DictConfig, cell: str, seeds: list[int], dataset, console: Console):
@@ -89,6 +90,10 @@ def _tables(result, depth: int) -> tuple[dict[str, pd.DataFrame], dict[int, int]
     curves["split"] = [EVAL_METRICS[i][0] for i in metric_ids]
     curves["metric"] = [EVAL_METRICS[i][1] for i in metric_ids]
     layers = tidy(result.stats_steps, result.stats, seeds, [layer_axis, ("stat", list(result.stat_names))], diverged)
+    if result.init_stat_names:
+        at_init = tidy(np.zeros(1, np.int64), result.init_stats[None], seeds,
+                       [layer_axis, ("stat", list(result.init_stat_names))], {})
+        layers = pd.concat([layers, at_init], ignore_index=True)
     n_bins = result.hist_counts.shape[-1]
     hists = tidy(
         result.hist_steps,
@@ -141,7 +146,7 @@ def run_cell(cfg: DictConfig) -> str:
         write_yaml(cell_dir / CONFIG, plain)
         validate(cfg)
         meta["seeds"] = seeds_of(cfg)
-        dataset = _dataset(cfg.data.name, bool(cfg.data.standardize), cfg.data.root)
+        dataset = _dataset(OmegaConf.to_yaml(cfg.data, resolve=True))
         validate_against_data(cfg, len(dataset.y_train))
         meta.update(provenance())
         write_json(cell_dir / META, meta)
@@ -154,7 +159,7 @@ def run_cell(cfg: DictConfig) -> str:
         if diverged:
             console.print(f"gradstudy: {cell}: {len(diverged)} seed(s) diverged at steps {diverged}")
     except Exception as err:
-        message = str(err) if isinstance(err, ConfigError) else f"{type(err).__name__}: {err}"
+        message = str(err) if isinstance(err, ConfigError | MissingDataError) else f"{type(err).__name__}: {err}"
         meta.update(status=STATUS_FAILED, message=message, traceback=traceback.format_exc())
         write_json(cell_dir / META, meta)
         console.print(f"[red]gradstudy: cell {cell} failed: {message}[/red]")

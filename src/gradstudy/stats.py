@@ -14,12 +14,21 @@ For hidden layer l (numbered from 1 at the input), on the training minibatch of 
 * ``z_p15``, ``z_p50``, ``z_p85`` (``full`` tier): percentiles of z_l over (example, unit), each the
   ceil(q·n/100)-th smallest entry.
 
+Optional statistics, asked for by name in ``stats.extra``:
+
+* ``unit_mean_median`` (every ``stats.every`` steps, with the scalars): the batch mean of each unit's
+  activation h_l, then the median over units (Clevert et al. 2015's measure of the mean shift);
+* ``jacobian_sv_mean`` (once, at step 0, on the first ``JACOBIAN_EXAMPLES`` training examples): the
+  mean singular value of the layer Jacobian dh_l/dh_{l-1} = diag(act'(z_l)) W_l^T, averaged over the
+  min(fan_in, fan_out) singular values and the examples (Glorot & Bengio 2010, section 4.2.2). A norm
+  between the dense layer and the nonlinearity is not part of it.
+
 Under batch norm every one of these is a batch-level quantity by nature.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -38,13 +47,49 @@ HIST_QUANTITIES = ("activation", "delta")
 TIERS = ("none", "scalars", "full")
 
 
-def stat_names(tier: str) -> tuple[str, ...]:
-    """The per-layer statistics recorded every ``stats.every`` steps by ``tier``."""
-    return {"none": (), "scalars": SCALAR_STATS, "full": SCALAR_STATS + PERCENTILE_STATS}[tier]
+def unit_mean_median(z: jax.Array, h: jax.Array) -> jax.Array:
+    """Median over units of each unit's batch-mean activation."""
+    return jnp.median(jnp.mean(h, axis=0))
+
+
+#: Optional statistics recorded with the scalars: name -> function of (z_l, h_l) for one layer.
+STEP_EXTRAS: dict[str, Callable[[jax.Array, jax.Array], jax.Array]] = {"unit_mean_median": unit_mean_median}
+#: Optional statistics recorded once, at step 0.
+INIT_EXTRAS = ("jacobian_sv_mean",)
+EXTRA_STATS = (*STEP_EXTRAS, *INIT_EXTRAS)
+#: The Jacobian statistic is taken on this many fixed examples (the first ones of the training split).
+JACOBIAN_EXAMPLES = 32
+
+
+def stat_names(tier: str, extra: Sequence[str] = ()) -> tuple[str, ...]:
+    """The per-layer statistics recorded every ``stats.every`` steps by ``tier`` and ``stats.extra``."""
+    base = {"none": (), "scalars": SCALAR_STATS, "full": SCALAR_STATS + PERCENTILE_STATS}[tier]
+    return base + tuple(e for e in extra if e in STEP_EXTRAS) if base else ()
+
+
+def mean_singular_value(kernel: jax.Array, z: jax.Array, act_fn: Callable[[jax.Array], jax.Array]) -> jax.Array:
+    """Mean singular value of diag(act'(z_n)) W^T over the examples n of ``z`` (n, fan_out).
+
+    ``kernel`` is W, (fan_in, fan_out). The singular values are the square roots of the eigenvalues
+    of the smaller Gram matrix, so there are min(fan_in, fan_out) of them per example.
+    """
+    slope = jax.jvp(act_fn, (z,), (jnp.ones_like(z),))[1]
+    fan_in, fan_out = kernel.shape
+    if fan_out <= fan_in:
+        gram = (kernel.T @ kernel)[None] * slope[:, :, None] * slope[:, None, :]
+    else:
+        gram = jnp.einsum("iu,nu,ju->nij", kernel, jnp.square(slope), kernel)
+    return jnp.mean(jnp.sqrt(jnp.clip(jnp.linalg.eigvalsh(gram), 0)))
 
 
 def layer_stats(
-    kernel_grad: jax.Array, dloss_dz: jax.Array, z: jax.Array, h: jax.Array, act: Activation, percentiles: bool
+    kernel_grad: jax.Array,
+    dloss_dz: jax.Array,
+    z: jax.Array,
+    h: jax.Array,
+    act: Activation,
+    percentiles: bool,
+    extra: Sequence[str] = (),
 ) -> jax.Array:
     """The statistics of one hidden layer, in the order of ``stat_names``.
 
@@ -65,6 +110,7 @@ def layer_stats(
     if percentiles:
         n = z.size
         scalars.extend(order_statistic(z, -(-q * n // 100)) for q in PERCENTILES)
+    scalars.extend(STEP_EXTRAS[e](z, h).astype(h.dtype) for e in extra if e in STEP_EXTRAS)
     return jnp.stack(scalars)
 
 
@@ -96,10 +142,11 @@ def network_stats(
     hs: Sequence[jax.Array],
     act: Activation,
     percentiles: bool = False,
+    extra: Sequence[str] = (),
 ) -> jax.Array:
     """Statistics of every hidden layer: shape (depth, n_stats)."""
     layers = zip(kernel_grads, dloss_dzs, zs, hs, strict=True)
-    return jnp.stack([layer_stats(g, d, z, h, act, percentiles) for g, d, z, h in layers])
+    return jnp.stack([layer_stats(g, d, z, h, act, percentiles, extra) for g, d, z, h in layers])
 
 
 def histograms(values: jax.Array, n_bins: int) -> tuple[jax.Array, jax.Array]:

@@ -1,0 +1,191 @@
+"""The classic papers as machine-checked claims on a study's results.
+
+Each paper module (one per preset in ``conf/experiment``) defines a ``PAPER``: its claims, the numbers
+the paper reports (with the table or figure they come from), its figures, and how a budget differs
+from the paper's own setup. A claim measures one number per seed from the files of a study, takes
+the mean and its 95% t interval over seeds, and compares that interval with a threshold fixed in the
+module (with its source) before any run:
+
+* **supported**: the whole interval is on the claimed side of the threshold;
+* **contradicted**: the whole interval is on the other side;
+* **inconclusive**: the interval straddles the threshold, or the cells it needs are missing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from scipy import stats as sps
+
+from gradstudy.analysis import mean_ci
+from gradstudy.store import Study
+
+SUPPORTED, CONTRADICTED, INCONCLUSIVE = "supported", "contradicted", "inconclusive"
+
+
+class MissingCells(LookupError):
+    """The study lacks a complete cell that a claim needs."""
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """What a claim compares: an estimate with its 95% CI, and the numbers behind it."""
+
+    estimate: float
+    low: float
+    high: float
+    numbers: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One statement of a paper as a test: ``measure(study)`` compared with ``threshold``.
+
+    ``direction`` is "below" when the claim says the measured value is below ``threshold``, "above"
+    when above. ``source`` says where in the paper the claim and its threshold come from.
+    """
+
+    key: str
+    text: str
+    source: str
+    measured: str
+    direction: str
+    threshold: float
+    measure: Callable[[Study], Measurement]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    claim: Claim
+    verdict: str
+    measurement: Measurement | None
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Paper:
+    name: str
+    citation: str
+    claims: tuple[Claim, ...]
+    #: The paper's own numbers (rows and columns as in the paper) and where they come from.
+    paper_table: pd.DataFrame | None
+    paper_table_source: str
+    #: ``study -> DataFrame`` shaped like ``paper_table``, from our results.
+    ours_table: Callable[[Study], pd.DataFrame] | None
+    #: (file name, caption, builder study -> matplotlib figure)
+    figures: tuple[tuple[str, str, Callable[[Study], object]], ...]
+    #: What the paper did, and how each budget differs from it.
+    setup: str
+    differences: dict[str, str]
+
+
+def decide(measurement: Measurement, direction: str, threshold: float) -> str:
+    """The verdict of an interval against a one-sided threshold (see the module docstring)."""
+    low, high = measurement.low, measurement.high
+    if not (np.isfinite(low) and np.isfinite(high)):
+        low = high = measurement.estimate  # a single seed or an exact value: no interval
+    if not np.isfinite(measurement.estimate):
+        return INCONCLUSIVE
+    above, below = low > threshold, high < threshold
+    if direction == "above":
+        return SUPPORTED if above else CONTRADICTED if below else INCONCLUSIVE
+    return SUPPORTED if below else CONTRADICTED if above else INCONCLUSIVE
+
+
+def check(claim: Claim, study: Study) -> Verdict:
+    """Measure ``claim`` on ``study`` and decide; missing cells make it inconclusive, with a note."""
+    try:
+        measurement = claim.measure(study)
+    except MissingCells as err:
+        return Verdict(claim, INCONCLUSIVE, None, f"missing: {err}")
+    return Verdict(claim, decide(measurement, claim.direction, claim.threshold), measurement)
+
+
+# ----- helpers the paper modules share ---------------------------------------------------------
+def cell(study: Study, **where: object) -> str:
+    """The id of the one complete cell whose config matches ``where`` (keys as in ``Study.cells``, dots as __)."""
+    cells = study.cells[study.cells["status"] == "complete"]
+    mask = pd.Series(True, index=cells.index)
+    for key, value in where.items():
+        column = key.replace("__", ".")
+        if column not in cells.columns:
+            raise MissingCells(f"no cell with {column}={value}")
+        mask &= cells[column] == value
+    hits = cells.loc[mask, "cell"].tolist()
+    if len(hits) != 1:
+        wanted = ", ".join(f"{k.replace('__', '.')}={v}" for k, v in where.items())
+        raise MissingCells(f"{len(hits)} complete cells with {wanted} (expected 1)")
+    return hits[0]
+
+
+def layer_values(study: Study, cell_id: str, stat: str) -> pd.DataFrame:
+    """One statistic of one cell as a (step, seed) x layer table."""
+    rows = study.layers[(study.layers["cell"] == cell_id) & (study.layers["stat"] == stat)]
+    if rows.empty:
+        raise MissingCells(f"no {stat} recorded in {cell_id}")
+    return rows.pivot_table(index=["step", "seed"], columns="layer", values="value")
+
+
+def final_values(study: Study, cell_id: str, split: str, metric: str) -> pd.Series:
+    """Per seed, ``split``/``metric`` at the last evaluated step (diverged seeds: their last finite one)."""
+    rows = study.curves[(study.curves["cell"] == cell_id) & (study.curves["split"] == split) & (study.curves["metric"] == metric)]
+    if rows.empty:
+        raise MissingCells(f"no {split} {metric} curve in {cell_id}")
+    return rows.sort_values("step").groupby("seed")["value"].last()
+
+
+def of_seeds(values: pd.Series | np.ndarray, **numbers: float) -> Measurement:
+    """Mean of per-seed values with its t interval."""
+    mean, low, high, n = mean_ci(values)
+    return Measurement(mean, low, high, {"mean": mean, "n_seeds": n, **numbers})
+
+
+def difference(a: pd.Series | np.ndarray, b: pd.Series | np.ndarray, **numbers: float) -> Measurement:
+    """mean(a) - mean(b) of two independent groups of seeds, with Welch's 95% t interval."""
+    a = np.asarray(a, np.float64)
+    b = np.asarray(b, np.float64)
+    a, b = a[np.isfinite(a)], b[np.isfinite(b)]
+    if len(a) == 0 or len(b) == 0:
+        return Measurement(np.nan, np.nan, np.nan, numbers)
+    diff = float(a.mean() - b.mean())
+    va, vb = (a.var(ddof=1) / len(a) if len(a) > 1 else np.nan), (b.var(ddof=1) / len(b) if len(b) > 1 else np.nan)
+    se = np.sqrt(va + vb)
+    if not np.isfinite(se) or se == 0:
+        return Measurement(diff, diff, diff, {"a": float(a.mean()), "b": float(b.mean()), **numbers})
+    dof = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+    half = float(sps.t.ppf(0.975, dof) * se)
+    return Measurement(diff, diff - half, diff + half, {"a": float(a.mean()), "b": float(b.mean()), **numbers})
+
+
+def subset(study: Study, cells: list[str]) -> Study:
+    """The part of ``study`` that concerns ``cells``."""
+    keep = set(cells)
+    return Study(
+        cells=study.cells[study.cells["cell"].isin(keep)],
+        curves=study.curves[study.curves["cell"].isin(keep)],
+        layers=study.layers[study.layers["cell"].isin(keep)],
+        hists=study.hists[study.hists["cell"].isin(keep)],
+    )
+
+
+def complete(study: Study) -> Study:
+    """The complete cells of ``study``."""
+    return subset(study, study.cells.loc[study.cells["status"] == "complete", "cell"].tolist())
+
+
+def select(study: Study, **where: object) -> Study:
+    """The complete cells of ``study`` whose config matches ``where`` (a value or a list of values; dots as __)."""
+    chosen = study.cells[study.cells["status"] == "complete"]
+    for key, value in where.items():
+        chosen = chosen[chosen[key.replace("__", ".")].isin(value if isinstance(value, list) else [value])]
+    return subset(study, chosen["cell"].tolist())
+
+
+def papers() -> dict[str, Paper]:
+    """Every paper, by preset name."""
+    from gradstudy.papers import clevert2015, glorot2010, he2015, ioffe2015, klambauer2017
+
+    return {m.PAPER.name: m.PAPER for m in (glorot2010, he2015, clevert2015, ioffe2015, klambauer2017)}

@@ -1,0 +1,141 @@
+"""He, Zhang, Ren & Sun 2015, "Delving deep into rectifiers", section 2.2 and figs. 2-3.
+
+Preset ``conf/experiment/he2015.yaml``. Their "Xavier" baseline, a Gaussian with std sqrt(1/fan_in),
+is our ``lecun`` init (our ``xavier`` averages fan-in and fan-out). Loss thresholds are fractions of
+the chance-level loss ln(10) of a 10-class problem (MNIST).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from gradstudy import plots
+from gradstudy.analysis import compare_cells, lower_median, mean_ci, steps_to_target
+from gradstudy.papers import Claim, Measurement, MissingCells, Paper, cell, final_values, layer_values, of_seeds, select
+from gradstudy.store import Study
+
+CHANCE_LOSS = math.log(10)
+#: "Stays at chance": the final training loss is within 5% of ln(10).
+STALL_FRACTION = 0.95
+#: "Trains": the final training loss is below half of ln(10).
+TRAIN_FRACTION = 0.5
+#: "Starts reducing the loss": the first evaluation with training loss 10% below ln(10).
+START_FRACTION = 0.9
+INIT_NAMES = {"lecun": "Xavier (their definition: std sqrt(1/fan_in) = our lecun)", "he": "He (ours: N(0, 2/fan_in))"}
+
+#: Figs. 2-3: what the paper reports, qualitatively (curves, no numbers).
+PAPER_TABLE = pd.DataFrame(
+    {"22 layers": ["converges", "converges, starts reducing the error earlier"],
+     "30 layers": ["stalls: no progress", "converges"]},
+    index=["Xavier", "He"],
+)
+
+
+def _final_loss(init: str, depth: int):
+    def measure(study: Study) -> Measurement:
+        loss = final_values(study, cell(study, init=init, model__depth=depth), "train", "loss")
+        return of_seeds(loss, chance=CHANCE_LOSS)
+
+    return measure
+
+
+def _start_earlier(study: Study) -> Measurement:
+    he, xavier = cell(study, init="he", model__depth=22), cell(study, init="lecun", model__depth=22)
+    target = START_FRACTION * CHANCE_LOSS
+    diff = compare_cells(study, he, xavier, target, metric="loss", split="train")
+    times = steps_to_target(study.curves, target, metric="loss", split="train")
+    medians = {f"median steps {name}": lower_median(times.loc[times["cell"] == c, "step"]) for name, c in (("he", he), ("xavier", xavier))}
+    return Measurement(diff["difference"], diff["low"], diff["high"], medians)
+
+
+def _activation_ratio(init: str):
+    def measure(study: Study) -> Measurement:
+        values = layer_values(study, cell(study, init=init, model__depth=30), "act_std").xs(0, level="step")
+        return of_seeds(values[values.columns.max()] / values[values.columns.min()])
+
+    return measure
+
+
+CLAIMS = (
+    Claim("xavier_30_stalls", "At 30 layers, Xavier init completely stalls: the training loss stays at chance.",
+          "§2.2 and fig. 3: the 30-layer model with Xavier init 'completely stalls'. Threshold: final training loss above 95% of ln(10).",
+          "final training loss, lecun init, 30 layers", "above", STALL_FRACTION * CHANCE_LOSS, _final_loss("lecun", 30)),
+    Claim("he_30_trains", "At 30 layers, He init trains.",
+          "§2.2 and fig. 3: 'our method converges'. Threshold: final training loss below half of ln(10).",
+          "final training loss, he init, 30 layers", "below", TRAIN_FRACTION * CHANCE_LOSS, _final_loss("he", 30)),
+    Claim("xavier_22_trains", "At 22 layers, Xavier init trains.",
+          "§2.2 and fig. 2: both inits converge at 22 layers. Threshold: final training loss below half of ln(10).",
+          "final training loss, lecun init, 22 layers", "below", TRAIN_FRACTION * CHANCE_LOSS, _final_loss("lecun", 22)),
+    Claim("he_22_trains", "At 22 layers, He init trains.",
+          "§2.2 and fig. 2. Threshold: final training loss below half of ln(10).",
+          "final training loss, he init, 22 layers", "below", TRAIN_FRACTION * CHANCE_LOSS, _final_loss("he", 22)),
+    Claim("he_22_starts_earlier", "At 22 layers, He init starts reducing the loss earlier than Xavier.",
+          "§2.2 and fig. 2: 'ours starts reducing error earlier'. Threshold: steps until the training loss is 10% below ln(10), "
+          "He minus Xavier (lower medians, bootstrap CI), below 0.",
+          "steps to training loss 0.9·ln(10), he - lecun, 22 layers", "below", 0.0, _start_earlier),
+    Claim("xavier_activations_decay", "Under Xavier init, the activation scale decays with depth.",
+          "§2.2: with std sqrt(1/fan_in) each ReLU layer halves the signal's second moment. Threshold: top-layer activation std "
+          "below 0.1x the first layer's at step 0 (30 layers).",
+          "act std layer 30 / layer 1 at step 0, lecun init", "below", 0.1, _activation_ratio("lecun")),
+    Claim("he_activations_kept", "Under He init, the activation scale is kept through depth.",
+          "§2.2, eq. 10: with std sqrt(2/fan_in) the second moment is preserved. Threshold: top-layer activation std above 0.5x "
+          "the first layer's at step 0 (30 layers).",
+          "act std layer 30 / layer 1 at step 0, he init", "above", 0.5, _activation_ratio("he")),
+)
+
+
+def ours_table(study: Study) -> pd.DataFrame:
+    """Final training loss (mean [CI]) and steps to 0.9·ln(10), in the paper's layout."""
+    times = steps_to_target(study.curves, START_FRACTION * CHANCE_LOSS, metric="loss", split="train")
+    rows = {}
+    for init, row in (("lecun", "Xavier"), ("he", "He")):
+        rows[row] = {}
+        for depth in (22, 30):
+            try:
+                c = cell(study, init=init, model__depth=depth)
+            except MissingCells:
+                rows[row][f"{depth} layers"] = "missing"
+                continue
+            mean, low, high, _ = mean_ci(final_values(study, c, "train", "loss"))
+            start = lower_median(times.loc[times["cell"] == c, "step"])
+            started = "never" if not np.isfinite(start) else f"step {start:.0f}"
+            rows[row][f"{depth} layers"] = f"final train loss {mean:.3f} [{low:.3f}, {high:.3f}]; loss < 0.9·ln10 at {started}"
+    return pd.DataFrame(rows).T
+
+
+def _activation_profile(study: Study):
+    return plots.activation_profile(study.layers, study.cells)
+
+
+def _learning_curves(study: Study):
+    return plots.learning_curves(study.curves, study.cells)
+
+
+def _gradients(study: Study):
+    chosen = select(study, model__depth=30)
+    return plots.gradient_profile(chosen.layers, chosen.cells)
+
+
+PAPER = Paper(
+    name="he2015",
+    citation="He, Zhang, Ren & Sun 2015, Delving deep into rectifiers, arXiv 1502.01852",
+    claims=CLAIMS,
+    paper_table=PAPER_TABLE,
+    paper_table_source="Figs. 2 (22 layers) and 3 (30 layers) on ImageNet; the paper shows curves, not numbers. "
+                       "'Xavier' is their std sqrt(1/fan_in) Gaussian, our init=lecun.",
+    ours_table=ours_table,
+    figures=(
+        ("fig2_3_learning_curves", "Training loss and test accuracy at 22 and 30 layers, Xavier (lecun) vs He (their figs. 2-3).", _learning_curves),
+        ("activation_profile", "Activation std per layer at step 0: decays with depth under Xavier (lecun), kept under He.", _activation_profile),
+        ("gradient_profile_30", "δ std and ‖∂L/∂W‖ per layer at 30 layers, at the start and the end.", _gradients),
+    ),
+    setup="22- and 30-layer ReLU conv nets on ImageNet, SGD with momentum 0.9.",
+    differences={
+        "cpu": "MLPs (128 units) instead of conv nets, mnist5k instead of ImageNet, 2,000 updates with momentum SGD (lr 0.01).",
+        "paper": "MLPs (512 units) instead of conv nets, full MNIST instead of ImageNet, 50,000 updates with momentum SGD (lr 0.01).",
+        "smoke": "16 units and 3 updates: a plumbing check, not a reproduction.",
+    },
+)

@@ -1,0 +1,209 @@
+"""``python -m gradstudy.reproduce NAME [NAME ...] | --all [--budget cpu|paper|smoke]``: re-run a paper, check its claims.
+
+For each paper: write the plan of cells, check that local data files exist, run (or resume)
+``python -m gradstudy.run -m +experiment=NAME budget=B`` in a subprocess, then read the results
+files only, check every claim and write ``results/<study>/reproduction.md`` with its figures.
+
+Exit status: 0 when no claim is contradicted, 1 when one is, 2 on bad arguments or missing data
+files, 3 when the sweep left cells unfinished.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+from hydra import compose, initialize_config_dir
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import DictConfig, OmegaConf
+
+from gradstudy import plots
+from gradstudy.config import BUDGETS, register_configs, resolved
+from gradstudy.datafiles import MissingDataError
+from gradstudy.papers import CONTRADICTED, Paper, Verdict, check, complete, papers
+from gradstudy.run import conf_dir
+from gradstudy.store import cell_id, load_study, write_json
+
+PLAN = "plan.json"
+REPORT = "reproduction.md"
+
+
+@dataclass(frozen=True)
+class PlannedCell:
+    overrides: tuple[str, ...]
+    cell: str
+    data: DictConfig
+
+
+@dataclass(frozen=True)
+class Plan:
+    name: str
+    budget: str
+    study_dir: Path
+    cells: tuple[PlannedCell, ...]
+
+
+def _compose(overrides: list[str], hydra_config: bool = False) -> DictConfig:
+    register_configs()
+    with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
+        return compose("config", overrides=overrides, return_hydra_config=hydra_config)
+
+
+def grid(cfg: DictConfig) -> list[tuple[str, ...]]:
+    """Every combination of the preset's ``hydra.sweeper.params``, as override lists (what the basic sweeper runs)."""
+    params = cfg.hydra.sweeper.params or {}
+    parser = OverridesParser.create()
+    axes = []
+    for key, value in params.items():
+        override = parser.parse_override(f"{key}={value}")
+        values = list(override.sweep_string_iterator()) if override.is_sweep_override() else [override.value()]
+        axes.append([f"{key}={v}" for v in values])
+    return list(itertools.product(*axes))
+
+
+def plan(name: str, budget: str, results_dir: str) -> Plan:
+    """Compose every cell of the preset ``name`` at ``budget``, as ``gradstudy.run -m`` would."""
+    base = [f"+experiment={name}", f"budget={budget}", f"results_dir={results_dir}"]
+    top = _compose(base, hydra_config=True)
+    cells = []
+    for combination in grid(top):
+        cfg = _compose([*base, *combination])
+        cells.append(PlannedCell(tuple(combination), cell_id(resolved(cfg)), cfg.data))
+    study_dir = Path(results_dir) / str(top.study)
+    return Plan(name, budget, study_dir, tuple(cells))
+
+
+def write_plan(p: Plan) -> Path:
+    path = p.study_dir / PLAN
+    write_json(path, {"paper": p.name, "budget": p.budget, "command": " ".join(run_command(p)[2:]),
+                      "cells": [{"cell": c.cell, "overrides": list(c.overrides)} for c in p.cells]})
+    return path
+
+
+def check_data(p: Plan) -> None:
+    """Raise MissingDataError before anything runs when a cell's local data files are absent."""
+    from gradstudy.data import DATASETS, load_dataset
+
+    file_backed = {"mnist", "fashion_mnist", "cifar10"}
+    for data in {OmegaConf.to_yaml(c.data, resolve=True) for c in p.cells}:
+        node = OmegaConf.create(data)
+        if node.name in file_backed and node.name in DATASETS:
+            load_dataset(node)
+
+
+def run_command(p: Plan) -> list[str]:
+    return [sys.executable, "-m", "gradstudy.run", "-m", f"+experiment={p.name}", f"budget={p.budget}",
+            f"results_dir={p.study_dir.parent}"]
+
+
+def _fmt(x: float) -> str:
+    return "–" if x != x else "∞" if x == float("inf") else "-∞" if x == float("-inf") else f"{x:.4g}"
+
+
+def _verdict_rows(verdicts: list[Verdict]) -> list[str]:
+    lines = ["| claim | measured | threshold | ours: mean [95% CI] | verdict |", "|---|---|---|---|---|"]
+    for v in verdicts:
+        m = v.measurement
+        ours = v.note if m is None else f"{_fmt(m.estimate)} [{_fmt(m.low)}, {_fmt(m.high)}]"
+        sign = "<" if v.claim.direction == "below" else ">"
+        lines.append(f"| {v.claim.text} | {v.claim.measured} | {sign} {_fmt(v.claim.threshold)} | {ours} | **{v.verdict}** |")
+    return lines
+
+
+def _markdown(frame: pd.DataFrame) -> str:
+    header = "| | " + " | ".join(str(c) for c in frame.columns) + " |\n|---|" + "---|" * len(frame.columns) + "\n"
+    return header + "".join(f"| {i} | " + " | ".join(str(v) for v in row) + " |\n" for i, row in zip(frame.index, frame.itertuples(index=False)))
+
+
+def write_reproduction(paper: Paper, p: Plan, wall_s: float | None = None) -> tuple[Path, list[Verdict]]:
+    """Check every claim on the planned cells' files and write ``reproduction.md`` beside them."""
+    study = load_study(p.study_dir, cells=[c.cell for c in p.cells])
+    done = complete(study)
+    verdicts = [check(claim, done) for claim in paper.claims]
+    missing = [c.cell for c in p.cells if c.cell not in set(done.cells["cell"])]
+    counts = {k: sum(v.verdict == k for v in verdicts) for k in ("supported", "contradicted", "inconclusive")}
+    lines = [f"# Reproduction: {paper.citation}", "",
+             f"Budget **{p.budget}**: {paper.differences.get(p.budget, '')}",
+             f"The paper: {paper.setup}",
+             f"Datasets used: {', '.join(sorted({str(c.data.name) for c in p.cells}))}. "
+             f"{len(p.cells) - len(missing)} of {len(p.cells)} planned cells complete"
+             + (f"; the sweep took {wall_s:.0f} s." if wall_s is not None else "."), "",
+             f"Verdicts: {counts['supported']} supported, {counts['contradicted']} contradicted, {counts['inconclusive']} inconclusive. "
+             "A claim is supported when the 95% CI over seeds lies wholly on its side of the threshold, contradicted when wholly on "
+             "the other side, inconclusive when it straddles the threshold or its cells are missing.", "",
+             "## Claims", "", *_verdict_rows(verdicts), "", "### Sources and numbers", ""]
+    for v in verdicts:
+        numbers = "" if v.measurement is None else "; ".join(f"{k} = {_fmt(float(x))}" for k, x in v.measurement.numbers.items())
+        lines.append(f"- **{v.claim.key}** ({v.verdict}): {v.claim.source}" + (f" Numbers: {numbers}." if numbers else ""))
+    if missing:
+        lines += ["", "Missing cells (not complete): " + ", ".join(f"`{c}`" for c in missing)]
+    if paper.paper_table is not None and paper.ours_table is not None and not done.cells.empty:
+        lines += ["", "## Paper and ours", "", f"Paper ({paper.paper_table_source}):", "", _markdown(paper.paper_table),
+                  "Ours:", "", _markdown(paper.ours_table(done))]
+    if not done.cells.empty:
+        lines += ["## Figures"]
+        for name, caption, build in paper.figures:
+            paths = plots.save_figure(build(done), p.study_dir / "figures", name)
+            lines += ["", f"![{name}]({paths[0].relative_to(p.study_dir)})", "", caption]
+    report = p.study_dir / REPORT
+    report.write_text("\n".join(lines) + "\n")
+    return report, verdicts
+
+
+def reproduce(name: str, budget: str, results_dir: str, run: bool = True) -> int:
+    """Plan, run and check one paper; returns the exit status for it."""
+    paper = papers()[name]
+    p = plan(name, budget, results_dir)
+    print(f"gradstudy.reproduce: {name} ({budget}): {len(p.cells)} cells, plan in {write_plan(p)}", flush=True)
+    try:
+        check_data(p)
+    except MissingDataError as err:
+        print(f"gradstudy.reproduce: {err}", file=sys.stderr)
+        return 2
+    wall_s, status = None, 0
+    if run:
+        started = time.time()
+        result = subprocess.run(run_command(p))
+        wall_s = time.time() - started
+        if result.returncode != 0:
+            print(f"gradstudy.reproduce: the sweep exited with status {result.returncode}; unfinished cells make their claims inconclusive",
+                  file=sys.stderr)
+            status = 3
+    report, verdicts = write_reproduction(paper, p, wall_s)
+    for v in verdicts:
+        print(f"  {v.verdict:>12}  {v.claim.key}")
+    print(f"gradstudy.reproduce: wrote {report}" + (f" (sweep {wall_s:.0f} s)" if wall_s is not None else ""))
+    if any(v.verdict == CONTRADICTED for v in verdicts):
+        return 1
+    return status
+
+
+def main(argv: list[str] | None = None) -> int:
+    names = sorted(papers())
+    parser = argparse.ArgumentParser(prog="python -m gradstudy.reproduce", description=__doc__.splitlines()[0])
+    parser.add_argument("papers", nargs="*", metavar="NAME", help=f"one or more of {', '.join(names)}")
+    parser.add_argument("--all", action="store_true", help="every paper")
+    parser.add_argument("--budget", choices=BUDGETS, default="cpu")
+    parser.add_argument("--results-dir", default="results")
+    parser.add_argument("--no-run", action="store_true", help="only check the claims on the results already on disk")
+    args = parser.parse_args(argv)
+    chosen = names if args.all else args.papers
+    unknown = [n for n in chosen if n not in names]
+    if not chosen or unknown:
+        parser.print_usage(sys.stderr)
+        print(f"gradstudy.reproduce: {'unknown paper ' + ', '.join(unknown) if unknown else 'name a paper or pass --all'}; "
+              f"papers: {', '.join(names)}", file=sys.stderr)
+        return 2
+    statuses = [reproduce(name, args.budget, args.results_dir, run=not args.no_run) for name in chosen]
+    return max(statuses)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
