@@ -26,10 +26,14 @@ from conftest import compose_config
         ("train.eval_every=7", "train.eval_every", "stats.every"),
         ("stats.hist_steps=[5000]", "stats.hist_steps", "train.steps"),
         ("optim.clip_norm=0", "optim.clip_norm", "> 0"),
+        ("budget=huge", "budget", "'paper'"),
+        ("data.n_train=0", "data.n_train", ">= 1"),
+        ("stats.extra=[curvature]", "stats.extra", "jacobian_sv_mean"),
+        ("stats.extra=[unit_mean_median] stats.tier=none", "stats.extra", "stats.tier=scalars"),
     ],
 )
 def test_impossible_values_name_the_key(override, key, hint):
-    cfg = compose_config(override)
+    cfg = compose_config(*override.split())
     with pytest.raises(ConfigError) as err:
         validate(cfg)
     assert str(err.value).startswith(f"{key}:") and hint in str(err.value)

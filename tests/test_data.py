@@ -54,3 +54,121 @@ def test_every_dataset_has_a_preset():
     from gradstudy.run import conf_dir
 
     assert {p.stem for p in Path(conf_dir(), "data").glob("*.yaml")} == set(DATASETS)
+
+
+# ----- Shapeset-3x2 -------------------------------------------------------------------------
+def test_shapeset_has_every_label_one_or_two_objects_inside_the_image_varied_rotations_and_small_overlap():
+    from gradstudy.shapeset import CLASSES, SHAPES, SIZE, generate, overlap
+
+    s = generate(600, seed=0)
+    assert s.images.shape == (600, SIZE, SIZE) and s.images.min() >= 0 and s.images.max() <= 1
+    assert set(np.unique(s.labels)) == set(range(9)) and len(CLASSES) == 9
+    n_objects = (s.shapes >= 0).sum(axis=1)
+    assert set(np.unique(n_objects)) == {1, 2}
+    for i in range(len(s.labels)):  # the label is the unordered set of shape types present
+        assert CLASSES[s.labels[i]] == tuple(sorted(int(k) for k in s.shapes[i] if k >= 0))
+    areas = s.masks.sum(axis=(2, 3))
+    assert np.all(areas[s.shapes >= 0] > 0) and np.all(areas[s.shapes < 0] == 0)
+    two = np.where(n_objects == 2)[0]
+    assert max(overlap(s.masks[i, 0], s.masks[i, 1]) for i in two) < 0.5
+    angles = s.angles[~np.isnan(s.angles)]
+    assert angles.min() >= 0 and angles.max() < 2 * np.pi and np.std(angles) > 1.5  # uniform on [0, 2π): std ≈ 1.81
+    assert set(np.unique(s.shapes[s.shapes >= 0])) == set(range(len(SHAPES)))
+
+
+def test_shapeset_objects_stay_inside_the_canvas():
+    from gradstudy.shapeset import _polygon
+
+    rng = np.random.default_rng(1)
+    for n_vertices in (3, 4, 20):
+        for _ in range(200):
+            vertices, _ = _polygon(rng, n_vertices)
+            assert vertices.min() >= 0 and vertices.max() <= 32
+
+
+def test_shapeset_pixels_are_background_or_an_object_grey_from_separate_ranges():
+    from gradstudy.shapeset import generate
+
+    s = generate(200, seed=3)
+    for image, masks in zip(s.images, s.masks):
+        background = image[~masks.any(axis=0)]
+        assert np.ptp(background) == 0
+        obj = image[masks[0]]
+        level = background[0]
+        assert (level < 0.4 and obj.min() > 0.6) or (level > 0.6 and obj.max() < 0.4)
+    light = [img[~m.any(axis=0)][0] > 0.5 for img, m in zip(s.images, s.masks)]
+    assert 0.3 < np.mean(light) < 0.7  # the ranges are swapped about half of the time
+
+
+def test_shapeset_is_a_function_of_its_seed_and_loads_as_a_dataset():
+    from gradstudy.shapeset import generate
+
+    np.testing.assert_array_equal(generate(20, 5).images, generate(20, 5).images)
+    d = load_dataset(OmegaConf.create({"name": "shapeset", "standardize": False, "root": None, "n_train": 300, "n_test": 100}))
+    assert d.x_train.shape == (300, 1024) and d.x_test.shape == (100, 1024) and d.n_classes <= 9
+
+
+# ----- local files ----------------------------------------------------------------------------
+def _write_idx(path, array, gz):
+    import gzip
+    import struct
+
+    codes = {np.dtype(np.uint8): 0x08}
+    raw = struct.pack(">BBBB", 0, 0, codes[array.dtype], array.ndim) + struct.pack(f">{array.ndim}I", *array.shape) + array.tobytes()
+    if gz:
+        path = path.with_name(path.name + ".gz")
+        path.write_bytes(gzip.compress(raw))
+    else:
+        path.write_bytes(raw)
+
+
+@pytest.mark.parametrize("name", ["mnist", "fashion_mnist"])
+@pytest.mark.parametrize("gz", [False, True])
+def test_idx_loader_reads_the_real_format(tmp_path, name, gz):
+    rng = np.random.default_rng(0)
+    images = {"train": rng.integers(0, 256, (12, 28, 28), dtype=np.uint8), "t10k": rng.integers(0, 256, (5, 28, 28), dtype=np.uint8)}
+    labels = {"train": rng.integers(0, 10, 12).astype(np.uint8), "t10k": rng.integers(0, 10, 5).astype(np.uint8)}
+    for split in ("train", "t10k"):
+        _write_idx(tmp_path / f"{split}-images-idx3-ubyte", images[split], gz)
+        _write_idx(tmp_path / f"{split}-labels-idx1-ubyte", labels[split], gz)
+    d = load_dataset(OmegaConf.create({"name": name, "standardize": False, "root": str(tmp_path), "n_train": 10, "n_test": None}))
+    assert d.x_train.shape == (10, 784) and d.x_test.shape == (5, 784)
+    np.testing.assert_allclose(d.x_train, images["train"][:10].reshape(10, -1) / 255.0, rtol=1e-6)
+    np.testing.assert_array_equal(d.y_test, labels["t10k"])
+
+
+def test_idx_loader_rejects_a_file_that_is_not_idx(tmp_path):
+    from gradstudy.datafiles import read_idx
+
+    (tmp_path / "bad").write_bytes(b"\x89PNG....")
+    with pytest.raises(ValueError, match="not an IDX file"):
+        read_idx(tmp_path / "bad")
+
+
+@pytest.mark.parametrize("nested", [False, True])
+def test_cifar10_loader_reads_the_python_batches(tmp_path, nested):
+    import pickle
+
+    folder = tmp_path / "cifar-10-batches-py" if nested else tmp_path
+    folder.mkdir(exist_ok=True)
+    rng = np.random.default_rng(0)
+    written = {}
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {b"data": rng.integers(0, 256, (4, 3072), dtype=np.uint8), b"labels": list(rng.integers(0, 10, 4))}
+        written[name] = batch
+        (folder / name).write_bytes(pickle.dumps(batch))
+    d = load_dataset(OmegaConf.create({"name": "cifar10", "standardize": False, "root": str(tmp_path)}))
+    assert d.x_train.shape == (20, 3072) and d.x_test.shape == (4, 3072)
+    np.testing.assert_allclose(d.x_train[:4], written["data_batch_1"][b"data"] / 255.0, rtol=1e-6)
+    np.testing.assert_array_equal(d.y_test, written["test_batch"][b"labels"])
+
+
+@pytest.mark.parametrize("name, expected", [("mnist", "t10k-labels-idx1-ubyte"), ("fashion_mnist", "zalandoresearch"),
+                                            ("cifar10", "data_batch_1")])
+def test_missing_files_say_which_files_where_and_where_from(tmp_path, name, expected):
+    from gradstudy.datafiles import MissingDataError
+
+    with pytest.raises(MissingDataError) as err:
+        load_dataset(OmegaConf.create({"name": name, "standardize": False, "root": str(tmp_path / "nowhere")}))
+    message = str(err.value)
+    assert expected in message and str(tmp_path / "nowhere") in message and "data.root" in message and "http" in message

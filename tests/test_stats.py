@@ -146,3 +146,48 @@ def test_histograms_share_bins_and_count_everything():
     assert counts.tolist() == [[[2, 2, 0, 0, 0]], [[0, 2, 0, 0, 2]]]
     counts, edges = histograms(np.ones((1, 3)), 2)  # constant input still gives valid bins
     assert counts.tolist() == [[3, 0]] and edges[1] > edges[0]
+
+
+@pytest.mark.parametrize("act, width", [("tanh", 16), ("sigmoid", 16), ("tanh", 80)])
+def test_optional_statistics_match_numpy(tiny_cfg, act, width):
+    """unit_mean_median against numpy; jacobian_sv_mean against the SVD of each example's Jacobian
+    dh_l/dh_{l-1}, taken by jax.jacobian of the layer alone (width 80 > the 64 inputs: the first
+    layer's Jacobian is wide, so only its 64 nonzero singular values count)."""
+    from gradstudy.activations import activation_fn
+    from gradstudy.stats import JACOBIAN_EXAMPLES
+
+    extra = "stats.extra=[unit_mean_median,jacobian_sv_mean]"
+    cfg = tiny_cfg(f"act={act}", "train.steps=1", "train.eval_every=1", "stats.every=1", "model.depth=3",
+                   f"model.width={width}", "init=standard", extra)
+    dataset = load_dataset(cfg.data)
+    engine = Engine(cfg, dataset)
+    state = engine.init(SEEDS)
+    params = jax.tree.map(np.asarray, state.params)
+    result = engine.run(state, SEEDS)
+    assert result.init_stat_names == ("jacobian_sv_mean",)
+    median = result.stats[0][..., result.stat_names.index("unit_mean_median")]
+    phi = activation_fn(act)
+    for i, seed in enumerate(SEEDS):
+        p = {k: {n: v[i] for n, v in layer.items()} for k, layer in params.items()}
+        idx = batch_indices(seed, len(dataset.y_train), cfg.train.batch_size, 0, 1)[0]
+        h, fixed = dataset.x_train[idx], dataset.x_train[:JACOBIAN_EXAMPLES]
+        for l in range(1, cfg.model.depth + 1):
+            w, b = p[hidden_name(l)]["kernel"], p[hidden_name(l)]["bias"]
+            h = np.asarray(phi(h @ w + b))
+            np.testing.assert_allclose(median[i, l - 1], np.median(h.mean(axis=0)), rtol=1e-4, atol=1e-6)
+            layer = lambda v: phi(v @ w + b)  # noqa: E731
+            jacobians = [np.asarray(jax.jacobian(layer)(v)) for v in fixed]
+            expected = np.mean([np.linalg.svd(j, compute_uv=False).mean() for j in jacobians])
+            np.testing.assert_allclose(result.init_stats[i, l - 1, 0], expected, rtol=1e-3)
+            fixed = np.asarray(layer(fixed))
+
+
+def test_jacobian_statistic_matches_glorot_and_bengio_at_init(tiny_cfg):
+    """Square tanh layers: about 0.5 with the standard init and about 0.8 with the normalized one (§4.2.2)."""
+    values = {}
+    for init in ("standard", "xavier"):
+        cfg = tiny_cfg("act=tanh", f"init={init}", "model.width=200", "model.depth=3", "train.steps=1", "train.eval_every=1",
+                       "stats.every=1", "stats.extra=[jacobian_sv_mean]")
+        engine = Engine(cfg, load_dataset(cfg.data))
+        values[init] = engine.init_stats(engine.init([0, 1]))[:, 1:, 0].mean()
+    assert abs(values["standard"] - 0.5) < 0.05 and abs(values["xavier"] - 0.8) < 0.05

@@ -115,6 +115,9 @@ def load_cifar10(cfg: Any) -> tuple[np.ndarray, ...]:
     return datafiles.load_cifar10(cfg.root)
 
 
+#: The datasets read from local files under ``data.root`` (everything else is offline).
+FILE_DATASETS = ("mnist", "fashion_mnist", "cifar10")
+
 DATASETS: dict[str, Callable[[Any], tuple[np.ndarray, ...]]] = {
     "mnist5k": load_mnist5k,
     "digits": load_digits,

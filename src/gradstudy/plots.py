@@ -173,7 +173,7 @@ def _per_layer_over_steps(layers: pd.DataFrame, cells: pd.DataFrame, stats: Sequ
             ax = axes[i, j]
             rows = layers[(layers["cell"] == cell) & (layers["stat"] == stat)]
             if rows["value"].notna().any():
-                sns.lineplot(rows, x="step", y="value", hue="layer", palette="viridis", errorbar=None, ax=ax)
+                sns.lineplot(rows, x="step", y="value", hue="layer", palette="viridis", errorbar=None, legend="full", ax=ax)
             ax.set(xlabel=STEP_LABEL, ylabel=ylabel, title=_cell_title(cells, cell))
     return _finish(fig, axes, title)
 

@@ -29,7 +29,7 @@ from gradstudy.config import BUDGETS, register_configs, resolved
 from gradstudy.datafiles import MissingDataError
 from gradstudy.papers import CONTRADICTED, Paper, Verdict, check, complete, papers
 from gradstudy.run import conf_dir
-from gradstudy.store import cell_id, load_study, write_json
+from gradstudy.store import cell_id, load_study, write_json, write_text
 
 PLAN = "plan.json"
 REPORT = "reproduction.md"
@@ -82,19 +82,18 @@ def plan(name: str, budget: str, results_dir: str) -> Plan:
 
 def write_plan(p: Plan) -> Path:
     path = p.study_dir / PLAN
-    write_json(path, {"paper": p.name, "budget": p.budget, "command": " ".join(run_command(p)[2:]),
+    write_json(path, {"paper": p.name, "budget": p.budget, "command": " ".join(["python", *run_command(p)[1:]]),
                       "cells": [{"cell": c.cell, "overrides": list(c.overrides)} for c in p.cells]})
     return path
 
 
 def check_data(p: Plan) -> None:
     """Raise MissingDataError before anything runs when a cell's local data files are absent."""
-    from gradstudy.data import DATASETS, load_dataset
+    from gradstudy.data import FILE_DATASETS, load_dataset
 
-    file_backed = {"mnist", "fashion_mnist", "cifar10"}
     for data in {OmegaConf.to_yaml(c.data, resolve=True) for c in p.cells}:
         node = OmegaConf.create(data)
-        if node.name in file_backed and node.name in DATASETS:
+        if node.name in FILE_DATASETS:
             load_dataset(node)
 
 
@@ -107,19 +106,25 @@ def _fmt(x: float) -> str:
     return "–" if x != x else "∞" if x == float("inf") else "-∞" if x == float("-inf") else f"{x:.4g}"
 
 
+def _cell(text: object) -> str:
+    """Text safe inside a markdown table cell."""
+    return str(text).replace("|", "\\|")
+
+
 def _verdict_rows(verdicts: list[Verdict]) -> list[str]:
     lines = ["| claim | measured | threshold | ours: mean [95% CI] | verdict |", "|---|---|---|---|---|"]
     for v in verdicts:
         m = v.measurement
         ours = v.note if m is None else f"{_fmt(m.estimate)} [{_fmt(m.low)}, {_fmt(m.high)}]"
         sign = "<" if v.claim.direction == "below" else ">"
-        lines.append(f"| {v.claim.text} | {v.claim.measured} | {sign} {_fmt(v.claim.threshold)} | {ours} | **{v.verdict}** |")
+        lines.append(f"| {_cell(v.claim.text)} | {_cell(v.claim.measured)} | {sign} {_fmt(v.claim.threshold)} | {_cell(ours)} | **{v.verdict}** |")
     return lines
 
 
 def _markdown(frame: pd.DataFrame) -> str:
-    header = "| | " + " | ".join(str(c) for c in frame.columns) + " |\n|---|" + "---|" * len(frame.columns) + "\n"
-    return header + "".join(f"| {i} | " + " | ".join(str(v) for v in row) + " |\n" for i, row in zip(frame.index, frame.itertuples(index=False)))
+    header = "| | " + " | ".join(_cell(c) for c in frame.columns) + " |\n|---|" + "---|" * len(frame.columns) + "\n"
+    rows = zip(frame.index, frame.itertuples(index=False))
+    return header + "".join(f"| {_cell(i)} | " + " | ".join(_cell(v) for v in row) + " |\n" for i, row in rows)
 
 
 def write_reproduction(paper: Paper, p: Plan, wall_s: float | None = None) -> tuple[Path, list[Verdict]]:
@@ -153,7 +158,7 @@ def write_reproduction(paper: Paper, p: Plan, wall_s: float | None = None) -> tu
             paths = plots.save_figure(build(done), p.study_dir / "figures", name)
             lines += ["", f"![{name}]({paths[0].relative_to(p.study_dir)})", "", caption]
     report = p.study_dir / REPORT
-    report.write_text("\n".join(lines) + "\n")
+    write_text(report, "\n".join(lines) + "\n")
     return report, verdicts
 
 

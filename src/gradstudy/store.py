@@ -84,6 +84,10 @@ def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         raise
 
 
+def write_text(path: Path, text: str) -> None:
+    _atomic_write(path, lambda p: p.write_text(text))
+
+
 def write_json(path: Path, data: dict[str, Any]) -> None:
     _atomic_write(path, lambda p: p.write_text(json.dumps(data, indent=2, default=str)))
 

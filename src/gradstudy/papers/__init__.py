@@ -83,13 +83,15 @@ class Paper:
 
 
 def decide(measurement: Measurement, direction: str, threshold: float) -> str:
-    """The verdict of an interval against a one-sided threshold (see the module docstring)."""
-    low, high = measurement.low, measurement.high
-    if not (np.isfinite(low) and np.isfinite(high)):
-        low = high = measurement.estimate  # a single seed or an exact value: no interval
-    if not np.isfinite(measurement.estimate):
+    """The verdict of an interval against a one-sided threshold (see the module docstring).
+
+    Without an interval (a single seed) the verdict is inconclusive. Infinite bounds are allowed:
+    steps to a target that some seeds never reach.
+    """
+    values = (measurement.estimate, measurement.low, measurement.high)
+    if any(np.isnan(v) for v in values):
         return INCONCLUSIVE
-    above, below = low > threshold, high < threshold
+    above, below = measurement.low > threshold, measurement.high < threshold
     if direction == "above":
         return SUPPORTED if above else CONTRADICTED if below else INCONCLUSIVE
     return SUPPORTED if below else CONTRADICTED if above else INCONCLUSIVE
@@ -153,11 +155,14 @@ def difference(a: pd.Series | np.ndarray, b: pd.Series | np.ndarray, **numbers: 
     diff = float(a.mean() - b.mean())
     va, vb = (a.var(ddof=1) / len(a) if len(a) > 1 else np.nan), (b.var(ddof=1) / len(b) if len(b) > 1 else np.nan)
     se = np.sqrt(va + vb)
-    if not np.isfinite(se) or se == 0:
-        return Measurement(diff, diff, diff, {"a": float(a.mean()), "b": float(b.mean()), **numbers})
+    means = {"a": float(a.mean()), "b": float(b.mean()), **numbers}
+    if not np.isfinite(se):  # a group of one seed: no interval
+        return Measurement(diff, np.nan, np.nan, means)
+    if se == 0:
+        return Measurement(diff, diff, diff, means)
     dof = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
     half = float(sps.t.ppf(0.975, dof) * se)
-    return Measurement(diff, diff - half, diff + half, {"a": float(a.mean()), "b": float(b.mean()), **numbers})
+    return Measurement(diff, diff - half, diff + half, means)
 
 
 def subset(study: Study, cells: list[str]) -> Study:

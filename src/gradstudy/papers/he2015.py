@@ -101,8 +101,8 @@ def ours_table(study: Study) -> pd.DataFrame:
                 continue
             mean, low, high, _ = mean_ci(final_values(study, c, "train", "loss"))
             start = lower_median(times.loc[times["cell"] == c, "step"])
-            started = "never" if not np.isfinite(start) else f"step {start:.0f}"
-            rows[row][f"{depth} layers"] = f"final train loss {mean:.3f} [{low:.3f}, {high:.3f}]; loss < 0.9·ln10 at {started}"
+            started = "never" if not np.isfinite(start) else f"at step {start:.0f}"
+            rows[row][f"{depth} layers"] = f"final train loss {mean:.3f} [{low:.3f}, {high:.3f}]; loss < 0.9·ln10 {started}"
     return pd.DataFrame(rows).T
 
 

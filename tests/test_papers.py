@@ -1,0 +1,149 @@
+"""Paper presets compose and train; claim checks give the known answer on hand-made results; reproduce's edges."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from gradstudy.config import validate
+from gradstudy.papers import CONTRADICTED, INCONCLUSIVE, SUPPORTED, Measurement, check, decide, difference, papers
+from gradstudy.reproduce import main as reproduce_main
+from gradstudy.reproduce import plan, write_reproduction
+from gradstudy.run import conf_dir, run_cell
+from gradstudy.store import Study, load_study
+
+from conftest import compose_config
+
+#: Cells per preset: the size of each paper's grid.
+GRID_SIZES = {"glorot2010": 12, "he2015": 4, "clevert2015": 3, "ioffe2015": 2, "klambauer2017": 6}
+
+
+def test_every_preset_has_a_paper_module_and_the_other_way_round():
+    presets = {p.stem for p in Path(conf_dir(), "experiment").glob("*.yaml")}
+    assert presets == set(papers()) == set(GRID_SIZES)
+
+
+@pytest.mark.parametrize("name", sorted(GRID_SIZES))
+@pytest.mark.parametrize("budget", ["cpu", "paper", "smoke"])
+def test_every_preset_composes_all_its_cells(tmp_path, name, budget):
+    p = plan(name, budget, str(tmp_path))
+    assert len(p.cells) == GRID_SIZES[name] == len({c.cell for c in p.cells})
+    assert p.study_dir == tmp_path / f"{name}-{budget}"
+    for c in p.cells:
+        cfg = compose_config(f"+experiment={name}", f"budget={budget}", *c.overrides)
+        validate(cfg)
+        assert cfg.train.steps == cfg.budgets[budget].steps
+        if budget != "paper":  # cpu and smoke budgets never read local files
+            assert cfg.data.name in {"mnist5k", "shapeset", "digits"}
+
+
+@pytest.mark.parametrize("name", sorted(GRID_SIZES))
+def test_every_preset_trains_one_cell_at_its_real_depth(tmp_path, name):
+    p = plan(name, "smoke", str(tmp_path))
+    deepest = max(p.cells, key=lambda c: compose_config(f"+experiment={name}", "budget=smoke", *c.overrides).model.depth)
+    cfg = compose_config(f"+experiment={name}", "budget=smoke", f"results_dir={tmp_path}", *deepest.overrides)
+    paper_depth = compose_config(f"+experiment={name}", "budget=paper", *deepest.overrides).model.depth
+    assert cfg.model.depth == paper_depth and cfg.train.steps == 3
+    folder = Path(run_cell(cfg))
+    assert folder.name == deepest.cell
+    study = load_study(folder.parent)
+    assert study.cells["status"].tolist() == ["complete"], study.cells.get("message")
+    assert study.layers["layer"].max() == paper_depth
+
+
+# ----- verdicts -----------------------------------------------------------------------------------
+def test_decide_uses_the_whole_interval():
+    assert decide(Measurement(-2, -3, -1), "below", 0) == SUPPORTED
+    assert decide(Measurement(2, 1, 3), "below", 0) == CONTRADICTED
+    assert decide(Measurement(0.5, -1, 2), "below", 0) == INCONCLUSIVE
+    assert decide(Measurement(2, 1, 3), "above", 0) == SUPPORTED
+    assert decide(Measurement(1, np.nan, np.nan), "above", 0) == INCONCLUSIVE  # one seed: no interval
+    assert decide(Measurement(-np.inf, -np.inf, -100), "below", 0) == SUPPORTED  # the other arm never gets there
+
+
+def test_difference_is_welchs_interval():
+    from scipy import stats
+
+    a, b = np.array([1.0, 2.0, 3.0, 4.0]), np.array([2.0, 4.0, 6.0])
+    m = difference(a, b)
+    ci = stats.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
+    assert m.estimate == pytest.approx(-1.5) and (m.low, m.high) == pytest.approx((ci.low, ci.high))
+
+
+def _clevert_study(elu_shift: float, elu_loss: float) -> Study:
+    """Three hand-made cells of the Clevert preset: ReLU and leaky ReLU have mean shift 0.3 and loss 1.0."""
+    rng = np.random.default_rng(0)
+    arms = {"elu": (elu_shift, elu_loss), "relu": (0.3, 1.0), "leaky_relu": (0.3, 1.0)}
+    cells, curves, layers = [], [], []
+    for act, (shift, loss) in arms.items():
+        cell = f"he-{act}-none-mnist5k-d2w8-sgd-0000000000"
+        cells.append({"study": "s", "cell": cell, "init": "he", "act": act, "norm": "none", "data": "mnist5k", "optim": "sgd",
+                      "status": "complete", "n_seeds": 5, "n_diverged": 0})
+        for seed in range(5):
+            for step in (0, 50, 100):
+                for layer in (1, 2):
+                    layers.append({"study": "s", "cell": cell, "seed": seed, "step": step, "layer": layer, "stat": "unit_mean_median",
+                                   "value": shift + 0.01 * rng.standard_normal()})
+                curves.append({"study": "s", "cell": cell, "seed": seed, "step": step, "split": "train", "metric": "loss",
+                               "value": 2.3 if step == 0 else loss + 0.01 * rng.standard_normal()})
+    empty = pd.DataFrame(columns=["study", "cell", "seed", "step", "layer", "quantity", "bin_left", "bin_right", "count"])
+    return Study(cells=pd.DataFrame(cells), curves=pd.DataFrame(curves), layers=pd.DataFrame(layers), hists=empty)
+
+
+@pytest.mark.parametrize("elu_shift, elu_loss, expected", [(0.02, 0.5, SUPPORTED), (0.6, 1.5, CONTRADICTED)])
+def test_clevert_claims_on_hand_made_results(elu_shift, elu_loss, expected):
+    study = _clevert_study(elu_shift, elu_loss)
+    verdicts = [check(claim, study) for claim in papers()["clevert2015"].claims]
+    assert [v.verdict for v in verdicts] == [expected] * 4
+
+
+def test_a_claim_without_its_cells_is_inconclusive():
+    study = _clevert_study(0.02, 0.5)
+    study = Study(cells=study.cells[study.cells["act"] != "relu"], curves=study.curves, layers=study.layers, hists=study.hists)
+    verdicts = {v.claim.key: v for v in (check(c, study) for c in papers()["clevert2015"].claims)}
+    assert verdicts["elu_loss_faster_than_relu"].verdict == INCONCLUSIVE
+    assert "act=relu" in verdicts["elu_loss_faster_than_relu"].note
+    assert verdicts["elu_loss_faster_than_leaky"].verdict == SUPPORTED
+
+
+def _ioffe_curves(cell: str, reach_step: float) -> list[dict]:
+    return [{"study": "s", "cell": cell, "seed": seed, "step": step, "split": "test", "metric": "accuracy",
+             "value": 0.95 if step >= reach_step + seed % 2 * 100 else 0.5} for seed in range(5) for step in range(0, 1001, 100)]
+
+
+@pytest.mark.parametrize("bn_step, plain_step, expected", [(200, 700, SUPPORTED), (700, 200, CONTRADICTED), (200, np.inf, SUPPORTED)])
+def test_steps_to_target_claim_on_hand_made_curves(bn_step, plain_step, expected):
+    cells = pd.DataFrame([{"study": "s", "cell": c, "norm": n, "status": "complete", "n_seeds": 5, "n_diverged": 0}
+                          for c, n in (("bn", "batchnorm"), ("plain", "none"))])
+    curves = pd.DataFrame(_ioffe_curves("bn", bn_step) + _ioffe_curves("plain", plain_step))
+    study = Study(cells=cells, curves=curves, layers=pd.DataFrame(columns=["cell", "stat"]), hists=pd.DataFrame())
+    claim = next(c for c in papers()["ioffe2015"].claims if c.key == "bn_reaches_accuracy_sooner")
+    assert check(claim, study).verdict == expected
+
+
+# ----- reproduce ------------------------------------------------------------------------------------
+def test_reproduce_rejects_unknown_papers(capsys):
+    assert reproduce_main(["nosuchpaper"]) == 2
+    assert "glorot2010" in capsys.readouterr().err
+
+
+def test_paper_budget_fails_on_missing_files_before_running(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert reproduce_main(["ioffe2015", "--budget", "paper", "--results-dir", str(tmp_path / "results")]) == 2
+    err = capsys.readouterr().err
+    assert "train-images-idx3-ubyte" in err and str(tmp_path / "data" / "mnist") in err
+    assert not list((tmp_path / "results" / "ioffe2015-paper").glob("*/meta.json"))  # nothing ran
+
+
+def test_reproduce_writes_the_report_from_files(tmp_path):
+    """Smoke budget of the smallest preset: plan, train, check, and a report with claims, tables and figures."""
+    p = plan("ioffe2015", "smoke", str(tmp_path))
+    for c in p.cells:
+        run_cell(compose_config("+experiment=ioffe2015", "budget=smoke", f"results_dir={tmp_path}", *c.overrides))
+    report, verdicts = write_reproduction(papers()["ioffe2015"], p)
+    text = report.read_text()
+    assert len(verdicts) == 3 and "Budget **smoke**" in text and "## Paper and ours" in text
+    assert all(v.verdict == INCONCLUSIVE for v in verdicts)  # one seed: no interval, no verdict
+    for name, _, _ in papers()["ioffe2015"].figures:
+        assert (p.study_dir / "figures" / f"{name}.png").is_file() and f"figures/{name}.png" in text
