@@ -7,7 +7,6 @@ Preset ``conf/experiment/glorot2010.yaml``. Their "standard" init is our ``stand
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 
 from gradstudy import plots
