@@ -130,7 +130,7 @@ class Engine:
         self._mesh = Mesh(np.array(devices), ("seeds",)) if len(devices) > 1 else None
         self._chunk = jax.jit(self._chunk_fn)
         self._histograms = jax.jit(self._histograms_fn)
-        self._init_stats = jax.jit(jax.vmap(self._jacobian_fn, in_axes=(0, None)))
+        self._jacobians = jax.jit(jax.vmap(self._jacobian_fn, in_axes=(0, None)))
         self._eval = jax.jit(jax.vmap(self._eval_block, in_axes=(0, 0, None, None, None)))
 
     # ----- seeds across devices ---------------------------------------------------------------
@@ -311,7 +311,7 @@ class Engine:
             return np.zeros((state.diverged_at.shape[0], self.depth, 0))
         # On one device: XLA's CPU eigensolver can hang when its input is split across host devices.
         single = jax.device_put(state, jax.devices()[0])
-        return np.asarray(self._init_stats(single, self.x_train[:JACOBIAN_EXAMPLES]))
+        return np.asarray(self._jacobians(single, self.x_train[:JACOBIAN_EXAMPLES]))
 
     # ----- evaluation -------------------------------------------------------------------------
     def _eval_block(self, params, batch_stats, x, y, weight):
