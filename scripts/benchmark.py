@@ -7,7 +7,10 @@ Everything runs in one process, interleaved, after a warm-up, and only ratios ar
 * the overhead of the ``scalars`` statistics at ``stats.every=10`` and ``=1``, and of the ``full``
   tier's percentiles at ``stats.every=10``, over no statistics (histograms are taken between
   chunks, at a few chosen steps, so they are not part of the per-step cost);
-* the engine's arithmetic rate as a fraction of this machine's measured float32 matmul rate.
+* the engine's arithmetic rate as a fraction of this machine's measured float32 matmul rate;
+* the price of exact seed independence: the engine (every seed in its own ``RUN_GROUP``-seed group,
+  one group after another) against one vmap over all of a device's seeds, which is not bitwise
+  independent of the other seeds (``gradstudy.engine``).
 
 Each ratio is the median over ``--reps`` repetitions, with the min-max spread.
 
@@ -36,7 +39,7 @@ from hydra import compose, initialize_config_dir
 
 from gradstudy.config import register_configs
 from gradstudy.data import load_dataset
-from gradstudy.engine import Engine, batch_indices
+from gradstudy.engine import RUN_GROUP, Engine, batch_indices
 from gradstudy.run import conf_dir
 
 
@@ -58,9 +61,9 @@ def _config(args: argparse.Namespace, *overrides: str):
         )
 
 
-def engine_runner(args: argparse.Namespace, dataset, *overrides: str) -> Callable[[], None]:
+def engine_runner(args: argparse.Namespace, dataset, *overrides: str, run_group: int = RUN_GROUP) -> Callable[[], None]:
     """One call trains ``args.steps`` steps of every seed in one compiled chunk."""
-    engine = Engine(_config(args, *overrides), dataset)
+    engine = Engine(_config(args, *overrides), dataset, run_group=run_group)
     seeds = list(range(args.seeds))
     state = engine.init(seeds)
 
@@ -126,6 +129,7 @@ def main() -> None:
     variants = {
         "naive": naive_runner(args, dataset),
         "engine": engine_runner(args, dataset, "stats=none"),
+        "one_vmap": engine_runner(args, dataset, "stats=none", run_group=-(-args.seeds // jax.device_count())),
         "stats_every_10": engine_runner(args, dataset, "stats=scalars", "stats.every=10"),
         "stats_every_1": engine_runner(args, dataset, "stats=scalars", "stats.every=1"),
         "full_every_10": engine_runner(args, dataset, "stats=full", "stats.every=10", "stats.hist_steps=[]"),
@@ -150,6 +154,7 @@ def main() -> None:
     for name, samples in times.items():
         print(f"{name:<16} median {statistics.median(samples):7.3f} s  ({model_steps / statistics.median(samples):9.0f} model-steps/s)")
     print(_ratio_line("engine / naive loop (speed-up)", [n / e for n, e in zip(times["naive"], times["engine"])]))
+    print(_ratio_line("one vmap per device / engine (time)", [v / e for v, e in zip(times["one_vmap"], times["engine"])]))
     print(_ratio_line("stats.every=10 / no stats (time)", [s / e for s, e in zip(times["stats_every_10"], times["engine"])]))
     print(_ratio_line("stats.every=1 / no stats (time)", [s / e for s, e in zip(times["stats_every_1"], times["engine"])]))
     print(_ratio_line("full, every=10 / no stats (time)", [s / e for s, e in zip(times["full_every_10"], times["engine"])]))

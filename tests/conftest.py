@@ -14,8 +14,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from gradstudy.config import register_configs
-from gradstudy.run import conf_dir
+from gradstudy.config import conf_dir, register_configs
 
 #: A config small enough to train in well under a second: digits, 3 x 16, 30 steps.
 TINY = [

@@ -37,7 +37,10 @@ def _study():
     rows += _curves("b", 1, [0.1, 0.3, 0.4, 0.5], [2, 1.9, 1.8, 1.7])
     rows += _curves("b", 2, [0.1, 0.2], [2, 1.9], steps=(0, 10))
     curves = pd.DataFrame(rows, columns=["cell", "seed", "step", "split", "metric", "value"]).assign(study="s")
-    cells = pd.DataFrame({"study": "s", "cell": ["a", "b"], "status": "complete", "n_seeds": 3, "n_diverged": [0, 1]})
+    cells = pd.DataFrame({"study": "s", "cell": ["a", "b"], "status": "complete", "outcome": "ok", "n_seeds": 3, "n_diverged": [0, 1],
+                          "optim.lr": [0.1, 0.01]})
+    seeds = pd.DataFrame({"study": "s", "cell": ["a"] * 3 + ["b"] * 3, "seed": [0, 1, 2] * 2,
+                          "diverged_at": pd.array([None] * 5 + [10], dtype="Int64"), "last_healthy_step": [30] * 5 + [10]})
     layers = []
     for cell, factor in (("a", 1.0), ("b", 0.5)):
         for seed in range(3):
@@ -47,7 +50,7 @@ def _study():
                     layers += [(cell, seed, step, layer, "grad_norm", g), (cell, seed, step, layer, "delta_std", 2 * g),
                                (cell, seed, step, layer, "saturated_frac", np.nan), (cell, seed, step, layer, "dead_frac", 0.1 * layer)]
     layers = pd.DataFrame(layers, columns=["cell", "seed", "step", "layer", "stat", "value"]).assign(study="s")
-    return Study(cells=cells, curves=curves, layers=layers, hists=pd.DataFrame())
+    return Study(cells=cells, curves=curves, layers=layers, hists=pd.DataFrame(), seeds=seeds, steps=pd.DataFrame())
 
 
 def test_mean_ci_is_the_t_interval():
@@ -79,18 +82,22 @@ def test_steps_to_target_with_censored_and_diverged_seeds():
 
 
 def test_convergence_table():
-    table = convergence_table(_study(), 0.9).set_index("cell")
+    table = convergence_table(_study(), 0.9)
+    assert list(table.columns[:3]) == ["optim.lr", "study", "cell"]  # varying keys first, sorted by them
+    assert table["optim.lr"].tolist() == [0.01, 0.1]
+    table = table.set_index("cell")
     assert table.loc["a", "steps_to_target"] == 20 and table.loc["a", "reached"]
-    assert table.loc["a", "n_reached"] == 3
-    assert table.loc["b", "steps_to_target"] == np.inf and not table.loc["b", "reached"]
-    assert table.loc["b", "n_reached"] == 1 and table.loc["b", "n_diverged"] == 1
+    assert table.loc["a", "n_reached"] == 3 and table.loc["a", "n_healthy"] == 3
+    # b: over its two healthy seeds, one reaches at 30 and one never: the lower median is 30
+    assert table.loc["b", "steps_to_target"] == 30 and table.loc["b", "reached"]
+    assert table.loc["b", "n_reached"] == 1 and table.loc["b", "n_healthy"] == 2 and table.loc["b", "n_diverged"] == 1
     # final metrics leave the diverged seed out: b's test accuracy is the mean of 0.91 and 0.5
     assert table.loc["b", "test_accuracy_mean"] == pytest.approx(0.705) and table.loc["b", "test_accuracy_n"] == 2
     mean, low, high, _ = mean_ci([0.96, 0.95, 0.92])
     assert table.loc["a", "test_accuracy_mean"] == pytest.approx(mean)
     assert table.loc["a", "test_accuracy_low"] == pytest.approx(low)
     # train loss AUC: seed 0 of a is trapezoid of [2, 1, 0.5, 0.4] over steps 0..30
-    assert loss_auc(_study().curves).set_index(["cell", "seed"]).loc[("a", 0), "train_loss_auc"] == pytest.approx(10 * (1.5 + 0.75 + 0.45))
+    assert loss_auc(_study()).set_index(["cell", "seed"]).loc[("a", 0), "train_loss_auc"] == pytest.approx(10 * (1.5 + 0.75 + 0.45))
     assert table.loc["b", "train_loss_auc_n"] == 2
 
 
@@ -99,9 +106,10 @@ def test_gradient_table_ratios_and_phases():
     assert set(table["phase"]) == {"start", "end"}
     a = table[(table["cell"] == "a") & (table["phase"] == "start")].set_index("layer")
     b = table[(table["cell"] == "b") & (table["phase"] == "end")].set_index("layer")
-    assert a.loc[1, "grad_norm_mean"] == pytest.approx(2.0)  # mean of 1, 2, 3
-    assert a.loc[1, "grad_norm_ratio"] == pytest.approx(1.0)
-    assert b.loc[1, "grad_norm_ratio"] == pytest.approx(0.25) and b.loc[1, "delta_std_ratio"] == pytest.approx(0.25)
+    assert a.loc[1, "grad_norm_gmean"] == pytest.approx(6 ** (1 / 3))  # geometric mean of 1, 2, 3
+    assert a.loc[1, "grad_norm_low"] > 0 and a.loc[1, "grad_norm_n_zero"] == 0
+    assert a.loc[1, "grad_norm_ratio_gmean"] == pytest.approx(1.0)
+    assert b.loc[1, "grad_norm_ratio_gmean"] == pytest.approx(0.25) and b.loc[1, "delta_std_ratio_gmean"] == pytest.approx(0.25)
     assert b.loc[2, "dead_frac"] == pytest.approx(0.2) and np.isnan(b.loc[2, "saturated_frac"])
     assert b.loc[1, "step"] == 20
 
@@ -109,8 +117,34 @@ def test_gradient_table_ratios_and_phases():
 def test_compare_cells_gives_a_difference_with_ci():
     study = _study()
     result = compare_cells(study, "a", "b", 0.9)
-    assert result["difference"] == -np.inf  # b never reaches (by its lower median)
+    assert result["difference"] == -np.inf  # b never reaches (by its lower median; the diverged seed counts as not reaching)
     result = compare_cells(study, "a", "a", 0.9)
     assert result["difference"] == 0 and result["low"] <= 0 <= result["high"]
     with pytest.raises(KeyError):
         compare_cells(study, "a", "zzz", 0.9)
+
+
+def test_log_mean_ci_is_the_t_interval_of_the_logs_and_counts_zeros():
+    from gradstudy.analysis import log_mean_ci
+
+    x = np.array([0.01, 1.0, 100.0, 5.0])
+    gmean, low, high, n, n_zero = log_mean_ci(x)
+    mean, lo, hi, _ = mean_ci(np.log(x))
+    assert gmean == pytest.approx(np.exp(mean)) and (low, high) == pytest.approx((np.exp(lo), np.exp(hi)))
+    assert 0 < low < gmean < high and (n, n_zero) == (4, 0)
+    assert mean_ci(x)[1] < 0  # the linear interval of the same values goes negative
+    gmean, low, high, n, n_zero = log_mean_ci([0.0, 0.0, 2.0, 8.0])
+    assert gmean == pytest.approx(4.0) and (n, n_zero) == (4, 2)
+    gmean, low, high, n, n_zero = log_mean_ci([0.0, 0.0, 0.0])
+    assert gmean == 0 and np.isnan(low) and (n, n_zero) == (3, 3)  # underflow everywhere: shown as 0, not dropped
+
+
+def test_steps_to_target_on_the_minibatch_loss_resolves_to_one_step():
+    study = _study()
+    steps = pd.DataFrame([("s", "a", seed, step, 2.0 - 0.1 * step * (seed + 1)) for seed in range(3) for step in range(12)],
+                         columns=["study", "cell", "seed", "step", "loss"])
+    study = Study(cells=study.cells[study.cells["cell"] == "a"], curves=study.curves, layers=study.layers, hists=study.hists,
+                  seeds=study.seeds, steps=steps)
+    table = convergence_table(study, target=1.0, metric="loss", split="minibatch").set_index("cell")
+    # seed s reaches loss <= 1.0 at the first step >= 10 / (s + 1): steps 10, 5, 4 -> lower median 5
+    assert table.loc["a", "steps_to_target"] == 5 and table.loc["a", "n_reached"] == 3

@@ -1,13 +1,12 @@
 """Bad input is rejected before any compile, with a message naming the key and what is allowed."""
 
 import pytest
+from conftest import compose_config
 from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf.errors import ValidationError
 
 from gradstudy.config import ConfigError, seeds_of, validate, validate_against_data
 from gradstudy.data import load_dataset
-
-from conftest import compose_config
 
 
 @pytest.mark.parametrize(

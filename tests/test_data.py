@@ -51,7 +51,7 @@ def test_digits_and_mnist1d_are_offline_and_keep_numpy_state():
 def test_every_dataset_has_a_preset():
     from pathlib import Path
 
-    from gradstudy.run import conf_dir
+    from gradstudy.config import conf_dir
 
     assert {p.stem for p in Path(conf_dir(), "data").glob("*.yaml")} == set(DATASETS)
 

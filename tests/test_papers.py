@@ -1,19 +1,28 @@
 """Paper presets compose and train; claim checks give the known answer on hand-made results; reproduce's edges."""
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import compose_config
 
-from gradstudy.config import validate
-from gradstudy.papers import CONTRADICTED, INCONCLUSIVE, SUPPORTED, Measurement, check, decide, difference, papers
+from gradstudy.config import conf_dir, validate
+from gradstudy.papers import (
+    CONTRADICTED,
+    INCONCLUSIVE,
+    SUPPORTED,
+    Measurement,
+    check,
+    decide,
+    difference,
+    papers,
+)
 from gradstudy.reproduce import main as reproduce_main
 from gradstudy.reproduce import plan, write_reproduction
-from gradstudy.run import conf_dir, run_cell
+from gradstudy.run import run_cell
 from gradstudy.store import Study, load_study
-
-from conftest import compose_config
 
 #: Cells per preset: the size of each paper's grid.
 GRID_SIZES = {"glorot2010": 12, "he2015": 4, "clevert2015": 3, "ioffe2015": 2, "klambauer2017": 6}
@@ -38,6 +47,7 @@ def test_every_preset_composes_all_its_cells(tmp_path, name, budget):
             assert cfg.data.name in {"mnist5k", "shapeset", "digits"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(GRID_SIZES))
 def test_every_preset_trains_one_cell_at_its_real_depth(tmp_path, name):
     p = plan(name, "smoke", str(tmp_path))
@@ -71,6 +81,12 @@ def test_difference_is_welchs_interval():
     assert m.estimate == pytest.approx(-1.5) and (m.low, m.high) == pytest.approx((ci.low, ci.high))
 
 
+def _healthy_seeds(curves: pd.DataFrame) -> pd.DataFrame:
+    """A ``Study.seeds`` table in which no seed of ``curves`` diverged."""
+    seeds = curves.groupby(["study", "cell", "seed"])["step"].max().rename("last_healthy_step").reset_index()
+    return seeds.assign(diverged_at=pd.array([None] * len(seeds), dtype="Int64"))
+
+
 def _clevert_study(elu_shift: float, elu_loss: float) -> Study:
     """Three hand-made cells of the Clevert preset: ReLU and leaky ReLU have mean shift 0.3 and loss 1.0."""
     rng = np.random.default_rng(0)
@@ -87,8 +103,10 @@ def _clevert_study(elu_shift: float, elu_loss: float) -> Study:
                                    "value": shift + 0.01 * rng.standard_normal()})
                 curves.append({"study": "s", "cell": cell, "seed": seed, "step": step, "split": "train", "metric": "loss",
                                "value": 2.3 if step == 0 else loss + 0.01 * rng.standard_normal()})
-    empty = pd.DataFrame(columns=["study", "cell", "seed", "step", "layer", "quantity", "bin_left", "bin_right", "count"])
-    return Study(cells=pd.DataFrame(cells), curves=pd.DataFrame(curves), layers=pd.DataFrame(layers), hists=empty)
+    empty = pd.DataFrame(columns=["study", "cell", "seed", "step", "layer", "quantity", "region", "bin_left", "bin_right", "count"])
+    curves = pd.DataFrame(curves)
+    return Study(cells=pd.DataFrame(cells), curves=curves, layers=pd.DataFrame(layers), hists=empty,
+                 seeds=_healthy_seeds(curves), steps=pd.DataFrame(columns=["study", "cell", "seed", "step", "loss"]))
 
 
 @pytest.mark.parametrize("elu_shift, elu_loss, expected", [(0.02, 0.5, SUPPORTED), (0.6, 1.5, CONTRADICTED)])
@@ -100,7 +118,7 @@ def test_clevert_claims_on_hand_made_results(elu_shift, elu_loss, expected):
 
 def test_a_claim_without_its_cells_is_inconclusive():
     study = _clevert_study(0.02, 0.5)
-    study = Study(cells=study.cells[study.cells["act"] != "relu"], curves=study.curves, layers=study.layers, hists=study.hists)
+    study = dataclasses.replace(study, cells=study.cells[study.cells["act"] != "relu"])
     verdicts = {v.claim.key: v for v in (check(c, study) for c in papers()["clevert2015"].claims)}
     assert verdicts["elu_loss_faster_than_relu"].verdict == INCONCLUSIVE
     assert "act=relu" in verdicts["elu_loss_faster_than_relu"].note
@@ -117,7 +135,8 @@ def test_steps_to_target_claim_on_hand_made_curves(bn_step, plain_step, expected
     cells = pd.DataFrame([{"study": "s", "cell": c, "norm": n, "status": "complete", "n_seeds": 5, "n_diverged": 0}
                           for c, n in (("bn", "batchnorm"), ("plain", "none"))])
     curves = pd.DataFrame(_ioffe_curves("bn", bn_step) + _ioffe_curves("plain", plain_step))
-    study = Study(cells=cells, curves=curves, layers=pd.DataFrame(columns=["cell", "stat"]), hists=pd.DataFrame())
+    study = Study(cells=cells, curves=curves, layers=pd.DataFrame(columns=["study", "cell", "stat"]), hists=pd.DataFrame(),
+                  seeds=_healthy_seeds(curves), steps=pd.DataFrame())
     claim = next(c for c in papers()["ioffe2015"].claims if c.key == "bn_reaches_accuracy_sooner")
     assert check(claim, study).verdict == expected
 

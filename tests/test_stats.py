@@ -5,14 +5,16 @@
 """
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
 
+from gradstudy.activations import ACTIVATIONS
 from gradstudy.data import load_dataset
 from gradstudy.engine import Engine, batch_indices
 from gradstudy.model import hidden_name
-from gradstudy.stats import histograms, order_statistic, stat_names
+from gradstudy.stats import HistBins, hist_bins, histogram, order_statistic, stat_names
 
 DERIVATIVES = {
     "tanh": (np.tanh, lambda z: 1 - np.tanh(z) ** 2),
@@ -139,13 +141,49 @@ def test_order_statistic_is_the_inverted_cdf_percentile(n):
         assert float(order_statistic(values, k)) == np.percentile(values, q, method="inverted_cdf")
 
 
-def test_histograms_share_bins_and_count_everything():
-    values = np.array([[[0.0, 1.0, 2.0, 3.0]], [[3.0, 3.0, 10.0, 10.0]]])  # (seeds, layers, n)
-    counts, edges = histograms(values, 5)
-    np.testing.assert_allclose(edges, np.linspace(0, 10, 6))
-    assert counts.tolist() == [[[2, 2, 0, 0, 0]], [[0, 2, 0, 0, 2]]]
-    counts, edges = histograms(np.ones((1, 3)), 2)  # constant input still gives valid bins
-    assert counts.tolist() == [[3, 0]] and edges[1] > edges[0]
+def _numpy_histogram(values: np.ndarray, bins: HistBins) -> list[int]:
+    """Independent count: each finite nonzero value against every bin's [left, right) in float32."""
+    left, right = (e.astype(np.float32) for e in bins.edges())
+    v = values.astype(np.float32)
+    finite = np.isfinite(v)
+    lo, hi = bins.magnitudes[0], bins.magnitudes[-1]
+    if bins.kind == "linear":
+        below, above = finite & (v < lo), finite & (v > hi)
+    else:
+        below, above = finite & (v != 0) & (np.abs(v) < lo), finite & (np.abs(v) > hi)
+    inside = v[finite & (v != 0) & ~below & ~above]
+    counts = []
+    for j, (a, b) in enumerate(zip(left, right, strict=True)):
+        last_positive, first_negative = j == len(left) - 1, bins.kind == "signed_log" and j == 0
+        if bins.kind == "signed_log" and b < 0:  # negative side: (a, b], mirror of the positive [|b|, |a|)
+            counts.append(int(((inside > a) | (first_negative & (inside == a))).__and__(inside <= b).sum()))
+        else:
+            counts.append(int(((inside >= a) & ((inside < b) | (last_positive & (inside == b)))).sum()))
+    return counts + [int((v == 0).sum()), int(below.sum()), int(above.sum()), int((~finite).sum())]
+
+
+@pytest.mark.parametrize("kind", ["linear", "signed_log"])
+def test_fixed_histogram_bins_count_every_value_once(kind):
+    rng = np.random.default_rng(0)
+    bins = HistBins("linear", -1.0, 1.0, 8) if kind == "linear" else HistBins("signed_log", 1e-3, 1e2, 5)
+    values = np.concatenate([
+        rng.standard_normal(500) * (0.6 if kind == "linear" else 10.0) ** rng.integers(-3, 4, 500),
+        [0.0, 0.0, np.nan, np.inf, -np.inf, 1e-9, -1e-9, 1e9, -1.0, 1.0],
+        bins.magnitudes, -bins.magnitudes,
+    ])
+    counts = np.asarray(histogram(jnp.asarray(values, jnp.float32), bins))
+    assert counts.sum() == len(values)
+    assert counts.tolist() == _numpy_histogram(values, bins)
+    left, right = bins.edges()
+    assert len(left) == bins.n_bins and np.all(left < right) and np.all(right[:-1] <= left[1:])
+
+
+def test_histogram_bins_come_from_the_config_alone():
+    tanh, relu = ACTIVATIONS["tanh"], ACTIVATIONS["relu"]
+    assert hist_bins("activation", tanh, 50, [1e-6, 1e3]) == HistBins("linear", -1.0, 1.0, 50)
+    assert hist_bins("activation", ACTIVATIONS["sigmoid"], 10, [1e-6, 1e3]) == HistBins("linear", 0.0, 1.0, 10)
+    assert hist_bins("activation", relu, 50, [1e-6, 1e3]) == HistBins("signed_log", 1e-6, 1e3, 50)
+    assert hist_bins("delta", tanh, 50, [1e-4, 10]) == HistBins("signed_log", 1e-4, 10.0, 50)
 
 
 @pytest.mark.parametrize("act, width", [("tanh", 16), ("sigmoid", 16), ("tanh", 80)])

@@ -7,9 +7,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from gradstudy import load_study
-from gradstudy.config import resolved
+from gradstudy.config import canonical, resolved
 from gradstudy.run import run_cell
 from gradstudy.stats import SCALAR_STATS
 from gradstudy.store import cell_id, is_complete, write_json, write_table
@@ -22,20 +23,20 @@ def cell_cfg(tiny_cfg, tmp_path):
 
 def test_cell_id_is_a_readable_slug_plus_config_hash(cell_cfg, tmp_path):
     cfg = cell_cfg()
-    cid = cell_id(resolved(cfg))
+    cid = cell_id(canonical(resolved(cfg)))
     assert cid.startswith("xavier-relu-none-digits-d3w16-sgd-") and len(cid.split("-")[-1]) == 10
-    assert cell_id(resolved(cell_cfg("study=other", "force=true", "results_dir=/elsewhere"))) == cid
-    assert cell_id(resolved(cell_cfg("init.scale=2"))) != cid
+    assert cell_id(canonical(resolved(cell_cfg("study=other", "force=true", "results_dir=/elsewhere")))) == cid
+    assert cell_id(canonical(resolved(cell_cfg("init.scale=2")))) != cid
 
 
 def test_complete_cell_and_study_schema(cell_cfg, tmp_path):
     cell_dir = run_cell(cell_cfg())
     assert is_complete(cell_dir)
     names = sorted(os.listdir(cell_dir))
-    assert names == ["config.yaml", "curves.parquet", "hists.parquet", "layers.parquet", "meta.json"]
+    assert names == ["config.yaml", "curves.parquet", "hists.parquet", "layers.parquet", "meta.json", "seeds.parquet", "steps.parquet"]
     meta = json.loads(open(os.path.join(cell_dir, "meta.json")).read())
-    assert meta["seeds"] == [0, 1, 2] and meta["diverged"] == {}
-    assert {"versions", "git_hash", "device"} <= set(meta)
+    assert meta["seeds"] == [0, 1, 2] and meta["diverged"] == {} and meta["outcome"] == "ok"
+    assert {"versions", "git_hash", "code_hash", "device", "config"} <= set(meta)
 
     run_cell(cell_cfg("init=he", "init.scale=1.5"))
     for path in (tmp_path / "s1", tmp_path):  # a study folder or a folder of studies
@@ -51,12 +52,18 @@ def test_complete_cell_and_study_schema(cell_cfg, tmp_path):
     assert list(layers.columns) == ["study", "cell", "seed", "step", "layer", "stat", "value"]
     assert set(curves["split"]) == {"train", "test"} and set(curves["metric"]) == {"loss", "accuracy"}
     assert sorted(curves["step"].unique()) == [0, 10, 20, 30]
-    assert set(layers["stat"]) == set(SCALAR_STATS)
+    assert set(layers["stat"]) == set(SCALAR_STATS) - {"saturated_frac"}  # relu: dead units, no flat region
+    assert np.isfinite(layers["value"]).all() and np.isfinite(curves["value"]).all()
+    steps = study.steps
+    assert list(steps.columns) == ["study", "cell", "seed", "step", "loss"] and steps["loss"].dtype == np.float32
+    assert len(steps) == 2 * 3 * 30 and sorted(steps["step"].unique()) == list(range(30))
+    assert list(study.seeds.columns) == ["study", "cell", "seed", "diverged_at", "last_healthy_step"]
+    assert study.seeds["diverged_at"].isna().all() and (study.seeds["last_healthy_step"] == 30).all()
     assert sorted(layers["layer"].unique()) == [1, 2, 3]
     assert sorted(layers["step"].unique()) == [0, 5, 10, 15, 20, 25]
     assert (study.curves["study"] == "s1").all()
     assert study.hists.empty  # below the full tier
-    assert list(study.hists.columns) == ["study", "cell", "seed", "step", "layer", "quantity", "bin_left", "bin_right", "count"]
+    assert list(study.hists.columns) == ["study", "cell", "seed", "step", "layer", "quantity", "region", "bin_left", "bin_right", "count"]
 
 
 def test_full_tier_records_percentiles_and_histograms(cell_cfg):
@@ -67,24 +74,36 @@ def test_full_tier_records_percentiles_and_histograms(cell_cfg):
     assert ((p["z_p15"] <= p["z_p50"]) & (p["z_p50"] <= p["z_p85"])).all()
     hists = study.hists
     assert sorted(hists["step"].unique()) == [0, 30] and set(hists["quantity"]) == {"activation", "delta"}
-    totals = hists.groupby(["seed", "step", "layer", "quantity"])["count"].sum()
+    totals = hists.groupby(["seed", "step", "layer", "quantity"])["count"].sum()  # bins and regions together
     assert (totals == cfg.train.batch_size * cfg.model.width).all()
-    assert (hists["bin_right"] > hists["bin_left"]).all()
-    act = hists[hists["quantity"] == "activation"]
-    assert act["bin_left"].min() >= -1 and act["bin_right"].max() <= 1  # tanh
+    bins = hists[hists["region"] == "bin"]
+    assert (bins["bin_right"] > bins["bin_left"]).all()
+    assert set(hists["region"]) == {"bin", "zero", "below", "above", "nonfinite"}
+    act = bins[bins["quantity"] == "activation"]
+    assert act["bin_left"].min() == -1 and act["bin_right"].max() == 1  # tanh: linear bins over its range
+    assert act.groupby(["seed", "step", "layer"]).size().eq(cfg.stats.hist_bins).all()
+    delta = bins[bins["quantity"] == "delta"]  # signed-log bins: hist_bins per sign over hist_range
+    assert delta.groupby(["seed", "step", "layer"]).size().eq(2 * cfg.stats.hist_bins).all()
+    assert delta["bin_right"].max() == pytest.approx(1e3, rel=1e-6) and delta["bin_left"].min() == pytest.approx(-1e3, rel=1e-6)
 
 
 def test_diverged_seed_writes_no_rows_after_its_step(cell_cfg):
-    cfg = cell_cfg("init=normal", "init.sigma=3", "act=linear", "optim.lr=5", "train.steps=60", "train.eval_every=5")
+    cfg = cell_cfg("init=normal", "init.sigma=3", "act=linear", "optim.lr=5", "train.steps=60", "train.eval_every=20", "stats=full")
     cell_dir = run_cell(cfg)
     meta = json.loads(open(os.path.join(cell_dir, "meta.json")).read())
     assert meta["status"] == "complete" and meta["diverged"]
     study = load_study(os.path.dirname(cell_dir))
     assert study.cells["n_diverged"].iloc[0] == len(meta["diverged"])
+    seeds = study.seeds.set_index("seed")
     for seed, step in meta["diverged"].items():
-        for table in (study.curves, study.layers):
+        assert seeds.loc[int(seed), "diverged_at"] == step and seeds.loc[int(seed), "last_healthy_step"] == step
+        for table in (study.curves, study.layers, study.steps, study.hists):
             rows = table[table["seed"] == int(seed)]
             assert rows["step"].max() <= step
+        # the frozen state is evaluated once, at the last healthy step, whatever eval_every says
+        assert study.curves.loc[study.curves["seed"] == int(seed), "step"].max() == step
+    for table, column in ((study.curves, "value"), (study.layers, "value"), (study.steps, "loss")):
+        assert np.isfinite(table[column]).all()
 
 
 def test_failed_cell_is_recorded_not_raised(cell_cfg):
@@ -133,3 +152,34 @@ def test_load_study_on_a_missing_or_empty_folder(tmp_path):
         load_study(tmp_path / "nope")
     study = load_study(tmp_path)
     assert study.cells.empty and study.curves.empty and "cell" in study.layers.columns
+
+
+def test_a_skipped_cell_made_by_other_code_says_so_and_the_report_flags_the_mix(cell_cfg, tmp_path, capsys):
+    from gradstudy.report import write_report
+    from gradstudy.store import code_hash
+
+    cell_dir = Path(run_cell(cell_cfg()))
+    run_cell(cell_cfg("init=he"))
+    meta = json.loads((cell_dir / "meta.json").read_text())
+    assert meta["code_hash"] == code_hash() and len(code_hash()) == 12
+    capsys.readouterr()
+    run_cell(cell_cfg())
+    assert "made by other code" not in capsys.readouterr().err
+    write_json(cell_dir / "meta.json", {**meta, "code_hash": "0123456789ab"})
+    run_cell(cell_cfg())
+    err = capsys.readouterr().err
+    assert "is complete, skipped" in err and "made by other code (code_hash 0123456789ab" in err
+    assert load_study(tmp_path / "s1").cells["code_hash"].nunique() == 2
+    text = write_report(tmp_path / "s1", tmp_path / "out").read_text()
+    assert "mixes cells made by different code" in text and "0123456789ab" in text
+
+
+def test_config_yaml_is_the_canonical_config_that_the_id_hashes(cell_cfg):
+    from gradstudy.store import config_hash
+
+    cell_dir = Path(run_cell(cell_cfg("optim.momentum=0.5")))  # sgd ignores momentum
+    config = yaml.safe_load((cell_dir / "config.yaml").read_text())
+    assert "momentum" not in config["optim"] and "alpha" not in config["act"]
+    assert cell_dir.name.endswith(config_hash(config))
+    meta = json.loads((cell_dir / "meta.json").read_text())
+    assert meta["config"]["optim"]["momentum"] == 0.5  # the full resolved config, for provenance

@@ -20,12 +20,18 @@ class Activation:
     default_alpha: float | None = None
     saturated: Callable[[jax.Array], jax.Array] | None = None
     has_dead_units: bool = False
+    #: The closed range of a bounded activation's output (its histograms use linear bins over it).
+    bounds: tuple[float, float] | None = None
+
+    def applies(self, stat: str) -> bool:
+        """Whether ``stat`` means anything for this activation (``saturated_frac``, ``dead_frac``)."""
+        return {"saturated_frac": self.saturated is not None, "dead_frac": self.has_dead_units}.get(stat, True)
 
 
 ACTIVATIONS: dict[str, Activation] = {
-    "sigmoid": Activation(lambda z, a: jax.nn.sigmoid(z), saturated=lambda h: (h < 0.01) | (h > 0.99)),
-    "tanh": Activation(lambda z, a: jnp.tanh(z), saturated=lambda h: jnp.abs(h) > 0.99),
-    "softsign": Activation(lambda z, a: jax.nn.soft_sign(z), saturated=lambda h: jnp.abs(h) > 0.9),
+    "sigmoid": Activation(lambda z, a: jax.nn.sigmoid(z), saturated=lambda h: (h < 0.01) | (h > 0.99), bounds=(0.0, 1.0)),
+    "tanh": Activation(lambda z, a: jnp.tanh(z), saturated=lambda h: jnp.abs(h) > 0.99, bounds=(-1.0, 1.0)),
+    "softsign": Activation(lambda z, a: jax.nn.soft_sign(z), saturated=lambda h: jnp.abs(h) > 0.9, bounds=(-1.0, 1.0)),
     "relu": Activation(lambda z, a: jax.nn.relu(z), has_dead_units=True),
     "leaky_relu": Activation(lambda z, a: jax.nn.leaky_relu(z, a), default_alpha=0.01),
     "elu": Activation(lambda z, a: jax.nn.elu(z, a), default_alpha=1.0),

@@ -3,12 +3,20 @@
 Statistics, chosen so that every answer is well defined:
 
 * **means** come with a t interval, mean ± t(0.975, n-1)·s/√n (NaN when n = 1);
+* **positive magnitudes** (norms, standard deviations and their ratios) are summarized on the log
+  scale: the geometric mean with the t interval of the logs mapped back, which never goes negative.
+  A value that is exactly 0 (float32 underflow, or a dead layer: ``dead_frac`` tells which) has no
+  logarithm; it is counted (``_n_zero``), never silently dropped, and the estimate is 0 when every
+  value is 0;
 * **steps to target**: a seed that never reaches the target is right-censored (its time is +inf, not
   dropped). A cell's figure is the *lower* median over seeds (the ⌈n/2⌉-th smallest time), finite
   exactly when at least half of the seeds reach the target, with a percentile bootstrap interval
   (2,000 resamples of the seeds, fixed rng seed);
-* **diverged seeds** are left out of final-metric means (n is reported). Their curves stop at the
-  divergence step, so a target they had not reached by then counts as never reached.
+* **diverged seeds** (``Study.seeds``) are left out of final metrics, loss AUC and steps to target
+  (n is reported, with the number diverged). A cell whose seeds all diverged has outcome
+  ``diverged`` and no final metrics.
+
+Every table is keyed by (study, cell) and starts with the study's varying config keys, sorted by them.
 """
 
 from __future__ import annotations
@@ -21,6 +29,8 @@ from gradstudy.store import Study
 
 BOOTSTRAP_RESAMPLES = 2000
 BOOTSTRAP_SEED = 0
+#: A cell is identified by its study and its cell id.
+KEY = ["study", "cell"]
 
 
 def mean_ci(values: np.ndarray | pd.Series) -> tuple[float, float, float, int]:
@@ -35,6 +45,20 @@ def mean_ci(values: np.ndarray | pd.Series) -> tuple[float, float, float, int]:
         return mean, np.nan, np.nan, 1
     half = float(sps.t.ppf(0.975, n - 1) * x.std(ddof=1) / np.sqrt(n))
     return mean, mean - half, mean + half, n
+
+
+def log_mean_ci(values: np.ndarray | pd.Series) -> tuple[float, float, float, int, int]:
+    """(geometric mean, low, high, n, n_zero) of non-negative magnitudes: the 95% t interval of the
+    logs of the positive values, mapped back. Exact zeros are counted in ``n_zero`` and left out of
+    the logs; when every value is 0 the estimate is 0 (with no interval). NaN and inf are left out."""
+    x = np.asarray(values, np.float64)
+    x = x[np.isfinite(x)]
+    n_zero = int((x == 0).sum())
+    positive = x[x > 0]
+    if len(positive) == 0:
+        return (0.0 if n_zero else np.nan), np.nan, np.nan, len(x), n_zero
+    mean, low, high, _ = mean_ci(np.log(positive))
+    return float(np.exp(mean)), float(np.exp(low)), float(np.exp(high)), len(x), n_zero
 
 
 def lower_median(times: np.ndarray) -> float:
@@ -58,9 +82,25 @@ def bootstrap_median_ci(times: np.ndarray) -> tuple[float, float]:
     return tuple(float(q) for q in np.percentile(medians, [2.5, 97.5], method="lower"))
 
 
-def _final_step(curves: pd.DataFrame) -> pd.Series:
-    """Each cell's last evaluated step (the end of training)."""
-    return curves.groupby("cell")["step"].max()
+def healthy(table: pd.DataFrame, study: Study) -> pd.DataFrame:
+    """The rows of ``table`` that belong to seeds that did not diverge."""
+    seeds = study.seeds
+    ok = seeds.loc[seeds["diverged_at"].isna(), [*KEY, "seed"]]
+    return table.merge(ok, on=[*KEY, "seed"])
+
+
+def with_keys(table: pd.DataFrame, study: Study) -> pd.DataFrame:
+    """``table`` (keyed by study and cell) with the study's varying config keys as its first
+    columns, sorted by them (numbers numerically)."""
+    keys = study.varying_keys
+    order = study.sorted_cells()[[*keys, *KEY]].reset_index(names="_order")
+    out = order.merge(table, on=KEY, how="inner").sort_values("_order", kind="stable").drop(columns="_order")
+    return out.reset_index(drop=True)
+
+
+def minibatch_curves(steps: pd.DataFrame) -> pd.DataFrame:
+    """The per-step minibatch losses (``Study.steps``) as curve rows: split ``minibatch``, metric ``loss``."""
+    return steps.rename(columns={"loss": "value"}).assign(split="minibatch", metric="loss").astype({"value": np.float64})
 
 
 def steps_to_target(
@@ -68,42 +108,40 @@ def steps_to_target(
 ) -> pd.DataFrame:
     """Per cell and seed: the first evaluated step where ``metric`` on ``split`` reaches ``target``.
 
-    Accuracy reaches a target from below (>=), loss from above (<=). Columns: cell, seed, step
-    (+inf when censored), reached, last_step (the seed's last evaluated step).
+    Accuracy reaches a target from below (>=), loss from above (<=). ``split="minibatch"`` reads
+    rows from ``minibatch_curves`` (one per step). Columns: study, cell, seed, step (+inf when
+    censored), reached, last_step (the seed's last recorded step).
     """
     rows = curves[(curves["metric"] == metric) & (curves["split"] == split)]
     if rows.empty:
-        return pd.DataFrame(columns=["cell", "seed", "step", "reached", "last_step"])
+        return pd.DataFrame(columns=[*KEY, "seed", "step", "reached", "last_step"])
     hit = rows["value"] >= target if metric == "accuracy" else rows["value"] <= target
-    first = rows[hit].groupby(["cell", "seed"])["step"].min()
-    out = rows.groupby(["cell", "seed"])["step"].max().rename("last_step").to_frame()
+    by = [*KEY, "seed"]
+    first = rows[hit].groupby(by)["step"].min()
+    out = rows.groupby(by)["step"].max().rename("last_step").to_frame()
     out["step"] = first.reindex(out.index).astype(np.float64).fillna(np.inf)
     out["reached"] = np.isfinite(out["step"])
-    return out.reset_index()[["cell", "seed", "step", "reached", "last_step"]]
+    return out.reset_index()[[*by, "step", "reached", "last_step"]]
 
 
-def _finite_seeds(curves: pd.DataFrame) -> pd.DataFrame:
-    """Rows of the seeds that reached their cell's final step (the ones that did not diverge)."""
-    last = curves.groupby(["cell", "seed"])["step"].transform("max")
-    return curves[last == curves["cell"].map(_final_step(curves))]
-
-
-def final_metrics(curves: pd.DataFrame) -> pd.DataFrame:
-    """Per cell and seed, each split/metric at the cell's final step (diverged seeds have no row)."""
-    finite = _finite_seeds(curves)
-    at_end = finite[finite["step"] == finite["cell"].map(_final_step(curves))]
-    wide = at_end.pivot_table(index=["cell", "seed"], columns=["split", "metric"], values="value")
+def final_metrics(study: Study) -> pd.DataFrame:
+    """Per cell and healthy seed, each split/metric at the end of training (diverged seeds have no row)."""
+    curves = healthy(study.curves, study)
+    if curves.empty:
+        return pd.DataFrame(columns=[*KEY, "seed"])
+    at_end = curves[curves["step"] == curves.groupby(KEY)["step"].transform("max")]
+    wide = at_end.pivot_table(index=[*KEY, "seed"], columns=["split", "metric"], values="value")
     wide.columns = [f"{split}_{metric}" for split, metric in wide.columns]
     return wide.reset_index()
 
 
-def loss_auc(curves: pd.DataFrame) -> pd.DataFrame:
-    """Per cell and (non-diverged) seed: the trapezoid area under the training-loss curve, over steps."""
-    rows = _finite_seeds(curves)
+def loss_auc(study: Study) -> pd.DataFrame:
+    """Per cell and healthy seed: the trapezoid area under the (evaluated) training-loss curve, over steps."""
+    rows = healthy(study.curves, study)
     rows = rows[(rows["split"] == "train") & (rows["metric"] == "loss")].sort_values("step")
-    auc = rows.groupby(["cell", "seed"]).apply(
-        lambda g: float(np.trapezoid(g["value"], g["step"])), include_groups=False
-    )
+    if rows.empty:
+        return pd.DataFrame(columns=[*KEY, "seed", "train_loss_auc"])
+    auc = rows.groupby([*KEY, "seed"]).apply(lambda g: float(np.trapezoid(g["value"], g["step"])), include_groups=False)
     return auc.rename("train_loss_auc").reset_index()
 
 
@@ -112,91 +150,127 @@ def _add_mean_ci(row: dict, name: str, values: pd.Series) -> None:
     row.update({f"{name}_mean": mean, f"{name}_low": low, f"{name}_high": high, f"{name}_n": n})
 
 
+def _add_log_mean_ci(row: dict, name: str, values: pd.Series) -> None:
+    mean, low, high, n, n_zero = log_mean_ci(values)
+    row.update({f"{name}_gmean": mean, f"{name}_low": low, f"{name}_high": high, f"{name}_n": n, f"{name}_n_zero": n_zero})
+
+
 def convergence_table(
     study: Study, target: float, metric: str = "accuracy", split: str = "test"
 ) -> pd.DataFrame:
-    """One row per complete cell: steps to ``target`` (lower median and bootstrap CI, n reached),
-    area under the training loss, final train/test loss and accuracy (mean and t CI), n diverged.
+    """One row per complete cell: its outcome; steps to ``target`` over the healthy seeds (lower
+    median and bootstrap CI, n reached of n healthy); area under the training loss and final
+    train/test loss and accuracy (mean and t CI over the healthy seeds); n diverged.
+    ``split="minibatch"`` (with ``metric="loss"``) times the per-step minibatch loss.
     """
-    times = steps_to_target(study.curves, target, metric, split)
-    finals = final_metrics(study.curves)
-    aucs = loss_auc(study.curves)
+    curves = minibatch_curves(study.steps) if split == "minibatch" else study.curves
+    times = healthy(steps_to_target(curves, target, metric, split), study)
+    finals = final_metrics(study)
+    aucs = loss_auc(study)
     rows = []
     for _, cell in study.cells[study.cells["status"] == "complete"].iterrows():
-        seed_times = times.loc[times["cell"] == cell["cell"], "step"].to_numpy()
+        key = (cell["study"], cell["cell"])
+
+        def of(frame: pd.DataFrame) -> pd.DataFrame:
+            return frame[(frame["study"] == key[0]) & (frame["cell"] == key[1])]
+
+        seed_times = of(times)["step"].to_numpy(np.float64)
         low, high = bootstrap_median_ci(seed_times)
         row = {
-            "cell": cell["cell"],
+            "study": key[0],
+            "cell": key[1],
+            "outcome": cell["outcome"],
             "target": target,
             "steps_to_target": lower_median(seed_times),
             "steps_low": low,
             "steps_high": high,
             "n_reached": int(np.isfinite(seed_times).sum()),
-            "n_seeds": len(seed_times),
+            "n_healthy": len(seed_times),
         }
-        row["reached"] = row["n_reached"] * 2 >= row["n_seeds"] > 0
-        _add_mean_ci(row, "train_loss_auc", aucs.loc[aucs["cell"] == cell["cell"], "train_loss_auc"])
-        cell_finals = finals[finals["cell"] == cell["cell"]]
+        row["reached"] = row["n_reached"] * 2 >= row["n_healthy"] > 0
+        _add_mean_ci(row, "train_loss_auc", of(aucs)["train_loss_auc"])
+        cell_finals = of(finals)
         for column in ("train_loss", "train_accuracy", "test_loss", "test_accuracy"):
             _add_mean_ci(row, column, cell_finals[column] if column in cell_finals else pd.Series(dtype=float))
+        row["n_seeds"] = int(cell["n_seeds"])
         row["n_diverged"] = int(cell["n_diverged"])
         rows.append(row)
-    return pd.DataFrame(rows)
+    return with_keys(pd.DataFrame(rows), study) if rows else pd.DataFrame(columns=[*KEY, "outcome"])
 
 
-def _phase_layers(layers: pd.DataFrame) -> pd.DataFrame:
-    """Rows at step 0 (phase "start") and at each cell's last measured step of its finite seeds ("end")."""
-    finite_last = layers.groupby(["cell", "seed"])["step"].transform("max")
-    cell_last = layers.groupby("cell")["step"].transform("max")
+def phase_layers(study: Study) -> pd.DataFrame:
+    """Layer rows at step 0 (phase ``start``, every seed) and at the end of training (phase ``end``:
+    the cell's last measured step, healthy seeds only). A cell whose seeds all diverged has no end."""
+    layers = study.layers
     start = layers[layers["step"] == 0].assign(phase="start")
-    end = layers[(layers["step"] == cell_last) & (finite_last == cell_last)].assign(phase="end")
+    trained = healthy(layers, study)
+    end = trained[trained["step"] == trained.groupby(KEY)["step"].transform("max")].assign(phase="end")
     return pd.concat([start, end], ignore_index=True)
 
 
+#: Statistics that are positive magnitudes: summarized on the log scale.
+MAGNITUDES = ("grad_norm", "delta_std")
+
+
 def gradient_table(study: Study) -> pd.DataFrame:
-    """One row per cell, phase (start/end) and layer: mean and CI of ``grad_norm`` and ``delta_std``,
-    mean saturated and dead fractions, and the cell's first-to-last layer ratios (mean and CI over seeds;
-    below 1 the gradients shrink on their way down to the input).
+    """One row per cell, phase (start/end) and layer: geometric mean and log-scale CI of ``grad_norm``
+    and ``delta_std`` (with the count of exact zeros), mean saturated and dead fractions (where they
+    apply), and the cell's first-to-last layer ratios (geometric mean and CI over seeds; below 1 the
+    gradients shrink on their way down to the input).
     """
-    phased = _phase_layers(study.layers)
+    phased = phase_layers(study)
     if phased.empty:
         return pd.DataFrame()
-    wide = phased.pivot(index=["cell", "phase", "step", "seed", "layer"], columns="stat", values="value")
-    wide = wide.reindex(columns=["grad_norm", "delta_std", "saturated_frac", "dead_frac"]).reset_index()
+    wide = phased.pivot(index=[*KEY, "phase", "step", "seed", "layer"], columns="stat", values="value")
+    wide = wide.reindex(columns=[*MAGNITUDES, "saturated_frac", "dead_frac"]).reset_index()
     rows = []
-    for (cell, phase, layer), g in wide.groupby(["cell", "phase", "layer"]):
-        row = {"cell": cell, "phase": phase, "step": int(g["step"].iloc[0]), "layer": int(layer)}
-        for stat in ("grad_norm", "delta_std"):
-            _add_mean_ci(row, stat, g[stat])
+    for (study_name, cell, phase, layer), g in wide.groupby([*KEY, "phase", "layer"]):
+        row = {"study": study_name, "cell": cell, "phase": phase, "step": int(g["step"].iloc[0]), "layer": int(layer)}
+        for stat in MAGNITUDES:
+            _add_log_mean_ci(row, stat, g[stat])
         for stat in ("saturated_frac", "dead_frac"):
             row[stat] = float(g[stat].mean()) if g[stat].notna().any() else np.nan
         rows.append(row)
     table = pd.DataFrame(rows)
     ratios = []
-    for (cell, phase), g in wide.groupby(["cell", "phase"]):
+    for (study_name, cell, phase), g in wide.groupby([*KEY, "phase"]):
         first, last = g[g["layer"] == g["layer"].min()], g[g["layer"] == g["layer"].max()]
-        row = {"cell": cell, "phase": phase}
-        for stat in ("grad_norm", "delta_std"):
-            per_seed = first.set_index("seed")[stat] / last.set_index("seed")[stat]
-            mean, low, high, _ = mean_ci(per_seed)
-            row.update({f"{stat}_ratio": mean, f"{stat}_ratio_low": low, f"{stat}_ratio_high": high})
+        row = {"study": study_name, "cell": cell, "phase": phase}
+        for stat in MAGNITUDES:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                per_seed = first.set_index("seed")[stat] / last.set_index("seed")[stat]
+            _add_log_mean_ci(row, f"{stat}_ratio", per_seed)
         ratios.append(row)
-    return table.merge(pd.DataFrame(ratios), on=["cell", "phase"])
+    return with_keys(table.merge(pd.DataFrame(ratios), on=[*KEY, "phase"]), study)
 
 
 def compare_cells(
-    study: Study, cell_a: str, cell_b: str, target: float, metric: str = "accuracy", split: str = "test"
+    study: Study,
+    cell_a: str | tuple[str, str],
+    cell_b: str | tuple[str, str],
+    target: float,
+    metric: str = "accuracy",
+    split: str = "test",
 ) -> dict[str, float]:
     """Steps to target of ``cell_a`` minus ``cell_b``, with a percentile-bootstrap 95% CI.
 
-    The seeds of each cell are resampled independently. A negative difference means ``cell_a``
-    gets there first; an infinite bound means that in some resamples a cell never does.
+    A cell is a (study, cell id) pair, or a cell id alone when one study holds it. Every seed
+    counts, a diverged one as never reaching a target it had not reached before diverging. The
+    seeds of each cell are resampled independently. A negative difference means ``cell_a`` gets
+    there first; an infinite bound means that in some resamples a cell never does.
     """
-    times = steps_to_target(study.curves, target, metric, split)
-    a = times.loc[times["cell"] == cell_a, "step"].to_numpy()
-    b = times.loc[times["cell"] == cell_b, "step"].to_numpy()
-    if len(a) == 0 or len(b) == 0:
-        raise KeyError(f"no curves for {cell_a if len(a) == 0 else cell_b}")
+    curves = minibatch_curves(study.steps) if split == "minibatch" else study.curves
+    times = steps_to_target(curves, target, metric, split)
+
+    def seed_times(cell: str | tuple[str, str]) -> np.ndarray:
+        rows = times[times["cell"] == cell] if isinstance(cell, str) else times[(times["study"] == cell[0]) & (times["cell"] == cell[1])]
+        if rows.empty:
+            raise KeyError(f"no curves for {cell}")
+        if rows["study"].nunique() > 1:
+            raise KeyError(f"{cell} is in several studies ({sorted(rows['study'].unique())}): pass (study, cell)")
+        return rows["step"].to_numpy(np.float64)
+
+    a, b = seed_times(cell_a), seed_times(cell_b)
     rng = np.random.default_rng(BOOTSTRAP_SEED)
     with np.errstate(invalid="ignore"):
         diffs = bootstrap_medians(a, rng) - bootstrap_medians(b, rng)

@@ -64,10 +64,11 @@ def print_summary(table: pd.DataFrame) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    out = Table(title="gradstudy summary")
+    from gradstudy.summary import accuracy_text, diverged_text
+
+    out = Table(title="gradstudy summary", caption="test accuracy: mean ± standard deviation over the seeds that did not diverge")
     for column in ("cell", "status", "test accuracy", "diverged", "results"):
         out.add_column(column, overflow="fold")
-    for row in table.itertuples():
-        acc = "-" if pd.isna(row.acc_mean) else f"{row.acc_mean:.4f} ± {0.0 if pd.isna(row.acc_std) else row.acc_std:.4f}"
-        out.add_row(row.cell, row.status, acc, f"{row.n_diverged}/{row.n_seeds}", row.path)
+    for _, row in table.iterrows():
+        out.add_row(row["cell"], row["status"], accuracy_text(row), diverged_text(row), row["path"])
     Console(width=200).print(out)

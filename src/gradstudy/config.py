@@ -8,13 +8,21 @@ against their ranges. It runs before any data is loaded or any program compiled.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import yaml
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
 #: Top-level keys that say where and how to run, not what is run; they are left out of a cell's id.
 RUN_KEYS = ("hydra", "study", "results_dir", "force", "budget", "budgets")
+#: Config groups whose chosen option (``conf/<group>/<option>.yaml``) lists the keys it uses; the
+#: option is named by ``name`` (``tier`` for stats).
+OPTION_GROUPS = {"init": "name", "act": "name", "norm": "name", "data": "name", "optim": "name", "stats": "tier"}
+#: Keys added after the cell-id schema was fixed, with their defaults: a cell id leaves each out
+#: while it keeps its default, so adding a key never renames existing cells.
+ADDED_KEYS: dict[str, Any] = {"stats.hist_range": [1e-6, 1e3]}
 #: Sizes of the paper presets (``conf/experiment``): each preset holds one set of values per budget.
 BUDGETS = ("cpu", "paper", "smoke")
 
@@ -80,6 +88,8 @@ class StatsConfig:
     every: int = 10
     hist_steps: list[int] = field(default_factory=list)
     hist_bins: int = 50
+    #: Magnitudes spanned by the signed-log bins of delta and of unbounded activations.
+    hist_range: list[float] = field(default_factory=lambda: [1e-6, 1e3])
     extra: list[str] = field(default_factory=list)
 
 
@@ -98,6 +108,39 @@ class Config:
     force: bool = False
     budget: str = "cpu"
     budgets: dict[str, Any] = field(default_factory=dict)
+
+
+def conf_dir() -> str:
+    """``conf/`` inside an installed wheel, else the repository's top-level ``conf/``."""
+    here = Path(__file__).resolve().parent
+    packaged = here / "conf"
+    return str(packaged if packaged.is_dir() else here.parents[1] / "conf")
+
+
+def option_keys(group: str, option: str) -> set[str] | None:
+    """The keys that ``conf/<group>/<option>.yaml`` sets: the ones that option uses (None: no such file)."""
+    path = Path(conf_dir(), group, f"{option}.yaml")
+    if not path.is_file():
+        return None
+    return set(yaml.safe_load(path.read_text()) or {})
+
+
+def canonical(plain: dict[str, Any]) -> dict[str, Any]:
+    """The config that identifies a cell: ``plain`` (from ``resolved``) without the keys that the
+    chosen options ignore (``optim.momentum`` for SGD, ``act.alpha`` for ReLU, ...) and without
+    ``ADDED_KEYS`` that keep their default. Two configs that run the same experiment have the
+    same canonical config, and so the same cell id."""
+    out: dict[str, Any] = {}
+    for key, value in plain.items():
+        if isinstance(value, dict):
+            used = option_keys(key, str(value.get(OPTION_GROUPS[key]))) if key in OPTION_GROUPS else None
+            value = {k: v for k, v in value.items() if used is None or k in used}
+        out[key] = value
+    for dotted, default in ADDED_KEYS.items():
+        group, key = dotted.split(".")
+        if out.get(group, {}).get(key, default) == default:
+            out.get(group, {}).pop(key, None)
+    return out
 
 
 def register_configs() -> None:

@@ -12,12 +12,29 @@ state turn non-finite is frozen from that step on with ``jnp.where``: it keeps i
 state, the first bad step is carried in ``diverged_at``, and the other seeds are untouched.
 
 When JAX has several devices (``gradstudy.devices.use_host_devices`` gives one per CPU core), the
-seed axis is sharded across them; the seed list is padded to a multiple of the device count by
-repeating its last seed, and the copies are dropped from every output.
+seed axis is sharded across them. The seed list is padded by repeating its last seed until every
+device holds the same whole number of groups; the copies are dropped from every output.
 
 Seeds enter only through the initial state (made outside ``jit``, one PRNG key per seed) and the
-minibatch indices (drawn in numpy from the seed itself), so new seed values never recompile and a
-seed's numbers do not depend on which other seeds share its batch.
+minibatch indices (drawn in numpy from the seed itself), so new seed values never recompile.
+
+**Seed independence is exact, and that is an empirical property of this XLA CPU build.** A seed's
+numbers (curves, per-step losses, layer statistics, histograms) are bitwise the same alone, among
+other seeds, and on one or two host devices, because:
+
+* every seed is computed in a vmapped group of exactly ``RUN_GROUP`` seeds, one group after another
+  (``lax.map``) on each device: XLA compiles a reduction under ``vmap`` differently depending on the
+  batch size (measured: the same row summed in a different order in a batch of 2 and of 4), so the
+  group size must never change with the number of seeds or devices;
+* evaluation runs each seed by itself (``lax.map`` inside ``shard_map``), at one fixed block shape,
+  never as one matmul whose width grows with the number of seeds;
+* per-example sums run in a fixed order: each block at a fixed shape, then block after block;
+* Adam's bias correction and the global-norm clipping multiply by reciprocals (``gradstudy.optim``):
+  XLA compiles ``array / scalar`` differently on one and on several devices.
+
+On 2 CPU cores ``RUN_GROUP = 1`` is as fast as one vmap over a device's seeds at width 100 and about
+25% slower at width 512 (``scripts/benchmark.py`` measures it against ``run_group`` = a device's
+seeds). ``tests/test_seed_independence.py`` is what guards all this; rerun it after upgrading jax.
 """
 
 from __future__ import annotations
@@ -30,7 +47,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from gradstudy.activations import ACTIVATIONS, activation_fn
 from gradstudy.data import Dataset
@@ -40,15 +58,20 @@ from gradstudy.stats import (
     HIST_QUANTITIES,
     INIT_EXTRAS,
     JACOBIAN_EXAMPLES,
-    histograms,
+    HistBins,
+    hist_bins,
+    histogram,
     mean_singular_value,
     network_stats,
     stat_names,
 )
+from gradstudy.store import HIST_REGIONS
 
-#: Evaluation runs over blocks of this many examples (the last one padded), one compile per cell.
+#: Evaluation runs over blocks of this many examples (the last one padded with zero weight).
 EVAL_BLOCK = 1000
-EVAL_METRICS = (("train", "loss"), ("train", "accuracy"), ("test", "loss"), ("test", "accuracy"))
+#: Every seed is computed in a vmapped group of exactly this many seeds (see the module docstring).
+#: One: on CPU a group of one costs nothing at width 100 and pads nothing.
+RUN_GROUP = 1
 
 
 class TrainState(NamedTuple):
@@ -68,9 +91,11 @@ class TrainResult:
     stats_steps: np.ndarray  # (n_stats,)
     stats: np.ndarray  # (n_stats, n_seeds, depth, len(stat_names))
     stat_names: tuple[str, ...]
+    losses: np.ndarray  # (train.steps, n_seeds): the minibatch loss of every step
     hist_steps: np.ndarray  # (n_hist,)
-    hist_counts: np.ndarray  # (n_hist, n_seeds, depth, len(HIST_QUANTITIES), n_bins)
-    hist_edges: np.ndarray  # (n_hist, len(HIST_QUANTITIES), n_bins + 1)
+    #: quantity -> (n_hist, n_seeds, depth, bins.n_bins + len(HIST_REGIONS)) counts
+    hist_counts: dict[str, np.ndarray]
+    hist_bins: dict[str, HistBins]
     diverged_at: np.ndarray  # (n_seeds,), -1 where the seed never diverged
     state: TrainState  # the final state (a diverged seed's last finite one)
     init_stats: np.ndarray  # (n_seeds, depth, len(init_stat_names)), measured once at step 0
@@ -102,7 +127,7 @@ def _all_finite(tree: Any) -> jax.Array:
 class Engine:
     """Builds and runs the compiled training program of one cell (config + dataset)."""
 
-    def __init__(self, cfg: Any, dataset: Dataset):
+    def __init__(self, cfg: Any, dataset: Dataset, devices: list[jax.Device] | None = None, run_group: int = RUN_GROUP):
         self.depth = cfg.model.depth
         self.width = cfg.model.width
         self.batch_size = cfg.train.batch_size
@@ -115,36 +140,43 @@ class Engine:
         self.act_fn = activation_fn(cfg.act.name, cfg.act.alpha)
         self.percentiles = cfg.stats.tier == "full"
         self.hist_steps = sorted(set(cfg.stats.hist_steps)) if cfg.stats.tier == "full" else []
-        self.hist_bins = cfg.stats.hist_bins
         self.act = ACTIVATIONS[cfg.act.name]
+        self.hist_bins = {
+            q: hist_bins(q, self.act, cfg.stats.hist_bins, cfg.stats.hist_range) for q in HIST_QUANTITIES
+        }
         self.model = build_model(cfg, dataset.n_classes)
         self.optimizer = make_optimizer(cfg.optim)
         self.n_train = len(dataset.y_train)
         self.x_train = jnp.asarray(dataset.x_train)
         self.y_train = jnp.asarray(dataset.y_train)
-        self.eval_sets = {
-            "train": (dataset.x_train, dataset.y_train),
-            "test": (dataset.x_test, dataset.y_test),
-        }
-        devices = jax.devices()
-        self._mesh = Mesh(np.array(devices), ("seeds",)) if len(devices) > 1 else None
-        self._chunk = jax.jit(self._chunk_fn)
-        self._histograms = jax.jit(self._histograms_fn)
-        self._jacobians = jax.jit(jax.vmap(self._jacobian_fn, in_axes=(0, None)))
-        self._eval = jax.jit(jax.vmap(self._eval_block, in_axes=(0, 0, None, None, None)))
+        self._mesh = Mesh(np.array(devices or jax.devices()), ("seeds",))
+        self.run_group = run_group
+        replicated = NamedSharding(self._mesh, P())
+        self.eval_sets = jax.device_put(
+            {"train": eval_blocks(dataset.x_train, dataset.y_train), "test": eval_blocks(dataset.x_test, dataset.y_test)},
+            replicated,
+        )
+        self._eval_sizes = np.repeat([len(dataset.y_train), len(dataset.y_test)], 2).astype(np.float64)
+        self._chunk = self._per_device(self._chunk_fn, (P("seeds"), P(), P("seeds")))
+        self._histograms = self._per_device(self._histograms_fn, (P("seeds"), P("seeds")))
+        self._jacobians = jax.jit(self._jacobians_fn)
+        self._eval = self._per_device(self._evaluate_fn, (P("seeds"), P()))
 
     # ----- seeds across devices ---------------------------------------------------------------
     def padded(self, seeds: list[int]) -> list[int]:
-        """``seeds`` plus copies of its last seed, up to a multiple of the device count."""
-        n_devices = 1 if self._mesh is None else self._mesh.size
-        return list(seeds) + [seeds[-1]] * (-len(seeds) % n_devices)
+        """``seeds`` plus copies of its last seed, so that every device holds the same whole number
+        of ``run_group``-seed groups."""
+        per_step = self.run_group * self._mesh.size
+        n = -(-len(seeds) // per_step) * per_step
+        return list(seeds) + [seeds[-1]] * (n - len(seeds))
+
+    def _per_device(self, fn: Callable, in_specs: tuple) -> Callable:
+        """``jit`` of ``fn`` run by each device on its own seeds (inputs and outputs seed-first)."""
+        return jax.jit(jax.shard_map(fn, mesh=self._mesh, in_specs=in_specs, out_specs=P("seeds"), check_vma=False))
 
     def _on_devices(self, tree: Any, seed_axis: int = 0) -> Any:
-        """Place ``tree`` with its seed axis split across the devices (a no-op on one device)."""
-        if self._mesh is None:
-            return tree
-        spec = PartitionSpec(*([None] * seed_axis), "seeds")
-        return jax.device_put(tree, NamedSharding(self._mesh, spec))
+        """Place ``tree`` with its seed axis split across the devices."""
+        return jax.device_put(tree, NamedSharding(self._mesh, P(*([None] * seed_axis), "seeds")))
 
     # ----- state ---------------------------------------------------------------------------
     def init(self, seeds: list[int]) -> TrainState:
@@ -226,7 +258,17 @@ class Engine:
 
     # ----- all seeds, one chunk ---------------------------------------------------------------
     def _chunk_fn(self, state: TrainState, step0, idx):
-        """Run ``idx.shape[0]`` steps from ``step0``; idx is (length, n_seeds, batch).
+        """One device's seeds, group after group: ``_group_chunk`` with the seed axis first
+        (idx (n_seeds, length, batch); losses (n_seeds, length); statistics (n_seeds, n_measured, depth, n_stats))."""
+
+        def seed_first(state, idx):
+            state, losses, stats = self._group_chunk(state, step0, jnp.swapaxes(idx, 0, 1))
+            return state, jnp.swapaxes(losses, 0, 1), jnp.swapaxes(stats, 0, 1)
+
+        return in_groups(seed_first, self.run_group, state, idx)
+
+    def _group_chunk(self, state: TrainState, step0, idx):
+        """Run ``idx.shape[0]`` steps from ``step0`` for one group of seeds; idx is (length, n_seeds, batch).
 
         Returns (state, per-step losses (length, n_seeds), statistics (n_measured, n_seeds, depth, n_stats)).
         """
@@ -272,27 +314,27 @@ class Engine:
         ``step`` must be a multiple of ``stats.every`` so that measured steps land on its multiples.
         Returns the state, per-step losses (length, n_seeds) and statistics (n_measured, n_seeds, depth, n_stats).
         """
-        idx = np.stack(
-            [batch_indices(s, self.n_train, self.batch_size, step, length) for s in self.padded(seeds)], axis=1
-        )
-        return self._chunk(state, step, self._on_devices(idx, seed_axis=1))
+        idx = np.stack([batch_indices(s, self.n_train, self.batch_size, step, length) for s in self.padded(seeds)])
+        state, losses, stats = self._chunk(state, step, self._on_devices(idx))
+        return state, jnp.swapaxes(losses, 0, 1), jnp.swapaxes(stats, 0, 1)
 
     def _histograms_fn(self, state: TrainState, idx):
         """Histograms of h_l and delta_l = B * dL/dz_l for every seed and layer, on minibatch ``idx`` (n_seeds, B).
 
-        No update is applied. Returns counts (n_seeds, depth, n_quantities, n_bins) and edges (n_quantities, n_bins + 1).
+        No update is applied. Returns one array per quantity of ``HIST_QUANTITIES``, each
+        (n_seeds, depth, n_bins + len(HIST_REGIONS)), every seed counted in its own fixed bins.
         """
 
         def per_seed(seed_state, seed_idx):
             _, _, _, dzs, _, hs = self._probed(seed_state, seed_idx)
-            deltas = seed_idx.shape[0] * jnp.stack(dzs)
-            return jnp.stack(hs).reshape(self.depth, -1), deltas.reshape(self.depth, -1)
+            values = {"activation": hs, "delta": [seed_idx.shape[0] * dz for dz in dzs]}
+            return tuple(
+                jnp.stack([histogram(v, self.hist_bins[q]) for v in values[q]]) for q in HIST_QUANTITIES
+            )
 
-        values = dict(zip(HIST_QUANTITIES, jax.vmap(per_seed)(state, idx), strict=True))
-        counts, edges = zip(*(histograms(values[q], self.hist_bins) for q in HIST_QUANTITIES), strict=True)
-        return jnp.stack(counts, axis=2), jnp.stack(edges)
+        return in_groups(jax.vmap(per_seed), self.run_group, state, idx)
 
-    def histograms(self, state: TrainState, seeds: list[int], step: int) -> tuple[jax.Array, jax.Array]:
+    def histograms(self, state: TrainState, seeds: list[int], step: int) -> tuple[jax.Array, ...]:
         """Per-layer histograms on the minibatch that step ``step`` trains on (see ``_histograms_fn``)."""
         idx = np.stack([batch_indices(s, self.n_train, self.batch_size, step, 1)[0] for s in self.padded(seeds)])
         return self._histograms(state, self._on_devices(idx))
@@ -305,6 +347,10 @@ class Engine:
         kernels = [state.params[hidden_name(l)]["kernel"] for l in self._layers]
         return jnp.stack([mean_singular_value(w, z, self.act_fn) for w, z in zip(kernels, zs, strict=True)])[:, None]
 
+    def _jacobians_fn(self, state: TrainState, x):
+        """``_jacobian_fn`` of each seed, one seed at a time."""
+        return jax.lax.map(lambda seed_state: self._jacobian_fn(seed_state, x), state)
+
     def init_stats(self, state: TrainState) -> np.ndarray:
         """The step-0 statistics asked for in ``stats.extra``: (n_seeds, depth, len(init_stat_names))."""
         if not self.init_stat_names:
@@ -314,27 +360,33 @@ class Engine:
         return np.asarray(self._jacobians(single, self.x_train[:JACOBIAN_EXAMPLES]))
 
     # ----- evaluation -------------------------------------------------------------------------
-    def _eval_block(self, params, batch_stats, x, y, weight):
-        logits = self.model.apply({"params": params, "batch_stats": batch_stats}, x, train=False)
-        loss = optax.softmax_cross_entropy_with_integer_labels(logits, y)
-        correct = (jnp.argmax(logits, axis=-1) == y).astype(loss.dtype)
-        return jnp.sum(loss * weight), jnp.sum(correct * weight)
+    def _evaluate_seed(self, state: TrainState, sets) -> jax.Array:
+        """Summed loss and number correct of one seed on each evaluation set, block after block: (4,)."""
+        variables = {"params": state.params, "batch_stats": state.batch_stats}
+
+        def block(totals, xyw):
+            x, y, weight = xyw
+            logits = self.model.apply(variables, x, train=False)
+            loss = optax.softmax_cross_entropy_with_integer_labels(logits, y)
+            correct = (jnp.argmax(logits, axis=-1) == y).astype(loss.dtype)
+            counted = weight > 0
+            sums = jnp.stack([jnp.sum(jnp.where(counted, loss, 0)), jnp.sum(jnp.where(counted, correct, 0))])
+            return totals + sums, None
+
+        out = []
+        for split in ("train", "test"):
+            x, y, weight = sets[split]
+            totals, _ = jax.lax.scan(block, jnp.zeros(2, x.dtype), (x, y, weight))
+            out.append(totals)
+        return jnp.concatenate(out)
+
+    def _evaluate_fn(self, state: TrainState, sets) -> jax.Array:
+        """``_evaluate_seed`` of each seed on this device, one seed at a time."""
+        return jax.lax.map(lambda seed_state: self._evaluate_seed(seed_state, sets), state)
 
     def evaluate(self, state: TrainState) -> np.ndarray:
-        """Mean loss and accuracy of every seed on the full train and test sets: (n_seeds, 4)."""
-        columns = []
-        for x, y in self.eval_sets.values():
-            totals = 0.0
-            for start in range(0, len(y), EVAL_BLOCK):
-                xb, yb = x[start : start + EVAL_BLOCK], y[start : start + EVAL_BLOCK]
-                pad = EVAL_BLOCK - len(yb)
-                weight = np.concatenate([np.ones(len(yb), np.float32), np.zeros(pad, np.float32)])
-                xb = np.pad(xb, ((0, pad), (0, 0)))
-                yb = np.pad(yb, (0, pad))
-                loss_sum, correct = self._eval(state.params, state.batch_stats, xb, yb, weight)
-                totals = totals + np.stack([np.asarray(loss_sum), np.asarray(correct)], axis=-1)
-            columns.append(totals / len(y))
-        return np.concatenate(columns, axis=-1)
+        """Mean loss and accuracy of every seed on the full train and test sets: (n_seeds, 4), in ``EVAL_METRICS`` order."""
+        return np.asarray(self._eval(state, self.eval_sets), np.float64) / self._eval_sizes
 
     # ----- the whole run -----------------------------------------------------------------------
     def run(
@@ -348,27 +400,32 @@ class Engine:
         ``on_chunk(step, mean_loss)`` is called after each chunk with the number of steps done and
         the mean minibatch loss of the chunk over the seeds still finite.
         """
-        eval_steps, evals, stats, hists = [0], [self.evaluate(state)], [], []
+        eval_steps, evals, stats, losses, hists = [0], [self.evaluate(state)], [], [], []
         init_stats = self.init_stats(state)
         if 0 in self.hist_steps:
             hists.append(self.histograms(state, seeds, 0))
         step = 0
         while step < self.steps:
             length = min(self.eval_every, self.steps - step)
-            state, losses, chunk_stats = self.train_chunk(state, seeds, step, length)
+            state, chunk_losses, chunk_stats = self.train_chunk(state, seeds, step, length)
             step += length
             eval_steps.append(step)
             evals.append(self.evaluate(state))
             stats.append(np.asarray(chunk_stats))
+            losses.append(np.asarray(chunk_losses))
             if step in self.hist_steps:
                 hists.append(self.histograms(state, seeds, step))
             if on_chunk is not None:
-                losses = np.asarray(losses)
-                finite = losses[:, np.isfinite(losses).all(axis=0)]
+                finite = losses[-1][:, np.isfinite(losses[-1]).all(axis=0)]
                 on_chunk(step, float(finite.mean()) if finite.size else float("nan"))
         every = self.stats_every
         n = len(seeds)  # drop the padding seeds
-        n_q = len(HIST_QUANTITIES)
+        hist_counts = {
+            q: np.stack([np.asarray(h[i])[:n] for h in hists])
+            if hists
+            else np.zeros((0, n, self.depth, self.hist_bins[q].n_bins + len(HIST_REGIONS)), np.int32)
+            for i, q in enumerate(HIST_QUANTITIES)
+        }
         return TrainResult(
             seeds=list(seeds),
             eval_steps=np.asarray(eval_steps),
@@ -376,13 +433,35 @@ class Engine:
             stats_steps=np.arange(0, self.steps, every) if every else np.zeros(0, np.int64),
             stats=np.concatenate(stats)[:, :n],
             stat_names=self.stat_names,
+            losses=np.concatenate(losses)[:, :n],
             hist_steps=np.asarray([s for s in self.hist_steps if s in eval_steps], np.int64),
-            hist_counts=np.stack([np.asarray(c)[:n] for c, _ in hists])
-            if hists
-            else np.zeros((0, n, self.depth, n_q, self.hist_bins)),
-            hist_edges=np.stack([np.asarray(e) for _, e in hists]) if hists else np.zeros((0, n_q, self.hist_bins + 1)),
+            hist_counts=hist_counts,
+            hist_bins=self.hist_bins,
             diverged_at=np.asarray(state.diverged_at)[:n],
             state=jax.tree.map(lambda leaf: leaf[:n], state),
             init_stats=init_stats[:n],
             init_stat_names=self.init_stat_names,
         )
+
+
+def in_groups(fn: Callable, size: int, *args: Any) -> Any:
+    """``fn`` (vmapped over a leading axis of ``size`` seeds) applied to one group of seeds at a
+    time, so every seed is computed at the same shapes however many seeds a device holds."""
+
+    def split(leaf):
+        return leaf.reshape(leaf.shape[0] // size, size, *leaf.shape[1:])
+
+    out = jax.lax.map(lambda group: fn(*group), jax.tree.map(split, args))
+    return jax.tree.map(lambda leaf: leaf.reshape(leaf.shape[0] * leaf.shape[1], *leaf.shape[2:]), out)
+
+
+def eval_blocks(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``x``, ``y`` cut into blocks of ``EVAL_BLOCK`` examples, the last one padded with zero weight:
+    (n_blocks, EVAL_BLOCK, ...) arrays and the (n_blocks, EVAL_BLOCK) weights."""
+    n = len(y)
+    pad = -n % EVAL_BLOCK
+    weight = np.concatenate([np.ones(n, np.float32), np.zeros(pad, np.float32)])
+    x = np.pad(x, ((0, pad), (0, 0)))
+    y = np.pad(y, (0, pad))
+    blocks = (n + pad) // EVAL_BLOCK
+    return x.reshape(blocks, EVAL_BLOCK, -1), y.reshape(blocks, EVAL_BLOCK), weight.reshape(blocks, EVAL_BLOCK)

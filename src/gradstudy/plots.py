@@ -20,39 +20,32 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib.colors import LogNorm
+from matplotlib.ticker import SymmetricalLogLocator
 
-from gradstudy.analysis import steps_to_target
+from gradstudy import store
+from gradstudy.analysis import KEY, steps_to_target
 
 FACET_KEYS = ("act", "norm")
-#: Columns of ``Study.cells`` that describe the run, not the config.
-_NOT_CONFIG = {"study", "cell", "status", "n_seeds", "n_diverged", "path"}
 STEP_LABEL = "step (parameter updates)"
 LAYER_LABEL = "hidden layer (1 = next to the input)"
 
 
 def cell_labels(cells: pd.DataFrame) -> pd.DataFrame:
     """Per cell: ``facet`` (activation and norm, when they vary) and ``label`` (the other varying values)."""
-    varying = [c for c in cells.columns if c not in _NOT_CONFIG and cells[c].astype(str).nunique() > 1]
-
-    def implied_by_choice(key: str) -> bool:  # e.g. init.scale is fixed by init=he
-        group = key.split(".")[0]
-        return group in cells.columns and cells.groupby(group)[key].nunique(dropna=False).max() <= 1
-
-    config = [c for c in varying if "." not in c or not implied_by_choice(c)]
-    facets = [k for k in FACET_KEYS if k in config]
-    hue = [c for c in config if c not in facets]
-
-    def join(row: pd.Series, keys: list[str], named: bool) -> str:
-        return ", ".join(f"{k}={row[k]}" if named or k not in ("init", "optim", "data") else str(row[k]) for k in keys)
-
-    out = cells[["cell"]].copy()
-    out["facet"] = [join(r, facets, named=True) if facets else "all cells" for _, r in cells.iterrows()]
-    out["label"] = [join(r, hue, named=False) if hue else f"{r['init']} / {r['act']} / {r['norm']}" for _, r in cells.iterrows()]
-    return out
+    return store.cell_labels(cells, FACET_KEYS)
 
 
 def _with_labels(frame: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
-    return frame.merge(cell_labels(cells), on="cell")
+    return frame.merge(cell_labels(cells), on=KEY)
+
+
+def _keys(cells: pd.DataFrame) -> list[tuple[str, str]]:
+    """(study, cell) of every cell, in the order of ``cells``."""
+    return list(zip(cells["study"], cells["cell"], strict=True))
+
+
+def _of(frame: pd.DataFrame, key: tuple[str, str]) -> pd.DataFrame:
+    return frame[(frame["study"] == key[0]) & (frame["cell"] == key[1])]
 
 
 def _grid(n_rows: int, n_cols: int, width: float = 4.2, height: float = 3.2, **kw) -> tuple[plt.Figure, np.ndarray]:
@@ -94,7 +87,7 @@ def learning_curves(curves: pd.DataFrame, cells: pd.DataFrame) -> plt.Figure:
 
 def _phase_rows(layers: pd.DataFrame) -> pd.DataFrame:
     """Each cell's rows at step 0 ("start") and at its last measured step ("end")."""
-    last = layers.groupby("cell")["step"].transform("max")
+    last = layers.groupby(KEY)["step"].transform("max")
     return pd.concat(
         [layers[layers["step"] == 0].assign(phase="start (step 0)"), layers[layers["step"] == last].assign(phase="end")],
         ignore_index=True,
@@ -128,15 +121,15 @@ def activation_profile(layers: pd.DataFrame, cells: pd.DataFrame) -> plt.Figure:
 
 
 def _cell_panels(cells: pd.DataFrame, n_rows: int = 1, max_cols: int = 4, **kw) -> tuple[plt.Figure, np.ndarray, list]:
-    ids = list(cells["cell"])
+    ids = _keys(cells)
     n_cols = min(max_cols, len(ids))
     blocks = int(np.ceil(len(ids) / n_cols))
     fig, axes = _grid(n_rows * blocks, n_cols, layout="constrained", **kw)
     return fig, axes, ids
 
 
-def _cell_title(cells: pd.DataFrame, cell: str) -> str:
-    labels = cell_labels(cells).set_index("cell")
+def _cell_title(cells: pd.DataFrame, cell: tuple[str, str]) -> str:
+    labels = cell_labels(cells).set_index(KEY)
     facet, label = labels.loc[cell, "facet"], labels.loc[cell, "label"]
     return label if facet == "all cells" else f"{label}\n{facet}"
 
@@ -149,7 +142,7 @@ def grad_norm_heatmap(layers: pd.DataFrame, cells: pd.DataFrame) -> plt.Figure:
     norm = LogNorm(vmin=positive.min(), vmax=positive.max()) if len(positive) else None
     mesh = None
     for ax, cell in zip(axes.flat, ids):
-        rows = data[data["cell"] == cell]
+        rows = _of(data, cell)
         grid = rows.assign(log=np.log(rows["value"].clip(lower=1e-30))).pivot_table(index="layer", columns="step", values="log")
         if grid.empty:
             ax.set_axis_off()
@@ -166,12 +159,13 @@ def grad_norm_heatmap(layers: pd.DataFrame, cells: pd.DataFrame) -> plt.Figure:
 
 def _per_layer_over_steps(layers: pd.DataFrame, cells: pd.DataFrame, stats: Sequence[tuple[str, str]], title: str) -> plt.Figure:
     """Rows: ``stats``; columns: cells; one line per layer (mean over seeds)."""
-    ids = list(cells["cell"])
+    ids = _keys(cells)
     fig, axes = _grid(len(stats), len(ids), layout="constrained")
     for j, cell in enumerate(ids):
         for i, (stat, ylabel) in enumerate(stats):
             ax = axes[i, j]
-            rows = layers[(layers["cell"] == cell) & (layers["stat"] == stat)]
+            rows = _of(layers, cell)
+            rows = rows[rows["stat"] == stat]
             if rows["value"].notna().any():
                 sns.lineplot(rows, x="step", y="value", hue="layer", palette="viridis", errorbar=None, legend="full", ax=ax)
             ax.set(xlabel=STEP_LABEL, ylabel=ylabel, title=_cell_title(cells, cell))
@@ -206,11 +200,11 @@ def saturation_over_training(layers: pd.DataFrame, cells: pd.DataFrame) -> plt.F
 def preactivation_percentiles(layers: pd.DataFrame, cells: pd.DataFrame) -> plt.Figure:
     """15th, 50th and 85th percentiles of the first and last hidden layers' pre-activation (Ioffe & Szegedy fig. 1)."""
     data = layers[layers["stat"].isin(["z_p15", "z_p50", "z_p85"])]
-    ids = list(cells["cell"])
+    ids = _keys(cells)
     fig, axes = _grid(2, len(ids), layout="constrained", sharey="row")
     for j, cell in enumerate(ids):
-        rows = data[data["cell"] == cell]
-        depth = int(layers.loc[layers["cell"] == cell, "layer"].max())
+        rows = _of(data, cell)
+        depth = int(_of(layers, cell)["layer"].max())
         for i, layer in enumerate((1, depth)):
             ax = axes[i, j]
             sns.lineplot(rows[rows["layer"] == layer], x="step", y="value", hue="stat", errorbar=("ci", 95), n_boot=200, seed=0, ax=ax)
@@ -221,24 +215,35 @@ def preactivation_percentiles(layers: pd.DataFrame, cells: pd.DataFrame) -> plt.
 def histograms(hists: pd.DataFrame, cells: pd.DataFrame) -> plt.Figure:
     """Per-layer histograms of activations and back-propagated gradients, summed over seeds (fig. 6 style).
 
-    Rows: cells; columns: (quantity, step). Densities on a log scale, so that tails stay visible.
+    Rows: cells; columns: (quantity, step). The y axis is the fraction of a layer's entries in each
+    bin (zeros and out-of-range values count in the total), on a log scale so that tails stay
+    visible. Signed-log bins (δ, unbounded activations) are drawn on a symmetric-log x axis whose
+    linear part is the range's smallest magnitude.
     """
-    ids = [c for c in cells["cell"] if c in set(hists["cell"])]
+    present = set(zip(hists["study"], hists["cell"], strict=True))
+    ids = [c for c in _keys(cells) if c in present]
     columns = [(q, s) for q in ("activation", "delta") for s in sorted(hists["step"].unique())]
     fig, axes = _grid(len(ids), len(columns), layout="constrained")
     for i, cell in enumerate(ids):
         for j, (quantity, step) in enumerate(columns):
             ax = axes[i, j]
-            rows = hists[(hists["cell"] == cell) & (hists["quantity"] == quantity) & (hists["step"] == step)]
-            summed = rows.groupby(["layer", "bin_left", "bin_right"], as_index=False)["count"].sum()
+            rows = _of(hists, cell)
+            rows = rows[(rows["quantity"] == quantity) & (rows["step"] == step)]
+            totals = rows.groupby("layer")["count"].sum()
+            summed = rows[rows["region"] == "bin"].groupby(["layer", "bin_left", "bin_right"], as_index=False)["count"].sum()
             summed["center"] = (summed["bin_left"] + summed["bin_right"]) / 2
-            summed["density"] = summed["count"] / summed.groupby("layer")["count"].transform("sum") / (summed["bin_right"] - summed["bin_left"])
+            summed["fraction"] = summed["count"] / summed["layer"].map(totals)
             if summed.empty:
                 ax.text(0.5, 0.5, "no finite seed at this step", ha="center", va="center", transform=ax.transAxes)
             else:
-                sns.lineplot(summed[summed["density"] > 0], x="center", y="density", hue="layer", palette="viridis", ax=ax)
+                sns.lineplot(summed[summed["fraction"] > 0], x="center", y="fraction", hue="layer", palette="viridis", ax=ax)
+                widths = summed["bin_right"] - summed["bin_left"]
+                if widths.max() > 1.5 * widths.min():  # signed-log bins
+                    linthresh = float(summed["bin_right"].abs().min())
+                    ax.set_xscale("symlog", linthresh=linthresh)
+                    ax.xaxis.set_major_locator(SymmetricalLogLocator(linthresh=linthresh, base=1000))
             xlabel = "activation value" if quantity == "activation" else "δ = B·∂L/∂z"
-            ax.set(xlabel=xlabel, ylabel="density (log)", yscale="log", title=f"{_cell_title(cells, cell)}\n{quantity}, step {step}")
+            ax.set(xlabel=xlabel, ylabel="fraction per bin (log)", yscale="log", title=f"{_cell_title(cells, cell)}\n{quantity}, step {step}")
     return _finish(fig, axes, "Activation and back-propagated gradient histograms per layer")
 
 
@@ -246,11 +251,11 @@ def steps_to_target_figure(curves: pd.DataFrame, cells: pd.DataFrame, convergenc
                            target: float, metric: str = "accuracy", split: str = "test") -> plt.Figure:
     """Left: steps to target per cell (lower median, bootstrap 95% CI; ▲ = not reached by half the seeds).
     Right: the fraction of seeds that have not yet reached the target, against step."""
-    labels = cell_labels(cells).set_index("cell")
+    labels = cell_labels(cells).set_index(KEY)
     names = {c: f"{labels.loc[c, 'label']} | {labels.loc[c, 'facet']}" if labels.loc[c, "facet"] != "all cells" else labels.loc[c, "label"] for c in labels.index}
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 0.5 * len(convergence) + 3), layout="constrained")
     final = curves["step"].max()
-    conv = convergence.assign(name=convergence["cell"].map(names)).reset_index(drop=True)
+    conv = convergence.assign(name=[names[k] for k in _keys(convergence)]).reset_index(drop=True)
     for y, row in conv.iterrows():
         if np.isfinite(row["steps_to_target"]):
             low = row["steps_low"] if np.isfinite(row["steps_low"]) else row["steps_to_target"]
@@ -258,12 +263,12 @@ def steps_to_target_figure(curves: pd.DataFrame, cells: pd.DataFrame, convergenc
             left.errorbar(row["steps_to_target"], y, xerr=[[row["steps_to_target"] - low], [high - row["steps_to_target"]]], fmt="o", capsize=4, color="C0")
         else:
             left.plot(final, y, marker=">", color="C3")
-        left.annotate(f"{row['n_reached']}/{row['n_seeds']}", (0, y), xytext=(4, 6), textcoords="offset points", fontsize=8)
+        left.annotate(f"{row['n_reached']}/{row['n_healthy']}", (0, y), xytext=(4, 6), textcoords="offset points", fontsize=8)
     left.set_yticks(range(len(conv)), conv["name"])
-    left.set(ylabel="cell", xlabel=f"steps to {split} {metric} {'≥' if metric == 'accuracy' else '≤'} {target}", xlim=(0, final * 1.05), title="median and 95% CI (n reached / n seeds)")
+    left.set(ylabel="cell", xlabel=f"steps to {split} {metric} {'≥' if metric == 'accuracy' else '≤'} {target}", xlim=(0, final * 1.05), title="median and 95% CI (n reached / n healthy seeds)")
     times = steps_to_target(curves, target, metric, split)
     steps = np.sort(curves["step"].unique())
-    for cell, g in times.groupby("cell"):
+    for cell, g in times.groupby(KEY):
         remaining = [(g["step"] > s).mean() for s in steps]
         right.step(steps, remaining, where="post", label=names.get(cell, cell))
     right.set(xlabel=STEP_LABEL, ylabel="fraction of seeds not yet at target", ylim=(-0.02, 1.02), title="survival curve")

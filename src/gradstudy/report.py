@@ -7,6 +7,7 @@ complete cells and lists the others as missing.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -52,15 +53,23 @@ def _steps_figure(target: float, metric: str, split: str) -> Figure:
     )
 
 
+ZERO_MAGNITUDE = "0 (below float32 range or exactly zero)"
+
+
 def _markdown_table(frame: pd.DataFrame, columns: list[str]) -> str:
     shown = frame[[c for c in columns if c in frame.columns]]
     header = "| " + " | ".join(shown.columns) + " |\n|" + "---|" * len(shown.columns) + "\n"
-    body = "".join("| " + " | ".join(_fmt(v) for v in row) + " |\n" for row in shown.itertuples(index=False))
+    body = "".join(
+        "| " + " | ".join(_fmt(v, c) for c, v in zip(shown.columns, row, strict=True)) + " |\n"
+        for row in shown.itertuples(index=False)
+    )
     return header + body
 
 
-def _fmt(value: object) -> str:
+def _fmt(value: object, column: str = "") -> str:
     if isinstance(value, float):
+        if value == 0 and column.endswith("_gmean"):
+            return ZERO_MAGNITUDE
         return "∞" if value == float("inf") else "–" if value != value else f"{value:.4g}"
     return str(value)
 
@@ -75,6 +84,11 @@ def _header(study_dir: Path, study: Study) -> str:
     if meta:
         versions = ", ".join(f"{k} {v}" for k, v in meta.get("versions", {}).items() if v)
         lines.append(f"Code {meta.get('git_hash') or 'unknown revision'}; {versions}; device {meta.get('device', {}).get('kind')}.")
+    hashes = complete["code_hash"].fillna("unknown").value_counts()
+    if len(hashes) > 1:
+        counts = ", ".join(f"`{h}` ({n} cells)" for h, n in hashes.items())
+        lines += ["", f"**Warning: this study mixes cells made by different code** (code_hash {counts}); "
+                      "rerun the older cells with force=true before comparing them."]
     missing = study.cells[study.cells["status"] != "complete"]
     if len(missing):
         lines += ["", "Missing (not complete):", ""]
@@ -94,6 +108,7 @@ def write_report(study_dir: Path, out: Path | None = None, formats: tuple[str, .
     figures_dir = out / "figures"
     convergence = analysis.convergence_table(study, target, metric, split)
     gradients = analysis.gradient_table(study)
+    keys = study.varying_keys
     out.mkdir(parents=True, exist_ok=True)
     convergence.to_csv(out / "convergence.csv", index=False)
     gradients.to_csv(out / "gradients.csv", index=False)
@@ -102,18 +117,22 @@ def write_report(study_dir: Path, out: Path | None = None, formats: tuple[str, .
         sections.append("\nNo complete cell yet: no tables or figures.")
     else:
         sections += ["", "## Convergence", "",
-                     f"Steps to {split} {metric} {target} (lower median over seeds and bootstrap 95% CI; ∞ = fewer than half of the seeds reached it), "
-                     "area under the training loss, and final metrics (mean and 95% t interval over the seeds that did not diverge).", "",
-                     _markdown_table(convergence, ["cell", "steps_to_target", "steps_low", "steps_high", "n_reached", "n_seeds",
+                     f"Steps to {split} {metric} {target} (lower median over the healthy seeds and bootstrap 95% CI; ∞ = fewer than half of them reached it), "
+                     "area under the training loss, and final metrics (mean and 95% t interval over the seeds that did not diverge). "
+                     "A cell whose seeds all diverged has outcome `diverged` and no final metrics.", "",
+                     _markdown_table(convergence, [*keys, "cell", "outcome", "steps_to_target", "steps_low", "steps_high", "n_reached", "n_healthy",
                                                    "train_loss_auc_mean", "train_loss_mean", "test_loss_mean", "test_accuracy_mean",
-                                                   "test_accuracy_low", "test_accuracy_high", "n_diverged"])]
+                                                   "test_accuracy_low", "test_accuracy_high", "n_seeds", "n_diverged"])]
     if not gradients.empty:
-        ratios = gradients.drop_duplicates(["cell", "phase"])
+        ratios = gradients.drop_duplicates(["study", "cell", "phase"])
         sections += ["", "## Gradients", "",
-                     "First-to-last hidden layer ratios of δ std and of the weight-gradient norm (mean and 95% CI over seeds; below 1 the gradients shrink towards the input). Per-layer values are in gradients.csv.", "",
-                     _markdown_table(ratios, ["cell", "phase", "step", "delta_std_ratio", "delta_std_ratio_low", "delta_std_ratio_high",
-                                              "grad_norm_ratio", "grad_norm_ratio_low", "grad_norm_ratio_high"])]
-    complete = Study(cells=study.cells[study.cells["status"] == "complete"], curves=study.curves, layers=study.layers, hists=study.hists)
+                     "First-to-last hidden layer ratios of δ std and of the weight-gradient norm (geometric mean over seeds and the 95% t interval "
+                     "of the logs mapped back; below 1 the gradients shrink towards the input). `end` is the last measured step of the healthy seeds. "
+                     f"A ratio of exactly 0 shows as {ZERO_MAGNITUDE}; `_n_zero` counts such seeds. Per-layer values are in gradients.csv.", "",
+                     _markdown_table(ratios, [*keys, "cell", "phase", "step", "delta_std_ratio_gmean", "delta_std_ratio_low", "delta_std_ratio_high",
+                                              "delta_std_ratio_n_zero", "grad_norm_ratio_gmean", "grad_norm_ratio_low", "grad_norm_ratio_high",
+                                              "grad_norm_ratio_n_zero"])]
+    complete = dataclasses.replace(study, cells=study.cells[study.cells["status"] == "complete"])
     figures = [_steps_figure(target, metric, split), *FIGURES]
     if not complete.cells.empty:
         sections += ["", "## Figures"]

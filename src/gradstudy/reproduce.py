@@ -24,10 +24,9 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
 from gradstudy import plots
-from gradstudy.config import BUDGETS, register_configs, resolved
+from gradstudy.config import BUDGETS, canonical, conf_dir, register_configs, resolved
 from gradstudy.datafiles import MissingDataError
 from gradstudy.papers import CONTRADICTED, Paper, Verdict, check, complete, papers
-from gradstudy.run import conf_dir
 from gradstudy.store import cell_id, load_study, write_json, write_text
 
 PLAN = "plan.json"
@@ -74,7 +73,7 @@ def plan(name: str, budget: str, results_dir: str) -> Plan:
     cells = []
     for combination in grid(top):
         cfg = _compose([*base, *combination])
-        cells.append(PlannedCell(tuple(combination), cell_id(resolved(cfg)), cfg.data))
+        cells.append(PlannedCell(tuple(combination), cell_id(canonical(resolved(cfg))), cfg.data))
     study_dir = Path(results_dir) / str(top.study)
     return Plan(name, budget, study_dir, tuple(cells))
 

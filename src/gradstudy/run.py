@@ -15,44 +15,46 @@ import traceback
 from pathlib import Path
 
 import hydra
-import numpy as np
-import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from gradstudy.callbacks import SWEEP_ENV
-from gradstudy.config import ConfigError, register_configs, resolved, seeds_of, validate, validate_against_data
+from gradstudy.config import (
+    ConfigError,
+    canonical,
+    conf_dir,
+    register_configs,
+    resolved,
+    seeds_of,
+    validate,
+    validate_against_data,
+)
 from gradstudy.datafiles import MissingDataError
 from gradstudy.store import (
     CONFIG,
-    CURVE_COLUMNS,
-    CURVES,
-    HIST_COLUMNS,
-    HISTS,
-    LAYER_COLUMNS,
-    LAYERS,
     META,
+    OUTCOME_DIVERGED,
+    OUTCOME_OK,
     STATUS_COMPLETE,
     STATUS_FAILED,
     STATUS_RUNNING,
     cell_id,
+    code_hash,
     config_hash,
-    is_complete,
     mark_in_sweep,
     provenance,
-    tidy,
+    read_meta,
     write_json,
     write_table,
     write_yaml,
 )
-
-
-def conf_dir() -> str:
-    """``conf/`` inside an installed wheel, else the repository's top-level ``conf/``."""
-    here = Path(__file__).resolve().parent
-    packaged = here / "conf"
-    return str(packaged if packaged.is_dir() else here.parents[1] / "conf")
 
 
 @functools.lru_cache(maxsize=4)
@@ -77,44 +79,22 @@ def _train(cfg: DictConfig, cell: str, seeds: list[int], dataset, console: Conso
     return result
 
 
-def _tables(result, depth: int) -> tuple[dict[str, pd.DataFrame], dict[int, int]]:
-    """The cell's tidy tables from the engine's arrays, each diverged seed cut at its step."""
-    from gradstudy.engine import EVAL_METRICS
-    from gradstudy.stats import HIST_QUANTITIES
+def _applicable_stats(cfg: DictConfig) -> set[str]:
+    """The statistics that mean something for the cell's activation (every recorded one but, e.g., ``dead_frac`` for tanh)."""
+    from gradstudy.activations import ACTIVATIONS
+    from gradstudy.stats import INIT_EXTRAS, stat_names
 
-    seeds = result.seeds
-    diverged = {seed: int(step) for seed, step in zip(seeds, result.diverged_at) if step >= 0}
-    layer_axis = ("layer", list(range(1, depth + 1)))
-    curves = tidy(result.eval_steps, result.evals, seeds, [("metric_id", list(range(len(EVAL_METRICS))))], diverged)
-    metric_ids = curves.pop("metric_id")
-    curves["split"] = [EVAL_METRICS[i][0] for i in metric_ids]
-    curves["metric"] = [EVAL_METRICS[i][1] for i in metric_ids]
-    layers = tidy(result.stats_steps, result.stats, seeds, [layer_axis, ("stat", list(result.stat_names))], diverged)
-    if result.init_stat_names:
-        at_init = tidy(np.zeros(1, np.int64), result.init_stats[None], seeds,
-                       [layer_axis, ("stat", list(result.init_stat_names))], {})
-        layers = pd.concat([layers, at_init], ignore_index=True)
-    n_bins = result.hist_counts.shape[-1]
-    hists = tidy(
-        result.hist_steps,
-        result.hist_counts,
-        seeds,
-        [layer_axis, ("quantity", list(HIST_QUANTITIES)), ("bin", list(range(n_bins)))],
-        diverged,
-    )
-    # edges: (n_hist, n_quantities, n_bins + 1), indexed by position in hist_steps and HIST_QUANTITIES
-    step_pos = hists["step"].map({step: i for i, step in enumerate(result.hist_steps)}).to_numpy(np.int64)
-    q_pos = hists["quantity"].map({q: i for i, q in enumerate(HIST_QUANTITIES)}).to_numpy(np.int64)
-    bins = hists["bin"].to_numpy(np.int64)
-    hists["bin_left"] = result.hist_edges[step_pos, q_pos, bins]
-    hists["bin_right"] = result.hist_edges[step_pos, q_pos, bins + 1]
-    hists = hists.rename(columns={"value": "count"})
-    hists["count"] = hists["count"].astype(np.int64)
-    return {
-        CURVES: curves[CURVE_COLUMNS],
-        LAYERS: layers[LAYER_COLUMNS],
-        HISTS: hists[HIST_COLUMNS],
-    }, diverged
+    act = ACTIVATIONS[cfg.act.name]
+    return {s for s in (*stat_names(cfg.stats.tier, cfg.stats.extra), *INIT_EXTRAS) if act.applies(s)}
+
+
+def _skip_line(cell: str, meta: dict) -> str:
+    """What a rerun says about a complete cell it skips, flagging one made by other code."""
+    line = f"gradstudy: {cell} is complete, skipped (force=true reruns it)"
+    made_by = meta.get("code_hash")
+    if made_by != code_hash():
+        line += f"; it was made by other code (code_hash {made_by or 'unknown'}, now {code_hash()})"
+    return line
 
 
 def run_cell(cfg: DictConfig) -> str:
@@ -123,10 +103,11 @@ def run_cell(cfg: DictConfig) -> str:
     if not console.is_terminal:
         console = Console(stderr=True, width=160)
     try:
-        plain = resolved(cfg)
+        full = resolved(cfg)
+        plain = canonical(full)
         cell = cell_id(plain)
     except Exception as err:  # an interpolation that cannot resolve: still record the failure
-        plain = {}
+        full = plain = {}
         cell = f"unresolved-{config_hash({'yaml': OmegaConf.to_yaml(cfg)})}"
         failure: Exception | None = err
     else:
@@ -135,10 +116,11 @@ def run_cell(cfg: DictConfig) -> str:
     cell_dir.mkdir(parents=True, exist_ok=True)
     if os.environ.get(SWEEP_ENV):
         mark_in_sweep(Path(cfg.results_dir), os.environ[SWEEP_ENV], cell_dir)
-    if failure is None and is_complete(cell_dir) and not cfg.force:
-        console.print(f"gradstudy: {cell} is complete, skipped (force=true reruns it)")
+    previous = read_meta(cell_dir) or {}
+    if failure is None and previous.get("status") == STATUS_COMPLETE and not cfg.force:
+        console.print(_skip_line(cell, previous))
         return str(cell_dir)
-    meta = {"study": cfg.study, "cell": cell, "status": STATUS_RUNNING, "seeds": [], "diverged": {}}
+    meta = {"study": cfg.study, "cell": cell, "status": STATUS_RUNNING, "seeds": [], "diverged": {}, "config": full}
     started = time.time()
     try:
         if failure is not None:
@@ -151,13 +133,16 @@ def run_cell(cfg: DictConfig) -> str:
         meta.update(provenance())
         write_json(cell_dir / META, meta)
         result = _train(cfg, cell, meta["seeds"], dataset, console)
-        tables, diverged = _tables(result, cfg.model.depth)
+        from gradstudy.tables import cell_tables
+
+        tables, diverged = cell_tables(result, _applicable_stats(cfg), cfg.train.steps)
         for name, frame in tables.items():
             write_table(cell_dir / name, frame)
-        meta.update(status=STATUS_COMPLETE, diverged=diverged, wall_s=round(time.time() - started, 2))
+        outcome = OUTCOME_DIVERGED if len(diverged) == len(meta["seeds"]) else OUTCOME_OK
+        meta.update(status=STATUS_COMPLETE, outcome=outcome, diverged=diverged, wall_s=round(time.time() - started, 2))
         write_json(cell_dir / META, meta)
         if diverged:
-            console.print(f"gradstudy: {cell}: {len(diverged)} seed(s) diverged at steps {diverged}")
+            console.print(f"gradstudy: {cell}: {len(diverged)} of {len(meta['seeds'])} seed(s) diverged, at steps {diverged}")
     except Exception as err:
         message = str(err) if isinstance(err, ConfigError | MissingDataError) else f"{type(err).__name__}: {err}"
         meta.update(status=STATUS_FAILED, message=message, traceback=traceback.format_exc())

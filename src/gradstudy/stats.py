@@ -29,11 +29,14 @@ Under batch norm every one of these is a batch-level quantity by nature.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from gradstudy.activations import Activation
+from gradstudy.store import HIST_REGIONS
 
 SCALAR_STATS = ("grad_norm", "delta_std", "act_mean", "act_std", "saturated_frac", "dead_frac")
 #: Percentiles of the pre-activation z_l (Ioffe & Szegedy's figure 1), recorded by the ``full`` tier.
@@ -149,16 +152,68 @@ def network_stats(
     return jnp.stack([layer_stats(g, d, z, h, act, percentiles, extra) for g, d, z, h in layers])
 
 
-def histograms(values: jax.Array, n_bins: int) -> tuple[jax.Array, jax.Array]:
-    """Counts of ``values`` (..., n) in ``n_bins`` equal bins spanning all of them: (counts (..., n_bins), edges).
+@dataclass(frozen=True)
+class HistBins:
+    """Fixed bins of one histogram, chosen from the config alone, never from the data.
 
-    The bins are shared by every leading index (seeds and layers), so one measurement's layers and
-    seeds can be compared and summed bin by bin.
+    ``linear``: ``n`` equal bins over [lo, hi] (the last one closed). ``signed_log``: ``n`` bins per
+    sign, log-spaced in magnitude over [lo, hi]; a negative value falls in the mirror image of the
+    positive bin of its magnitude. Every value that lands in no bin is counted in one of
+    ``HIST_REGIONS``: exactly 0 (zero), inside the range's lower end (below: v < lo for linear bins,
+    0 < |v| < lo for signed-log ones), past its upper end (above), or NaN/inf (nonfinite).
+    Edges are float32, the precision the values are compared in.
     """
-    lo, hi = jnp.min(values), jnp.max(values)
-    hi = jnp.where(hi > lo, hi, lo + 1)
-    edges = jnp.linspace(lo, hi, n_bins + 1)
-    flat = values.reshape(-1, values.shape[-1])
-    bins = jnp.clip(jnp.searchsorted(edges, flat, side="right") - 1, 0, n_bins - 1)
-    counts = jax.vmap(lambda b: jnp.bincount(b, length=n_bins))(bins)
-    return counts.reshape(*values.shape[:-1], n_bins), edges
+
+    kind: str
+    lo: float
+    hi: float
+    n: int
+
+    @property
+    def magnitudes(self) -> np.ndarray:
+        """The n + 1 edges on one axis: values for linear bins, magnitudes for signed-log ones."""
+        if self.kind == "linear":
+            return np.linspace(self.lo, self.hi, self.n + 1).astype(np.float32)
+        return np.geomspace(self.lo, self.hi, self.n + 1).astype(np.float32)
+
+    @property
+    def n_bins(self) -> int:
+        return self.n if self.kind == "linear" else 2 * self.n
+
+    def edges(self) -> tuple[np.ndarray, np.ndarray]:
+        """(left, right) edge of every bin in increasing order, as float64 copies of the float32 edges."""
+        m = self.magnitudes.astype(np.float64)
+        if self.kind == "linear":
+            return m[:-1], m[1:]
+        left = np.concatenate([-m[:0:-1], m[:-1]])
+        right = np.concatenate([-m[-2::-1], m[1:]])
+        return left, right
+
+
+def hist_bins(quantity: str, act: Activation, n: int, magnitudes: Sequence[float]) -> HistBins:
+    """The bins of ``quantity``: bounded activations get linear bins over their range (Glorot &
+    Bengio's figure 6), delta and unbounded activations signed-log bins over ``magnitudes``."""
+    if quantity == "activation" and act.bounds is not None:
+        return HistBins("linear", *act.bounds, n)
+    return HistBins("signed_log", float(magnitudes[0]), float(magnitudes[1]), n)
+
+
+def histogram(values: jax.Array, bins: HistBins) -> jax.Array:
+    """Counts of ``values`` (any shape) in ``bins``, then the ``HIST_REGIONS`` counts: (n_bins + 4,) int32."""
+    v = values.reshape(-1)
+    edges = jnp.asarray(bins.magnitudes, v.dtype)
+    finite = jnp.isfinite(v)
+    zero = v == 0
+    if bins.kind == "linear":
+        below, above = finite & (v < edges[0]), finite & (v > edges[-1])
+        index = jnp.clip(jnp.searchsorted(edges, v, side="right") - 1, 0, bins.n - 1)
+    else:
+        mag = jnp.abs(v)
+        below, above = finite & ~zero & (mag < edges[0]), finite & (mag > edges[-1])
+        k = jnp.clip(jnp.searchsorted(edges, mag, side="right") - 1, 0, bins.n - 1)
+        index = jnp.where(v > 0, bins.n + k, bins.n - 1 - k)
+    inside = finite & ~zero & ~below & ~above
+    counts = jnp.bincount(jnp.where(inside, index, bins.n_bins), length=bins.n_bins + 1)[: bins.n_bins]
+    regions = {"zero": zero, "below": below, "above": above, "nonfinite": ~finite}
+    special = jnp.stack([jnp.sum(regions[r]) for r in HIST_REGIONS])
+    return jnp.concatenate([counts, special]).astype(jnp.int32)

@@ -2,13 +2,16 @@
 
 Layout: ``<results_dir>/<study>/<cell-id>/`` holding
 
-* ``config.yaml``: the resolved config (without ``hydra``, ``study``, ``results_dir``, ``force``);
-* ``meta.json``: ``status`` (running / complete / failed), the failure message, seeds, diverged
-  seeds with their steps, package versions, git hash and device;
-* ``curves.parquet``: seed, step, split, metric, value;
+* ``config.yaml``: the cell's canonical config (``gradstudy.config.canonical``: what the cell id hashes);
+* ``meta.json``: ``status`` (running / complete / failed), ``outcome`` of a complete cell (ok, or
+  diverged when every seed diverged), the failure message, seeds, diverged seeds with their steps,
+  the full resolved config, package versions, git hash, ``code_hash`` and device;
+* ``curves.parquet``: seed, step, split, metric, value (evaluations);
+* ``steps.parquet``: seed, step, loss (the float32 minibatch loss of every step);
 * ``layers.parquet``: seed, step, layer, stat, value;
-* ``hists.parquet``: seed, step, layer, quantity, bin_left, bin_right, count (empty below the
-  ``full`` statistics tier).
+* ``hists.parquet``: seed, step, layer, quantity, region, bin_left, bin_right, count (empty below
+  the ``full`` statistics tier);
+* ``seeds.parquet``: seed, diverged_at (null when healthy), last_healthy_step.
 
 Every file is written to a temporary name and renamed, and ``meta.json`` says ``complete`` only
 after the tables are in place, so an interrupted cell is never mistaken for a finished one.
@@ -17,57 +20,76 @@ This module does not import jax: reading results never needs it.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
 import re
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import yaml
 
 STATUS_RUNNING = "running"
 STATUS_COMPLETE = "complete"
 STATUS_FAILED = "failed"
+#: A complete cell's outcome: ``ok`` when at least one seed trained to the end, else ``diverged``.
+OUTCOME_OK = "ok"
+OUTCOME_DIVERGED = "diverged"
 
 META = "meta.json"
 CONFIG = "config.yaml"
 CURVES = "curves.parquet"
 LAYERS = "layers.parquet"
 HISTS = "hists.parquet"
+SEEDS = "seeds.parquet"
+STEPS = "steps.parquet"
 SWEEPS = ".sweeps"
 
 CURVE_COLUMNS = ["seed", "step", "split", "metric", "value"]
 LAYER_COLUMNS = ["seed", "step", "layer", "stat", "value"]
-HIST_COLUMNS = ["seed", "step", "layer", "quantity", "bin_left", "bin_right", "count"]
-TABLE_COLUMNS = {CURVES: CURVE_COLUMNS, LAYERS: LAYER_COLUMNS, HISTS: HIST_COLUMNS}
+HIST_DTYPES = {
+    "seed": "int64", "step": "int64", "layer": "int64", "quantity": "object", "region": "object",
+    "bin_left": "float64", "bin_right": "float64", "count": "int64",
+}
+HIST_COLUMNS = list(HIST_DTYPES)
+SEED_COLUMNS = ["seed", "diverged_at", "last_healthy_step"]
+STEP_COLUMNS = ["seed", "step", "loss"]
+TABLE_COLUMNS = {
+    CURVES: CURVE_COLUMNS, LAYERS: LAYER_COLUMNS, HISTS: HIST_COLUMNS, SEEDS: SEED_COLUMNS, STEPS: STEP_COLUMNS,
+}
+#: Split and metric of each column of the engine's evaluations.
+EVAL_METRICS = (("train", "loss"), ("train", "accuracy"), ("test", "loss"), ("test", "accuracy"))
+#: Counts stored beside the bins of every histogram: exactly 0, inside the range's lower end,
+#: past its upper end, NaN or inf (``gradstudy.stats.HistBins``).
+HIST_REGIONS = ("zero", "below", "above", "nonfinite")
 #: Config groups whose chosen option name becomes a column of ``Study.cells`` and part of the slug.
 GROUPS = ("init", "act", "norm", "data", "optim")
 
 
 # ----- cell ids -------------------------------------------------------------------------------
-def config_hash(resolved: dict[str, Any]) -> str:
-    """First 10 hex digits of the SHA-256 of the resolved config, keys sorted."""
-    text = json.dumps(resolved, sort_keys=True, separators=(",", ":"), default=str)
+def config_hash(config: dict[str, Any]) -> str:
+    """First 10 hex digits of the SHA-256 of ``config``, keys sorted."""
+    text = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:10]
 
 
-def cell_id(resolved: dict[str, Any]) -> str:
-    """Readable slug of the cell's choices plus the config hash, e.g. ``he-relu-none-mnist5k-d10w100-sgd-1a2b3c4d5e``.
+def cell_id(canonical: dict[str, Any]) -> str:
+    """Readable slug of the cell's choices plus the hash of its canonical config
+    (``gradstudy.config.canonical``), e.g. ``he-relu-none-mnist5k-d10w100-sgd-1a2b3c4d5e``.
 
     The slug comes from the config itself, not from the command line, so the same config maps
     to the same folder whichever launcher, job number or spelling of the overrides produced it.
     """
-    model = resolved.get("model", {})
-    parts = [str(resolved.get(g, {}).get("name", "")) for g in GROUPS[:4]]
-    parts += [f"d{model.get('depth')}w{model.get('width')}", str(resolved.get("optim", {}).get("name", ""))]
+    model = canonical.get("model", {})
+    parts = [str(canonical.get(g, {}).get("name", "")) for g in GROUPS[:4]]
+    parts += [f"d{model.get('depth')}w{model.get('width')}", str(canonical.get("optim", {}).get("name", ""))]
     slug = "-".join(re.sub(r"[^A-Za-z0-9_.]+", "_", part) for part in parts)
-    return f"{slug}-{config_hash(resolved)}"
+    return f"{slug}-{config_hash(canonical)}"
 
 
 # ----- atomic writes ------------------------------------------------------------------------
@@ -122,29 +144,6 @@ def sweep_cells(results_dir: Path, sweep: str) -> list[Path]:
     return sorted(Path(p.read_text()) for p in folder.iterdir() if not p.name.startswith(".")) if folder.is_dir() else []
 
 
-# ----- tidy tables from arrays -----------------------------------------------------------------
-def _keep_until_diverged(frame: pd.DataFrame, diverged: dict[int, int]) -> pd.DataFrame:
-    """Drop each diverged seed's rows after its divergence step."""
-    if not diverged:
-        return frame
-    limit = frame["seed"].map(diverged).fillna(np.inf)
-    return frame[frame["step"] <= limit].reset_index(drop=True)
-
-
-def tidy(
-    steps: np.ndarray, values: np.ndarray, seeds: list[int], axes: Iterable[tuple[str, list[Any]]], diverged: dict[int, int]
-) -> pd.DataFrame:
-    """Long table of ``values`` with shape (len(steps), len(seeds), *[len(labels) for _, labels in axes])."""
-    axes = list(axes)
-    names = ["step", "seed"] + [name for name, _ in axes]
-    labels = [list(steps), list(seeds)] + [labels for _, labels in axes]
-    index = pd.MultiIndex.from_product(labels, names=names)
-    frame = pd.DataFrame({"value": np.asarray(values, np.float64).reshape(-1)}, index=index).reset_index()
-    frame["step"] = frame["step"].astype(np.int64)
-    frame["seed"] = frame["seed"].astype(np.int64)
-    return _keep_until_diverged(frame, diverged)
-
-
 # ----- provenance ---------------------------------------------------------------------------------
 def provenance() -> dict[str, Any]:
     """Package versions, git hash of the code and the device, for ``meta.json``."""
@@ -170,19 +169,92 @@ def provenance() -> dict[str, Any]:
     return {
         "versions": versions,
         "git_hash": git_hash,
+        "code_hash": code_hash(),
         "device": {"platform": device.platform, "kind": device.device_kind, "count": jax.device_count()},
     }
 
 
+@functools.lru_cache(maxsize=1)
+def code_hash() -> str:
+    """First 12 hex digits of the SHA-256 of the package's Python sources and the ``conf/`` YAML files
+    (relative paths and contents, in sorted order): the code that made a cell, with or without git."""
+    from gradstudy.config import conf_dir
+
+    digest = hashlib.sha256()
+    for root, pattern in ((Path(__file__).parent, "*.py"), (Path(conf_dir()), "*.yaml")):
+        for path in sorted(root.rglob(pattern)):
+            if "__pycache__" in path.parts:
+                continue
+            digest.update(f"{root.name}/{path.relative_to(root).as_posix()}\0".encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
 # ----- loading --------------------------------------------------------------------------------------
+#: Columns of ``Study.cells`` that describe the cell's run and files, not its config.
+CELL_INFO = ("study", "cell", "status", "outcome", "n_seeds", "n_diverged", "code_hash", "path")
+
+
 @dataclass(frozen=True)
 class Study:
-    """Tidy tables of one or more studies; every table has ``study`` and ``cell`` columns."""
+    """Tidy tables of one or more studies; every table has ``study`` and ``cell`` columns, and a cell
+    is identified by the pair (two studies may hold the same cell id)."""
 
     cells: pd.DataFrame
     curves: pd.DataFrame
     layers: pd.DataFrame
     hists: pd.DataFrame
+    seeds: pd.DataFrame
+    steps: pd.DataFrame
+
+    @property
+    def varying_keys(self) -> list[str]:
+        """The config keys whose values differ across cells (see ``varying_keys``)."""
+        return varying_keys(self.cells)
+
+    def labels(self, facets: Sequence[str] = ()) -> pd.DataFrame:
+        """Per cell: ``facet`` and ``label`` (see ``cell_labels``)."""
+        return cell_labels(self.cells, facets)
+
+    def sorted_cells(self) -> pd.DataFrame:
+        """``cells`` sorted by its varying keys (numbers numerically), then by study and cell."""
+        keys = self.varying_keys
+        return self.cells.sort_values([*keys, "study", "cell"], kind="stable", na_position="last").reset_index(drop=True)
+
+
+def varying_keys(cells: pd.DataFrame) -> list[str]:
+    """The config keys whose values differ across ``cells``, in column order. A key that only some
+    choices set and each choice fixes (``init.scale`` under ``init=xavier,he``) is left out: the
+    choice already says it."""
+    config = [c for c in cells.columns if c not in CELL_INFO]
+    varying = [c for c in config if cells[c].astype(str).nunique() > 1]
+
+    def implied_by_choice(key: str) -> bool:
+        group = key.split(".")[0]
+        if "." not in key or group not in varying:
+            return False
+        return cells.groupby(group, dropna=False)[key].agg(lambda v: v.astype(str).nunique()).max() <= 1
+
+    return [c for c in varying if not implied_by_choice(c)]
+
+
+def cell_labels(cells: pd.DataFrame, facets: Sequence[str] = ()) -> pd.DataFrame:
+    """Per cell (study, cell): ``facet``, the values of the varying keys among ``facets``, and
+    ``label``, the values of the other varying keys (the study first when several are loaded).
+    Choices of ``init``, ``optim`` and ``data`` show as their bare names, other keys as ``key=value``."""
+    keys = varying_keys(cells)
+    if cells["study"].nunique() > 1:
+        keys = ["study", *keys]
+    facet_keys = [k for k in facets if k in keys]
+    hue = [k for k in keys if k not in facet_keys]
+
+    def join(row: pd.Series, names: list[str], named: bool) -> str:
+        return ", ".join(f"{k}={row[k]}" if named or k not in ("init", "optim", "data") else str(row[k]) for k in names)
+
+    out = cells[["study", "cell"]].copy()
+    out["facet"] = [join(r, facet_keys, named=True) if facet_keys else "all cells" for _, r in cells.iterrows()]
+    out["label"] = [join(r, hue, named=False) if hue else f"{r['init']} / {r['act']} / {r['norm']}" for _, r in cells.iterrows()]
+    return out
 
 
 def _flatten(node: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -203,15 +275,17 @@ def _cell_row(study: str, cell_dir: Path, meta: dict[str, Any]) -> dict[str, Any
     flat = _flatten(config)
     row.update({k: (str(v) if isinstance(v, list) else v) for k, v in flat.items() if k.split(".")[0] not in GROUPS or not k.endswith(".name")})
     row["status"] = meta.get("status")
+    row["outcome"] = meta.get("outcome", OUTCOME_OK) if meta.get("status") == STATUS_COMPLETE else None
     row["n_seeds"] = len(meta.get("seeds", []))
     row["n_diverged"] = len(meta.get("diverged", {}))
+    row["code_hash"] = meta.get("code_hash")
     row["path"] = str(cell_dir)
     return row
 
 
-def _read_table(cell_dir: Path, name: str, columns: list[str], study: str) -> pd.DataFrame:
+def _read_table(cell_dir: Path, name: str, study: str) -> pd.DataFrame:
     path = cell_dir / name
-    frame = pd.read_parquet(path) if path.is_file() else pd.DataFrame(columns=columns)
+    frame = pd.read_parquet(path) if path.is_file() else pd.DataFrame(columns=TABLE_COLUMNS[name])
     frame.insert(0, "cell", cell_dir.name)
     frame.insert(0, "study", study)
     return frame
@@ -228,19 +302,37 @@ def _study_dirs(path: Path) -> list[Path]:
     return sorted(child for child in path.iterdir() if child.is_dir() and _has_cells(child))
 
 
-def load_study(path: str | os.PathLike[str], cells: Iterable[str] | None = None) -> Study:
-    """Read a study folder (or a folder of studies) into tidy DataFrames.
+def _numeric(column: pd.Series) -> pd.Series:
+    """A config column as numbers when every value is a number (None allowed), else as it is."""
+    if column.dtype != object:
+        return column
+    values = column.dropna()
+    if len(values) and all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+        return pd.to_numeric(column)
+    return column
 
-    ``cells`` limits the result to those cell ids. Curves and layer statistics are read only from
-    complete cells; ``cells`` lists every cell that has a ``meta.json``, with its ``status``.
+
+def load_study(
+    path: str | os.PathLike[str] | Iterable[str | os.PathLike[str]], cells: Iterable[str] | None = None
+) -> Study:
+    """Read a study folder, a folder of studies, or a list of either into tidy DataFrames.
+
+    ``cells`` limits the result to those cell ids. The tables are read only from complete cells;
+    ``cells`` lists every cell that has a ``meta.json``, with its ``status``, and has the config
+    keys as typed columns (numbers numeric).
     """
-    root = Path(path)
-    if not root.is_dir():
-        raise FileNotFoundError(f"no results folder at {root}")
+    roots = [Path(path)] if isinstance(path, str | os.PathLike) else [Path(p) for p in path]
+    for root in roots:
+        if not root.is_dir():
+            raise FileNotFoundError(f"no results folder at {root}")
     wanted = None if cells is None else set(cells)
     rows: list[dict[str, Any]] = []
-    tables: dict[str, list[pd.DataFrame]] = {CURVES: [], LAYERS: [], HISTS: []}
-    for study_dir in _study_dirs(root):
+    tables: dict[str, list[pd.DataFrame]] = {name: [] for name in TABLE_COLUMNS}
+    seen: set[Path] = set()
+    for study_dir in (d for root in roots for d in _study_dirs(root)):
+        if study_dir.resolve() in seen:
+            continue
+        seen.add(study_dir.resolve())
         for cell_dir in sorted(p for p in study_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
             meta = read_meta(cell_dir)
             if meta is None or (wanted is not None and cell_dir.name not in wanted):
@@ -249,7 +341,7 @@ def load_study(path: str | os.PathLike[str], cells: Iterable[str] | None = None)
             rows.append(_cell_row(study, cell_dir, meta))
             if meta.get("status") == STATUS_COMPLETE:
                 for name, frames in tables.items():
-                    frames.append(_read_table(cell_dir, name, TABLE_COLUMNS[name], study))
+                    frames.append(_read_table(cell_dir, name, study))
 
     def concat(name: str) -> pd.DataFrame:
         frames = [f for f in tables[name] if not f.empty]
@@ -257,5 +349,6 @@ def load_study(path: str | os.PathLike[str], cells: Iterable[str] | None = None)
             return pd.DataFrame(columns=["study", "cell", *TABLE_COLUMNS[name]])
         return pd.concat(frames, ignore_index=True)
 
-    cells_frame = pd.DataFrame(rows) if rows else pd.DataFrame(columns=["study", "cell", *GROUPS, "status", "n_seeds", "n_diverged"])
-    return Study(cells=cells_frame, curves=concat(CURVES), layers=concat(LAYERS), hists=concat(HISTS))
+    cells_frame = pd.DataFrame(rows) if rows else pd.DataFrame(columns=["study", "cell", *GROUPS, *CELL_INFO[2:]])
+    cells_frame = cells_frame.apply(_numeric)
+    return Study(cells=cells_frame, **{name.split(".")[0]: concat(name) for name in TABLE_COLUMNS})

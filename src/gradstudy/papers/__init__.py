@@ -9,6 +9,14 @@ module (with its source) before any run:
 * **supported**: the whole interval is on the claimed side of the threshold;
 * **contradicted**: the whole interval is on the other side;
 * **inconclusive**: the interval straddles the threshold, or the cells it needs are missing.
+
+Ratios of positive magnitudes (gradient and activation spreads) are measured on the log scale: the
+geometric mean over seeds with the t interval of the logs mapped back (``of_seeds_log``), and a
+ratio of two groups' geometric means with Welch's interval on the logs (``ratio``).
+
+A cell is a (study, cell id) pair. A cell whose seeds all diverged is complete like any other: its
+seeds' last healthy evaluations stand as their final values, so a diverging arm counts as
+untrained, never as missing.
 """
 
 from __future__ import annotations
@@ -20,8 +28,10 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from gradstudy.analysis import mean_ci
+from gradstudy.analysis import log_mean_ci, mean_ci
 from gradstudy.store import Study
+
+Key = tuple[str, str]
 
 SUPPORTED, CONTRADICTED, INCONCLUSIVE = "supported", "contradicted", "inconclusive"
 
@@ -107,8 +117,8 @@ def check(claim: Claim, study: Study) -> Verdict:
 
 
 # ----- helpers the paper modules share ---------------------------------------------------------
-def cell(study: Study, **where: object) -> str:
-    """The id of the one complete cell whose config matches ``where`` (keys as in ``Study.cells``, dots as __)."""
+def cell(study: Study, **where: object) -> Key:
+    """(study, cell id) of the one complete cell whose config matches ``where`` (keys as in ``Study.cells``, dots as __)."""
     cells = study.cells[study.cells["status"] == "complete"]
     mask = pd.Series(True, index=cells.index)
     for key, value in where.items():
@@ -116,24 +126,32 @@ def cell(study: Study, **where: object) -> str:
         if column not in cells.columns:
             raise MissingCells(f"no cell with {column}={value}")
         mask &= cells[column] == value
-    hits = cells.loc[mask, "cell"].tolist()
+    hits = list(zip(cells.loc[mask, "study"], cells.loc[mask, "cell"], strict=True))
     if len(hits) != 1:
         wanted = ", ".join(f"{k.replace('__', '.')}={v}" for k, v in where.items())
         raise MissingCells(f"{len(hits)} complete cells with {wanted} (expected 1)")
     return hits[0]
 
 
-def layer_values(study: Study, cell_id: str, stat: str) -> pd.DataFrame:
+def rows_of(frame: pd.DataFrame, key: Key) -> pd.DataFrame:
+    """The rows of ``frame`` that belong to the cell ``key``."""
+    return frame[(frame["study"] == key[0]) & (frame["cell"] == key[1])]
+
+
+def layer_values(study: Study, cell_id: Key, stat: str) -> pd.DataFrame:
     """One statistic of one cell as a (step, seed) x layer table."""
-    rows = study.layers[(study.layers["cell"] == cell_id) & (study.layers["stat"] == stat)]
+    rows = rows_of(study.layers, cell_id)
+    rows = rows[rows["stat"] == stat]
     if rows.empty:
         raise MissingCells(f"no {stat} recorded in {cell_id}")
     return rows.pivot_table(index=["step", "seed"], columns="layer", values="value")
 
 
-def final_values(study: Study, cell_id: str, split: str, metric: str) -> pd.Series:
-    """Per seed, ``split``/``metric`` at the last evaluated step (diverged seeds: their last finite one)."""
-    rows = study.curves[(study.curves["cell"] == cell_id) & (study.curves["split"] == split) & (study.curves["metric"] == metric)]
+def final_values(study: Study, cell_id: Key, split: str, metric: str) -> pd.Series:
+    """Per seed, ``split``/``metric`` at its last evaluated step: the end of training, or for a
+    diverged seed the evaluation of its frozen state at its last healthy step."""
+    rows = rows_of(study.curves, cell_id)
+    rows = rows[(rows["split"] == split) & (rows["metric"] == metric)]
     if rows.empty:
         raise MissingCells(f"no {split} {metric} curve in {cell_id}")
     return rows.sort_values("step").groupby("seed")["value"].last()
@@ -143,6 +161,22 @@ def of_seeds(values: pd.Series | np.ndarray, **numbers: float) -> Measurement:
     """Mean of per-seed values with its t interval."""
     mean, low, high, n = mean_ci(values)
     return Measurement(mean, low, high, {"mean": mean, "n_seeds": n, **numbers})
+
+
+def of_seeds_log(values: pd.Series | np.ndarray, **numbers: float) -> Measurement:
+    """Geometric mean of per-seed positive values (ratios of magnitudes) with the log-scale t interval."""
+    mean, low, high, n, n_zero = log_mean_ci(values)
+    return Measurement(mean, low, high, {"geometric mean": mean, "n_seeds": n, "n_zero": n_zero, **numbers})
+
+
+def ratio(a: pd.Series | np.ndarray, b: pd.Series | np.ndarray, **numbers: float) -> Measurement:
+    """gmean(a) / gmean(b) of two independent groups of seeds of positive values, with Welch's 95%
+    interval of the difference of the logs mapped back."""
+    a, b = (np.asarray(v, np.float64) for v in (a, b))
+    logs = difference(np.log(a[np.isfinite(a) & (a > 0)]), np.log(b[np.isfinite(b) & (b > 0)]))
+    numbers = {"gmean a": float(np.exp(logs.numbers["a"])) if "a" in logs.numbers else np.nan,
+               "gmean b": float(np.exp(logs.numbers["b"])) if "b" in logs.numbers else np.nan, **numbers}
+    return Measurement(*(float(np.exp(v)) for v in (logs.estimate, logs.low, logs.high)), numbers)
 
 
 def difference(a: pd.Series | np.ndarray, b: pd.Series | np.ndarray, **numbers: float) -> Measurement:
@@ -165,20 +199,23 @@ def difference(a: pd.Series | np.ndarray, b: pd.Series | np.ndarray, **numbers: 
     return Measurement(diff, diff - half, diff + half, means)
 
 
-def subset(study: Study, cells: list[str]) -> Study:
-    """The part of ``study`` that concerns ``cells``."""
-    keep = set(cells)
-    return Study(
-        cells=study.cells[study.cells["cell"].isin(keep)],
-        curves=study.curves[study.curves["cell"].isin(keep)],
-        layers=study.layers[study.layers["cell"].isin(keep)],
-        hists=study.hists[study.hists["cell"].isin(keep)],
-    )
+def subset(study: Study, cells: list[Key]) -> Study:
+    """The part of ``study`` that concerns ``cells`` ((study, cell id) pairs)."""
+    keep = pd.MultiIndex.from_tuples(cells, names=["study", "cell"]) if cells else pd.MultiIndex.from_tuples([], names=["study", "cell"])
+
+    def part(frame: pd.DataFrame) -> pd.DataFrame:
+        return frame[pd.MultiIndex.from_frame(frame[["study", "cell"]]).isin(keep)] if len(frame) else frame
+
+    return Study(**{name: part(getattr(study, name)) for name in ("cells", "curves", "layers", "hists", "seeds", "steps")})
+
+
+def _keys(cells: pd.DataFrame) -> list[Key]:
+    return list(zip(cells["study"], cells["cell"], strict=True))
 
 
 def complete(study: Study) -> Study:
     """The complete cells of ``study``."""
-    return subset(study, study.cells.loc[study.cells["status"] == "complete", "cell"].tolist())
+    return subset(study, _keys(study.cells[study.cells["status"] == "complete"]))
 
 
 def select(study: Study, **where: object) -> Study:
@@ -186,11 +223,17 @@ def select(study: Study, **where: object) -> Study:
     chosen = study.cells[study.cells["status"] == "complete"]
     for key, value in where.items():
         chosen = chosen[chosen[key.replace("__", ".")].isin(value if isinstance(value, list) else [value])]
-    return subset(study, chosen["cell"].tolist())
+    return subset(study, _keys(chosen))
 
 
 def papers() -> dict[str, Paper]:
     """Every paper, by preset name."""
-    from gradstudy.papers import clevert2015, glorot2010, he2015, ioffe2015, klambauer2017
+    from gradstudy.papers import (
+        clevert2015,
+        glorot2010,
+        he2015,
+        ioffe2015,
+        klambauer2017,
+    )
 
     return {m.PAPER.name: m.PAPER for m in (glorot2010, he2015, clevert2015, ioffe2015, klambauer2017)}

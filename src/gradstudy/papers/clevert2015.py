@@ -10,7 +10,17 @@ import pandas as pd
 
 from gradstudy import plots
 from gradstudy.analysis import loss_auc, mean_ci
-from gradstudy.papers import Claim, Measurement, MissingCells, Paper, cell, difference, final_values, layer_values
+from gradstudy.papers import (
+    Claim,
+    Measurement,
+    MissingCells,
+    Paper,
+    cell,
+    difference,
+    final_values,
+    layer_values,
+    rows_of,
+)
 from gradstudy.store import Study
 
 ARMS = {"ELU": ("elu", None), "ReLU": ("relu", None), "Leaky ReLU (α=0.1)": ("leaky_relu", 0.1)}
@@ -41,8 +51,8 @@ def _closer_to_zero(other: str):
 
 
 def _auc(study: Study, act: str) -> pd.Series:
-    aucs = loss_auc(study.curves)
-    rows = aucs[aucs["cell"] == _cell(study, act)]
+    aucs = loss_auc(study)
+    rows = rows_of(aucs, _cell(study, act))
     if rows.empty:
         raise MissingCells(f"no training-loss curve for act={act}")
     return rows.set_index("seed")["train_loss_auc"]

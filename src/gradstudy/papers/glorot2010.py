@@ -7,6 +7,7 @@ Preset ``conf/experiment/glorot2010.yaml``. Their "standard" init is our ``stand
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from gradstudy import plots
@@ -20,6 +21,7 @@ from gradstudy.papers import (
     final_values,
     layer_values,
     of_seeds,
+    of_seeds_log,
     select,
 )
 from gradstudy.store import Study
@@ -71,7 +73,7 @@ def _at_step0(study: Study, init: str, stat: str) -> pd.DataFrame:
 def _delta_ratio(init: str):
     def measure(study: Study) -> Measurement:
         delta = _at_step0(study, init, "delta_std")
-        return of_seeds(delta[delta.columns.min()] / delta[delta.columns.max()])
+        return of_seeds_log(delta[delta.columns.min()] / delta[delta.columns.max()])
 
     return measure
 
@@ -82,8 +84,8 @@ def _weight_gradient_spread(study: Study) -> Measurement:
     inner = grads[[c for c in grads.columns if c > 1]]
     delta = _at_step0(study, "standard", "delta_std")
     delta_inner = delta[[c for c in delta.columns if c > 1]]
-    delta_spread = float((delta_inner.max(axis=1) / delta_inner.min(axis=1)).mean())
-    return of_seeds(inner.max(axis=1) / inner.min(axis=1), delta_std_spread=delta_spread)
+    delta_spread = float(np.exp(np.log(delta_inner.max(axis=1) / delta_inner.min(axis=1)).mean()))
+    return of_seeds_log(inner.max(axis=1) / inner.min(axis=1), delta_std_spread=delta_spread)
 
 
 def _jacobian(init: str, paper_value: float):

@@ -14,7 +14,19 @@ import pandas as pd
 
 from gradstudy import plots
 from gradstudy.analysis import compare_cells, lower_median, mean_ci, steps_to_target
-from gradstudy.papers import Claim, Measurement, MissingCells, Paper, cell, final_values, layer_values, of_seeds, select
+from gradstudy.papers import (
+    Claim,
+    Measurement,
+    MissingCells,
+    Paper,
+    cell,
+    final_values,
+    layer_values,
+    of_seeds,
+    of_seeds_log,
+    rows_of,
+    select,
+)
 from gradstudy.store import Study
 
 CHANCE_LOSS = math.log(10)
@@ -47,14 +59,14 @@ def _start_earlier(study: Study) -> Measurement:
     target = START_FRACTION * CHANCE_LOSS
     diff = compare_cells(study, he, xavier, target, metric="loss", split="train")
     times = steps_to_target(study.curves, target, metric="loss", split="train")
-    medians = {f"median steps {name}": lower_median(times.loc[times["cell"] == c, "step"]) for name, c in (("he", he), ("xavier", xavier))}
+    medians = {f"median steps {name}": lower_median(rows_of(times, c)["step"]) for name, c in (("he", he), ("xavier", xavier))}
     return Measurement(diff["difference"], diff["low"], diff["high"], medians)
 
 
 def _activation_ratio(init: str):
     def measure(study: Study) -> Measurement:
         values = layer_values(study, cell(study, init=init, model__depth=30), "act_std").xs(0, level="step")
-        return of_seeds(values[values.columns.max()] / values[values.columns.min()])
+        return of_seeds_log(values[values.columns.max()] / values[values.columns.min()])
 
     return measure
 
@@ -100,7 +112,7 @@ def ours_table(study: Study) -> pd.DataFrame:
                 rows[row][f"{depth} layers"] = "missing"
                 continue
             mean, low, high, _ = mean_ci(final_values(study, c, "train", "loss"))
-            start = lower_median(times.loc[times["cell"] == c, "step"])
+            start = lower_median(rows_of(times, c)["step"])
             started = "never" if not np.isfinite(start) else f"at step {start:.0f}"
             rows[row][f"{depth} layers"] = f"final train loss {mean:.3f} [{low:.3f}, {high:.3f}]; loss < 0.9·ln10 {started}"
     return pd.DataFrame(rows).T

@@ -13,7 +13,19 @@ import pandas as pd
 
 from gradstudy import plots
 from gradstudy.analysis import loss_auc, mean_ci
-from gradstudy.papers import Claim, Measurement, MissingCells, Paper, cell, difference, final_values, layer_values, of_seeds, select
+from gradstudy.papers import (
+    Claim,
+    Measurement,
+    MissingCells,
+    Paper,
+    cell,
+    difference,
+    final_values,
+    layer_values,
+    of_seeds,
+    rows_of,
+    select,
+)
 from gradstudy.store import Study
 
 CHANCE_LOSS = math.log(10)
@@ -47,8 +59,8 @@ def _trains(depth: int):
 
 def _auc(study: Study, act: str, depth: int) -> pd.Series:
     c = cell(study, act=act, model__depth=depth)
-    aucs = loss_auc(study.curves)
-    return aucs[aucs["cell"] == c].set_index("seed")["train_loss_auc"]
+    aucs = loss_auc(study)
+    return rows_of(aucs, c).set_index("seed")["train_loss_auc"]
 
 
 def _faster_at_32(study: Study) -> Measurement:

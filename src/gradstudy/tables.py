@@ -1,0 +1,157 @@
+"""From the engine's arrays to a cell's tidy tables, with divergence as data.
+
+A seed that diverged at step s (its update s turned something non-finite) is frozen at the state
+after s updates, its *last healthy step*. Its tables are cut there:
+
+* ``curves``: its evaluations up to s, plus one evaluation of the frozen state at step s itself, so
+  every seed has an end point;
+* ``layers``, ``steps`` and ``hists``: its measurements at steps up to s (the measurement at s is
+  taken on the frozen state's forward and backward pass).
+
+No table holds an inf, and none holds a NaN: a non-finite measurement is left out (a histogram
+counts such values in its ``nonfinite`` region instead), and so is a statistic that does not apply
+to the activation (``saturated_frac`` for ReLU, ``dead_frac`` for tanh). ``seeds`` says, per seed,
+whether and when it diverged. This module does not import jax.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from gradstudy.store import (
+    CURVE_COLUMNS,
+    CURVES,
+    EVAL_METRICS,
+    HIST_COLUMNS,
+    HIST_DTYPES,
+    HIST_REGIONS,
+    HISTS,
+    LAYER_COLUMNS,
+    LAYERS,
+    SEEDS,
+    STEP_COLUMNS,
+    STEPS,
+)
+
+
+def long_table(steps: np.ndarray, values: np.ndarray, seeds: list[int], axes: Iterable[tuple[str, list[Any]]]) -> pd.DataFrame:
+    """Long table of ``values`` with shape (len(steps), len(seeds), *[len(labels) for _, labels in axes])."""
+    axes = list(axes)
+    names = ["step", "seed"] + [name for name, _ in axes]
+    labels = [list(steps), list(seeds)] + [labels for _, labels in axes]
+    index = pd.MultiIndex.from_product(labels, names=names)
+    frame = pd.DataFrame({"value": np.asarray(values).reshape(-1)}, index=index).reset_index()
+    frame["step"] = frame["step"].astype(np.int64)
+    frame["seed"] = frame["seed"].astype(np.int64)
+    return frame
+
+
+def _healthy(frame: pd.DataFrame, last_healthy: dict[int, int]) -> pd.DataFrame:
+    """Rows at or before each seed's last healthy step, with a finite value."""
+    limit = frame["seed"].map(last_healthy)
+    value = frame["value"].to_numpy(np.float64)
+    return frame[(frame["step"] <= limit) & np.isfinite(value)].reset_index(drop=True)
+
+
+def seeds_table(seeds: list[int], diverged_at: np.ndarray, steps: int) -> pd.DataFrame:
+    """seed, diverged_at (null when healthy), last_healthy_step (``steps`` when healthy)."""
+    diverged = pd.array([int(s) if s >= 0 else None for s in diverged_at], dtype="Int64")
+    last = [int(s) if s >= 0 else steps for s in diverged_at]
+    return pd.DataFrame({"seed": np.asarray(seeds, np.int64), "diverged_at": diverged, "last_healthy_step": np.asarray(last, np.int64)})
+
+
+def curves_table(eval_steps: np.ndarray, evals: np.ndarray, seeds: list[int], last_healthy: dict[int, int]) -> pd.DataFrame:
+    """Evaluations up to each seed's last healthy step, and the frozen state's evaluation at that step."""
+    frames = [long_table(eval_steps, evals, seeds, [("metric_id", list(range(len(EVAL_METRICS))))])]
+    for i, seed in enumerate(seeds):
+        step = last_healthy[seed]
+        later = np.flatnonzero(eval_steps >= step)
+        if step in eval_steps or not len(later):
+            continue
+        frames.append(long_table(np.array([step]), evals[later[0], i][None, None], [seed],
+                                 [("metric_id", list(range(len(EVAL_METRICS))))]))
+    curves = _healthy(pd.concat(frames, ignore_index=True), last_healthy)
+    metric_ids = curves.pop("metric_id").to_numpy()
+    curves["split"] = [EVAL_METRICS[i][0] for i in metric_ids]
+    curves["metric"] = [EVAL_METRICS[i][1] for i in metric_ids]
+    curves["value"] = curves["value"].astype(np.float64)
+    return curves.sort_values(["seed", "step", "split", "metric"], kind="stable").reset_index(drop=True)[CURVE_COLUMNS]
+
+
+def layers_table(
+    stats_steps: np.ndarray,
+    stats: np.ndarray,
+    stat_names: Sequence[str],
+    init_stats: np.ndarray,
+    init_stat_names: Sequence[str],
+    seeds: list[int],
+    applicable: set[str],
+    last_healthy: dict[int, int],
+) -> pd.DataFrame:
+    """Per-layer statistics up to each seed's last healthy step, only those that apply, only finite ones."""
+    layers = list(range(1, stats.shape[2] + 1))
+    frames = [long_table(stats_steps, stats, seeds, [("layer", layers), ("stat", list(stat_names))])]
+    if init_stat_names:
+        frames.append(long_table(np.zeros(1, np.int64), init_stats[None], seeds, [("layer", layers), ("stat", list(init_stat_names))]))
+    table = pd.concat(frames, ignore_index=True)
+    table = _healthy(table[table["stat"].isin(applicable)], last_healthy)
+    table["value"] = table["value"].astype(np.float64)
+    return table[LAYER_COLUMNS]
+
+
+def steps_table(losses: np.ndarray, seeds: list[int], last_healthy: dict[int, int]) -> pd.DataFrame:
+    """The minibatch loss (float32) of every step of every seed, up to its last healthy step."""
+    table = _healthy(long_table(np.arange(losses.shape[0]), losses, seeds, []), last_healthy)
+    table = table.rename(columns={"value": "loss"})
+    table["loss"] = table["loss"].astype(np.float32)
+    return table.sort_values(["seed", "step"], kind="stable").reset_index(drop=True)[STEP_COLUMNS]
+
+
+def hists_table(
+    hist_steps: np.ndarray,
+    counts: dict[str, np.ndarray],
+    edges: dict[str, tuple[np.ndarray, np.ndarray]],
+    seeds: list[int],
+    last_healthy: dict[int, int],
+) -> pd.DataFrame:
+    """Histogram counts per (seed, step, layer, quantity): one row per bin (region ``bin``, with its
+    edges) and one per ``HIST_REGIONS`` count (null edges), up to each seed's last healthy step."""
+    frames = []
+    for quantity, array in counts.items():
+        left, right = edges[quantity]
+        n_bins = len(left)
+        slots = list(range(array.shape[-1]))
+        frame = long_table(hist_steps, array, seeds, [("layer", list(range(1, array.shape[2] + 1))), ("slot", slots)])
+        slot = frame.pop("slot").to_numpy()
+        is_bin = slot < n_bins
+        frame["quantity"] = quantity
+        frame["region"] = np.where(is_bin, "bin", np.asarray(("bin", *HIST_REGIONS), dtype=object)[np.maximum(slot - n_bins + 1, 0)])
+        frame["bin_left"] = np.where(is_bin, left[np.minimum(slot, n_bins - 1)], np.nan)
+        frame["bin_right"] = np.where(is_bin, right[np.minimum(slot, n_bins - 1)], np.nan)
+        frames.append(frame)
+    if not frames or not len(hist_steps):
+        return pd.DataFrame({c: pd.Series(dtype=t) for c, t in HIST_DTYPES.items()})
+    table = pd.concat(frames, ignore_index=True)
+    table = table[table["step"] <= table["seed"].map(last_healthy)].rename(columns={"value": "count"})
+    return table.astype(HIST_DTYPES).reset_index(drop=True)[HIST_COLUMNS]
+
+
+def cell_tables(result: Any, applicable: set[str], steps: int) -> tuple[dict[str, pd.DataFrame], dict[int, int]]:
+    """Every table of a cell from an ``engine.TrainResult``; also returns {diverged seed: step}."""
+    seeds = result.seeds
+    diverged = {seed: int(step) for seed, step in zip(seeds, result.diverged_at) if step >= 0}
+    last_healthy = {seed: diverged.get(seed, steps) for seed in seeds}
+    edges = {q: bins.edges() for q, bins in result.hist_bins.items()}
+    tables = {
+        CURVES: curves_table(result.eval_steps, result.evals, seeds, last_healthy),
+        LAYERS: layers_table(result.stats_steps, result.stats, result.stat_names, result.init_stats,
+                             result.init_stat_names, seeds, applicable, last_healthy),
+        STEPS: steps_table(result.losses, seeds, last_healthy),
+        HISTS: hists_table(result.hist_steps, result.hist_counts, edges, seeds, last_healthy),
+        SEEDS: seeds_table(seeds, result.diverged_at, steps),
+    }
+    return tables, diverged

@@ -1,0 +1,139 @@
+"""One policy for cell ids: hash the canonical config (the keys each chosen option uses, without
+run-only keys and without keys added later while they keep their default), and pin the ids."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import compose_config
+
+from gradstudy.activations import ACTIVATIONS
+from gradstudy.config import (
+    ADDED_KEYS,
+    RUN_KEYS,
+    canonical,
+    conf_dir,
+    option_keys,
+    resolved,
+)
+from gradstudy.data import FILE_DATASETS
+from gradstudy.inits import INITIALIZERS, bias_init
+from gradstudy.model import NORMS
+from gradstudy.optim import make_optimizer
+from gradstudy.store import cell_id
+
+ROOT = Path(__file__).resolve().parents[1]
+
+#: The quickstart grid's cell ids (README). They change only with a deliberate change of the id policy.
+QUICKSTART_IDS = {
+    ("xavier", "relu"): "xavier-relu-none-mnist5k-d10w100-sgd-334b1eb39b",
+    ("xavier", "elu"): "xavier-elu-none-mnist5k-d10w100-sgd-72b6f7caa2",
+    ("he", "relu"): "he-relu-none-mnist5k-d10w100-sgd-ab8b9fb1f7",
+    ("he", "elu"): "he-elu-none-mnist5k-d10w100-sgd-5318de541c",
+}
+
+
+def _id(*overrides: str) -> str:
+    return cell_id(canonical(resolved(compose_config(*overrides))))
+
+
+def test_quickstart_cell_ids_are_pinned_and_in_the_readme():
+    readme = (ROOT / "README.md").read_text()
+    for (init, act), expected in QUICKSTART_IDS.items():
+        assert _id(f"init={init}", f"act={act}") == expected
+        assert expected in readme
+
+
+@pytest.mark.parametrize(
+    "ignored",
+    [
+        ("optim.momentum=0.5",),  # sgd has no momentum
+        ("optim=adam", "optim.momentum=0.5"),
+        ("act.alpha=0.3",),  # relu has no alpha
+        ("init.sigma=3",),  # xavier has no sigma
+        ("norm.momentum=0.5", "norm.epsilon=0.1", "norm.position=after"),  # no norm
+        ("stats.hist_bins=7", "stats.hist_steps=[0]", "stats.hist_range=[1e-3,1]"),  # scalars draws no histograms
+        ("stats=none", "stats.every=5"),
+        ("study=other", "results_dir=/elsewhere", "force=true", "budget=smoke"),
+    ],
+)
+def test_keys_the_chosen_options_ignore_do_not_change_the_id(ignored):
+    base = [o for o in ignored if o.startswith(("optim=", "stats="))]
+    assert _id(*ignored) == _id(*base)
+
+
+@pytest.mark.parametrize(
+    "used",
+    [("optim=momentum", "optim.momentum=0.5"), ("act=elu", "act.alpha=0.5"), ("init=normal", "init.sigma=3"),
+     ("norm=batchnorm", "norm.momentum=0.5"), ("stats=full", "stats.hist_bins=7"), ("init.bias=0.1",), ("optim.lr=0.3",)],
+)
+def test_keys_the_chosen_options_use_change_the_id(used):
+    base = [o for o in used if "." not in o.split("=")[0]]
+    assert _id(*used) != _id(*base)
+
+
+def test_keys_added_later_leave_the_id_alone_while_they_keep_their_default():
+    assert ADDED_KEYS == {"stats.hist_range": [1e-6, 1e3]}
+    plain = canonical(resolved(compose_config("stats=full")))
+    assert "hist_range" not in plain["stats"] and "hist_bins" in plain["stats"]
+    assert _id("stats=full", "stats.hist_range=[1e-6,1e3]") == _id("stats=full")
+    assert _id("stats=full", "stats.hist_range=[1e-4,1e3]") != _id("stats=full")
+    assert not set(RUN_KEYS) & set(plain)
+
+
+class _Recorder(dict):
+    """A config node that records which keys are read."""
+
+    def __init__(self, data, read):
+        super().__init__(data)
+        self.read = read
+
+    def __getattr__(self, key):
+        self.read.add(key)
+        return self[key]
+
+    def get(self, key, default=None):
+        self.read.add(key)
+        return super().get(key, default)
+
+
+def _node(group: str, option: str) -> tuple[dict, set]:
+    node = dict(compose_config(f"{group}={option}")[group])
+    read: set[str] = set()
+    return _Recorder(node, read), read
+
+
+@pytest.mark.parametrize("name", sorted(INITIALIZERS))
+def test_an_initializer_reads_only_the_keys_its_yaml_lists(name):
+    node, read = _node("init", name)
+    INITIALIZERS[name](node)
+    bias_init(node)
+    assert read <= option_keys("init", name)
+
+
+@pytest.mark.parametrize("name", ["sgd", "momentum", "adam"])
+def test_an_optimizer_reads_only_the_keys_its_yaml_lists(name):
+    node, read = _node("optim", name)
+    make_optimizer(node)
+    assert read <= option_keys("optim", name)
+
+
+@pytest.mark.parametrize("name", sorted(NORMS))
+def test_a_norm_reads_only_the_keys_its_yaml_lists(name):
+    node, read = _node("norm", name)
+    if NORMS[name] is not None:
+        NORMS[name](node)(True)
+        read.add("position")  # the model places every norm before or after the activation
+    assert read <= option_keys("norm", name)
+
+
+@pytest.mark.parametrize("name", sorted(ACTIVATIONS))
+def test_an_activation_lists_alpha_exactly_when_it_has_one(name):
+    assert ("alpha" in option_keys("act", name)) == (ACTIVATIONS[name].default_alpha is not None)
+
+
+def test_a_dataset_lists_root_exactly_when_it_reads_files():
+    for path in Path(conf_dir(), "data").glob("*.yaml"):
+        keys = set(yaml.safe_load(path.read_text()))
+        assert {"name", "standardize", "n_train", "n_test"} <= keys
+        assert ("root" in keys) == (path.stem in FILE_DATASETS)
