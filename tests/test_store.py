@@ -183,3 +183,15 @@ def test_config_yaml_is_the_canonical_config_that_the_id_hashes(cell_cfg):
     assert cell_dir.name.endswith(config_hash(config))
     meta = json.loads((cell_dir / "meta.json").read_text())
     assert meta["config"]["optim"]["momentum"] == 0.5  # the full resolved config, for provenance
+
+
+def test_a_cell_written_before_seeds_parquet_gets_its_seeds_from_meta(cell_cfg):
+    from gradstudy.analysis import final_metrics
+
+    cell_dir = Path(run_cell(cell_cfg("init=normal", "init.sigma=3", "act=linear", "optim.lr=5", "train.steps=60")))
+    expected = load_study(cell_dir.parent).seeds
+    (cell_dir / "seeds.parquet").unlink()
+    study = load_study(cell_dir.parent)
+    pd.testing.assert_frame_equal(study.seeds, expected, check_dtype=False)
+    healthy = set(expected.loc[expected["diverged_at"].isna(), "seed"])
+    assert set(final_metrics(study)["seed"]) == healthy

@@ -283,9 +283,27 @@ def _cell_row(study: str, cell_dir: Path, meta: dict[str, Any]) -> dict[str, Any
     return row
 
 
-def _read_table(cell_dir: Path, name: str, study: str) -> pd.DataFrame:
+def _seeds_from_meta(cell_dir: Path, meta: dict[str, Any]) -> pd.DataFrame:
+    """The seeds table of a cell written before ``seeds.parquet`` existed, from its ``meta.json``."""
+    config = yaml.safe_load((cell_dir / CONFIG).read_text()) if (cell_dir / CONFIG).is_file() else {}
+    steps = config.get("train", {}).get("steps")
+    diverged = {int(seed): int(step) for seed, step in meta.get("diverged", {}).items()}
+    seeds = [int(s) for s in meta.get("seeds", [])]
+    return pd.DataFrame({
+        "seed": pd.array(seeds, dtype="int64"),
+        "diverged_at": pd.array([diverged.get(s) for s in seeds], dtype="Int64"),
+        "last_healthy_step": pd.array([diverged.get(s, steps) for s in seeds], dtype="Int64"),
+    })
+
+
+def _read_table(cell_dir: Path, name: str, study: str, meta: dict[str, Any]) -> pd.DataFrame:
     path = cell_dir / name
-    frame = pd.read_parquet(path) if path.is_file() else pd.DataFrame(columns=TABLE_COLUMNS[name])
+    if path.is_file():
+        frame = pd.read_parquet(path)
+    elif name == SEEDS:
+        frame = _seeds_from_meta(cell_dir, meta)
+    else:
+        frame = pd.DataFrame(columns=TABLE_COLUMNS[name])
     frame.insert(0, "cell", cell_dir.name)
     frame.insert(0, "study", study)
     return frame
@@ -341,7 +359,7 @@ def load_study(
             rows.append(_cell_row(study, cell_dir, meta))
             if meta.get("status") == STATUS_COMPLETE:
                 for name, frames in tables.items():
-                    frames.append(_read_table(cell_dir, name, study))
+                    frames.append(_read_table(cell_dir, name, study, meta))
 
     def concat(name: str) -> pd.DataFrame:
         frames = [f for f in tables[name] if not f.empty]
