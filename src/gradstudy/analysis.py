@@ -25,11 +25,11 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from gradstudy.store import Study
+from gradstudy.store import CellKey, Study, rows_of
 
 BOOTSTRAP_RESAMPLES = 2000
 BOOTSTRAP_SEED = 0
-#: A cell is identified by its study and its cell id.
+#: The columns that identify a cell: its study and its cell id.
 KEY = ["study", "cell"]
 
 
@@ -103,6 +103,11 @@ def minibatch_curves(steps: pd.DataFrame) -> pd.DataFrame:
     return steps.rename(columns={"loss": "value"}).assign(split="minibatch", metric="loss").astype({"value": np.float64})
 
 
+def _curves(study: Study, split: str) -> pd.DataFrame:
+    """The curve rows that ``split`` reads: the per-step minibatch losses, or the evaluations."""
+    return minibatch_curves(study.steps) if split == "minibatch" else study.curves
+
+
 def steps_to_target(
     curves: pd.DataFrame, target: float, metric: str = "accuracy", split: str = "test"
 ) -> pd.DataFrame:
@@ -163,18 +168,13 @@ def convergence_table(
     train/test loss and accuracy (mean and t CI over the healthy seeds); n diverged.
     ``split="minibatch"`` (with ``metric="loss"``) times the per-step minibatch loss.
     """
-    curves = minibatch_curves(study.steps) if split == "minibatch" else study.curves
-    times = healthy(steps_to_target(curves, target, metric, split), study)
+    times = healthy(steps_to_target(_curves(study, split), target, metric, split), study)
     finals = final_metrics(study)
     aucs = loss_auc(study)
     rows = []
     for _, cell in study.cells[study.cells["status"] == "complete"].iterrows():
         key = (cell["study"], cell["cell"])
-
-        def of(frame: pd.DataFrame) -> pd.DataFrame:
-            return frame[(frame["study"] == key[0]) & (frame["cell"] == key[1])]
-
-        seed_times = of(times)["step"].to_numpy(np.float64)
+        seed_times = rows_of(times, key)["step"].to_numpy(np.float64)
         low, high = bootstrap_median_ci(seed_times)
         row = {
             "study": key[0],
@@ -188,8 +188,8 @@ def convergence_table(
             "n_healthy": len(seed_times),
         }
         row["reached"] = row["n_reached"] * 2 >= row["n_healthy"] > 0
-        _add_mean_ci(row, "train_loss_auc", of(aucs)["train_loss_auc"])
-        cell_finals = of(finals)
+        _add_mean_ci(row, "train_loss_auc", rows_of(aucs, key)["train_loss_auc"])
+        cell_finals = rows_of(finals, key)
         for column in ("train_loss", "train_accuracy", "test_loss", "test_accuracy"):
             _add_mean_ci(row, column, cell_finals[column] if column in cell_finals else pd.Series(dtype=float))
         row["n_seeds"] = int(cell["n_seeds"])
@@ -246,8 +246,8 @@ def gradient_table(study: Study) -> pd.DataFrame:
 
 def compare_cells(
     study: Study,
-    cell_a: str | tuple[str, str],
-    cell_b: str | tuple[str, str],
+    cell_a: str | CellKey,
+    cell_b: str | CellKey,
     target: float,
     metric: str = "accuracy",
     split: str = "test",
@@ -259,11 +259,10 @@ def compare_cells(
     seeds of each cell are resampled independently. A negative difference means ``cell_a`` gets
     there first; an infinite bound means that in some resamples a cell never does.
     """
-    curves = minibatch_curves(study.steps) if split == "minibatch" else study.curves
-    times = steps_to_target(curves, target, metric, split)
+    times = steps_to_target(_curves(study, split), target, metric, split)
 
-    def seed_times(cell: str | tuple[str, str]) -> np.ndarray:
-        rows = times[times["cell"] == cell] if isinstance(cell, str) else times[(times["study"] == cell[0]) & (times["cell"] == cell[1])]
+    def seed_times(cell: str | CellKey) -> np.ndarray:
+        rows = times[times["cell"] == cell] if isinstance(cell, str) else rows_of(times, cell)
         if rows.empty:
             raise KeyError(f"no curves for {cell}")
         if rows["study"].nunique() > 1:

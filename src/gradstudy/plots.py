@@ -24,6 +24,7 @@ from matplotlib.ticker import SymmetricalLogLocator
 
 from gradstudy import store
 from gradstudy.analysis import KEY, steps_to_target
+from gradstudy.store import cell_keys, rows_of
 
 FACET_KEYS = ("act", "norm")
 STEP_LABEL = "step (parameter updates)"
@@ -37,15 +38,6 @@ def cell_labels(cells: pd.DataFrame) -> pd.DataFrame:
 
 def _with_labels(frame: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
     return frame.merge(cell_labels(cells), on=KEY)
-
-
-def _keys(cells: pd.DataFrame) -> list[tuple[str, str]]:
-    """(study, cell) of every cell, in the order of ``cells``."""
-    return list(zip(cells["study"], cells["cell"], strict=True))
-
-
-def _of(frame: pd.DataFrame, key: tuple[str, str]) -> pd.DataFrame:
-    return frame[(frame["study"] == key[0]) & (frame["cell"] == key[1])]
 
 
 def _grid(n_rows: int, n_cols: int, width: float = 4.2, height: float = 3.2, **kw) -> tuple[plt.Figure, np.ndarray]:
@@ -121,7 +113,7 @@ def activation_profile(layers: pd.DataFrame, cells: pd.DataFrame) -> plt.Figure:
 
 
 def _cell_panels(cells: pd.DataFrame, n_rows: int = 1, max_cols: int = 4, **kw) -> tuple[plt.Figure, np.ndarray, list]:
-    ids = _keys(cells)
+    ids = cell_keys(cells)
     n_cols = min(max_cols, len(ids))
     blocks = int(np.ceil(len(ids) / n_cols))
     fig, axes = _grid(n_rows * blocks, n_cols, layout="constrained", **kw)
@@ -142,7 +134,7 @@ def grad_norm_heatmap(layers: pd.DataFrame, cells: pd.DataFrame) -> plt.Figure:
     norm = LogNorm(vmin=positive.min(), vmax=positive.max()) if len(positive) else None
     mesh = None
     for ax, cell in zip(axes.flat, ids):
-        rows = _of(data, cell)
+        rows = rows_of(data, cell)
         grid = rows.assign(log=np.log(rows["value"].clip(lower=1e-30))).pivot_table(index="layer", columns="step", values="log")
         if grid.empty:
             ax.set_axis_off()
@@ -159,12 +151,12 @@ def grad_norm_heatmap(layers: pd.DataFrame, cells: pd.DataFrame) -> plt.Figure:
 
 def _per_layer_over_steps(layers: pd.DataFrame, cells: pd.DataFrame, stats: Sequence[tuple[str, str]], title: str) -> plt.Figure:
     """Rows: ``stats``; columns: cells; one line per layer (mean over seeds)."""
-    ids = _keys(cells)
+    ids = cell_keys(cells)
     fig, axes = _grid(len(stats), len(ids), layout="constrained")
     for j, cell in enumerate(ids):
         for i, (stat, ylabel) in enumerate(stats):
             ax = axes[i, j]
-            rows = _of(layers, cell)
+            rows = rows_of(layers, cell)
             rows = rows[rows["stat"] == stat]
             if rows["value"].notna().any():
                 sns.lineplot(rows, x="step", y="value", hue="layer", palette="viridis", errorbar=None, legend="full", ax=ax)
@@ -200,11 +192,11 @@ def saturation_over_training(layers: pd.DataFrame, cells: pd.DataFrame) -> plt.F
 def preactivation_percentiles(layers: pd.DataFrame, cells: pd.DataFrame) -> plt.Figure:
     """15th, 50th and 85th percentiles of the first and last hidden layers' pre-activation (Ioffe & Szegedy fig. 1)."""
     data = layers[layers["stat"].isin(["z_p15", "z_p50", "z_p85"])]
-    ids = _keys(cells)
+    ids = cell_keys(cells)
     fig, axes = _grid(2, len(ids), layout="constrained", sharey="row")
     for j, cell in enumerate(ids):
-        rows = _of(data, cell)
-        depth = int(_of(layers, cell)["layer"].max())
+        rows = rows_of(data, cell)
+        depth = int(rows_of(layers, cell)["layer"].max())
         for i, layer in enumerate((1, depth)):
             ax = axes[i, j]
             sns.lineplot(rows[rows["layer"] == layer], x="step", y="value", hue="stat", errorbar=("ci", 95), n_boot=200, seed=0, ax=ax)
@@ -221,13 +213,13 @@ def histograms(hists: pd.DataFrame, cells: pd.DataFrame) -> plt.Figure:
     linear part is the range's smallest magnitude.
     """
     present = set(zip(hists["study"], hists["cell"], strict=True))
-    ids = [c for c in _keys(cells) if c in present]
+    ids = [c for c in cell_keys(cells) if c in present]
     columns = [(q, s) for q in ("activation", "delta") for s in sorted(hists["step"].unique())]
     fig, axes = _grid(len(ids), len(columns), layout="constrained")
     for i, cell in enumerate(ids):
         for j, (quantity, step) in enumerate(columns):
             ax = axes[i, j]
-            rows = _of(hists, cell)
+            rows = rows_of(hists, cell)
             rows = rows[(rows["quantity"] == quantity) & (rows["step"] == step)]
             totals = rows.groupby("layer")["count"].sum()
             summed = rows[rows["region"] == "bin"].groupby(["layer", "bin_left", "bin_right"], as_index=False)["count"].sum()
@@ -255,7 +247,7 @@ def steps_to_target_figure(curves: pd.DataFrame, cells: pd.DataFrame, convergenc
     names = {c: f"{labels.loc[c, 'label']} | {labels.loc[c, 'facet']}" if labels.loc[c, "facet"] != "all cells" else labels.loc[c, "label"] for c in labels.index}
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 0.5 * len(convergence) + 3), layout="constrained")
     final = curves["step"].max()
-    conv = convergence.assign(name=[names[k] for k in _keys(convergence)]).reset_index(drop=True)
+    conv = convergence.assign(name=[names[k] for k in cell_keys(convergence)]).reset_index(drop=True)
     for y, row in conv.iterrows():
         if np.isfinite(row["steps_to_target"]):
             low = row["steps_low"] if np.isfinite(row["steps_low"]) else row["steps_to_target"]

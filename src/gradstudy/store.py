@@ -222,6 +222,20 @@ class Study:
         return self.cells.sort_values([*keys, "study", "cell"], kind="stable", na_position="last").reset_index(drop=True)
 
 
+#: A cell is identified by its study and its cell id.
+CellKey = tuple[str, str]
+
+
+def cell_keys(frame: pd.DataFrame) -> list[CellKey]:
+    """(study, cell) of every row of ``frame``, in order."""
+    return list(zip(frame["study"], frame["cell"], strict=True))
+
+
+def rows_of(frame: pd.DataFrame, key: CellKey) -> pd.DataFrame:
+    """The rows of ``frame`` that belong to the cell ``key``."""
+    return frame[(frame["study"] == key[0]) & (frame["cell"] == key[1])]
+
+
 def varying_keys(cells: pd.DataFrame) -> list[str]:
     """The config keys whose values differ across ``cells``, in column order. A key that only some
     choices set and each choice fixes (``init.scale`` under ``init=xavier,he``) is left out: the
@@ -283,17 +297,20 @@ def _cell_row(study: str, cell_dir: Path, meta: dict[str, Any]) -> dict[str, Any
     return row
 
 
-def _seeds_from_meta(cell_dir: Path, meta: dict[str, Any]) -> pd.DataFrame:
-    """The seeds table of a cell written before ``seeds.parquet`` existed, from its ``meta.json``."""
-    config = yaml.safe_load((cell_dir / CONFIG).read_text()) if (cell_dir / CONFIG).is_file() else {}
-    steps = config.get("train", {}).get("steps")
-    diverged = {int(seed): int(step) for seed, step in meta.get("diverged", {}).items()}
-    seeds = [int(s) for s in meta.get("seeds", [])]
+def seeds_table(seeds: list[int], diverged: dict[int, int], steps: int) -> pd.DataFrame:
+    """seed, diverged_at (null when healthy), last_healthy_step (``steps`` when healthy)."""
     return pd.DataFrame({
         "seed": pd.array(seeds, dtype="int64"),
         "diverged_at": pd.array([diverged.get(s) for s in seeds], dtype="Int64"),
-        "last_healthy_step": pd.array([diverged.get(s, steps) for s in seeds], dtype="Int64"),
+        "last_healthy_step": pd.array([diverged.get(s, steps) for s in seeds], dtype="int64"),
     })
+
+
+def _seeds_from_meta(cell_dir: Path, meta: dict[str, Any]) -> pd.DataFrame:
+    """The seeds table of a cell written before ``seeds.parquet`` existed, from its ``meta.json``."""
+    config = yaml.safe_load((cell_dir / CONFIG).read_text()) if (cell_dir / CONFIG).is_file() else {}
+    diverged = {int(seed): int(step) for seed, step in meta.get("diverged", {}).items()}
+    return seeds_table([int(s) for s in meta.get("seeds", [])], diverged, config["train"]["steps"])
 
 
 def _read_table(cell_dir: Path, name: str, study: str, meta: dict[str, Any]) -> pd.DataFrame:

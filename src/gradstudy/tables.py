@@ -35,6 +35,7 @@ from gradstudy.store import (
     SEEDS,
     STEP_COLUMNS,
     STEPS,
+    seeds_table,
 )
 
 
@@ -55,13 +56,6 @@ def _healthy(frame: pd.DataFrame, last_healthy: dict[int, int]) -> pd.DataFrame:
     limit = frame["seed"].map(last_healthy)
     value = frame["value"].to_numpy(np.float64)
     return frame[(frame["step"] <= limit) & np.isfinite(value)].reset_index(drop=True)
-
-
-def seeds_table(seeds: list[int], diverged_at: np.ndarray, steps: int) -> pd.DataFrame:
-    """seed, diverged_at (null when healthy), last_healthy_step (``steps`` when healthy)."""
-    diverged = pd.array([int(s) if s >= 0 else None for s in diverged_at], dtype="Int64")
-    last = [int(s) if s >= 0 else steps for s in diverged_at]
-    return pd.DataFrame({"seed": np.asarray(seeds, np.int64), "diverged_at": diverged, "last_healthy_step": np.asarray(last, np.int64)})
 
 
 def curves_table(eval_steps: np.ndarray, evals: np.ndarray, seeds: list[int], last_healthy: dict[int, int]) -> pd.DataFrame:
@@ -152,6 +146,6 @@ def cell_tables(result: Any, applicable: set[str], steps: int) -> tuple[dict[str
                              result.init_stat_names, seeds, applicable, last_healthy),
         STEPS: steps_table(result.losses, seeds, last_healthy),
         HISTS: hists_table(result.hist_steps, result.hist_counts, edges, seeds, last_healthy),
-        SEEDS: seeds_table(seeds, result.diverged_at, steps),
+        SEEDS: seeds_table(seeds, diverged, steps),
     }
     return tables, diverged

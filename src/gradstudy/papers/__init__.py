@@ -29,9 +29,8 @@ import pandas as pd
 from scipy import stats as sps
 
 from gradstudy.analysis import log_mean_ci, mean_ci
-from gradstudy.store import Study
-
-Key = tuple[str, str]
+from gradstudy.store import CellKey as Key
+from gradstudy.store import Study, cell_keys, rows_of
 
 SUPPORTED, CONTRADICTED, INCONCLUSIVE = "supported", "contradicted", "inconclusive"
 
@@ -126,16 +125,11 @@ def cell(study: Study, **where: object) -> Key:
         if column not in cells.columns:
             raise MissingCells(f"no cell with {column}={value}")
         mask &= cells[column] == value
-    hits = list(zip(cells.loc[mask, "study"], cells.loc[mask, "cell"], strict=True))
+    hits = cell_keys(cells[mask])
     if len(hits) != 1:
         wanted = ", ".join(f"{k.replace('__', '.')}={v}" for k, v in where.items())
         raise MissingCells(f"{len(hits)} complete cells with {wanted} (expected 1)")
     return hits[0]
-
-
-def rows_of(frame: pd.DataFrame, key: Key) -> pd.DataFrame:
-    """The rows of ``frame`` that belong to the cell ``key``."""
-    return frame[(frame["study"] == key[0]) & (frame["cell"] == key[1])]
 
 
 def layer_values(study: Study, cell_id: Key, stat: str) -> pd.DataFrame:
@@ -201,7 +195,7 @@ def difference(a: pd.Series | np.ndarray, b: pd.Series | np.ndarray, **numbers: 
 
 def subset(study: Study, cells: list[Key]) -> Study:
     """The part of ``study`` that concerns ``cells`` ((study, cell id) pairs)."""
-    keep = pd.MultiIndex.from_tuples(cells, names=["study", "cell"]) if cells else pd.MultiIndex.from_tuples([], names=["study", "cell"])
+    keep = pd.MultiIndex.from_tuples(cells, names=["study", "cell"])
 
     def part(frame: pd.DataFrame) -> pd.DataFrame:
         return frame[pd.MultiIndex.from_frame(frame[["study", "cell"]]).isin(keep)] if len(frame) else frame
@@ -209,13 +203,9 @@ def subset(study: Study, cells: list[Key]) -> Study:
     return Study(**{name: part(getattr(study, name)) for name in ("cells", "curves", "layers", "hists", "seeds", "steps")})
 
 
-def _keys(cells: pd.DataFrame) -> list[Key]:
-    return list(zip(cells["study"], cells["cell"], strict=True))
-
-
 def complete(study: Study) -> Study:
     """The complete cells of ``study``."""
-    return subset(study, _keys(study.cells[study.cells["status"] == "complete"]))
+    return subset(study, cell_keys(study.cells[study.cells["status"] == "complete"]))
 
 
 def select(study: Study, **where: object) -> Study:
@@ -223,7 +213,7 @@ def select(study: Study, **where: object) -> Study:
     chosen = study.cells[study.cells["status"] == "complete"]
     for key, value in where.items():
         chosen = chosen[chosen[key.replace("__", ".")].isin(value if isinstance(value, list) else [value])]
-    return subset(study, _keys(chosen))
+    return subset(study, cell_keys(chosen))
 
 
 def papers() -> dict[str, Paper]:
