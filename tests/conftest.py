@@ -3,6 +3,7 @@
 import os
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault("MPLBACKEND", "Agg")  # the command-line tools choose Agg; the library leaves the backend alone
 
 from gradstudy.devices import use_host_devices
 
@@ -42,7 +43,27 @@ def tiny_cfg():
 
 @pytest.fixture(autouse=True, scope="session")
 def _compile_cache(tmp_path_factory):
+    """A throwaway persistent compilation cache, on as in ``gradstudy.run``: cells that share a program compile once."""
+    from gradstudy.cache import enable_compile_cache
+
     os.environ["GRADSTUDY_CACHE_DIR"] = str(tmp_path_factory.mktemp("jax-cache"))
+    enable_compile_cache()
+
+
+#: A linear net with a wide init: lr 0.005 trains every seed, lr 0.07 loses one seed, lr 50 all.
+LR_SWEEP = ("init=normal", "init.sigma=0.5", "act=linear", "train.steps=40", "train.eval_every=20", "train.seeds=4", "stats=full")
+LRS = (0.005, 0.07, 50.0)
+
+
+@pytest.fixture(scope="session")
+def lr_study(tmp_path_factory):
+    """An LR sweep in which some seeds diverge and one cell diverges completely."""
+    from gradstudy.run import run_cell
+
+    root = tmp_path_factory.mktemp("lr")
+    for lr in LRS:
+        run_cell(compose_config(*TINY, *LR_SWEEP, f"optim.lr={lr}", f"results_dir={root}", "study=lr"))
+    return root / "lr"
 
 
 def run_cli(args: list[str], cwd: Path, timeout: float = 300):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pytest
+from conftest import LRS
 
 from gradstudy import load_study
 from gradstudy.analysis import (
@@ -15,23 +15,10 @@ from gradstudy.analysis import (
     gradient_table,
     loss_auc,
 )
+from gradstudy.encoding import study_keys
 from gradstudy.report import write_report
 from gradstudy.run import run_cell
 from gradstudy.summary import diverged_text, summary_table
-
-#: A linear net with a wide init: lr 0.005 trains every seed, lr 0.07 loses one seed, lr 50 all.
-LR_SWEEP = ("init=normal", "init.sigma=0.5", "act=linear", "train.steps=40", "train.eval_every=20", "train.seeds=4", "stats=full")
-LRS = (0.005, 0.07, 50.0)
-
-
-@pytest.fixture(scope="module")
-def lr_study(tmp_path_factory):
-    from conftest import TINY, compose_config
-
-    root = tmp_path_factory.mktemp("lr")
-    for lr in LRS:
-        run_cell(compose_config(*TINY, *LR_SWEEP, f"optim.lr={lr}", f"results_dir={root}", "study=lr"))
-    return root / "lr"
 
 
 def test_lr_sweep_records_divergence_as_data(lr_study):
@@ -81,10 +68,16 @@ def test_no_diverged_seed_reaches_a_final_metric(lr_study):
     partial = table.loc[0.07]
     assert partial["test_accuracy_n"] == partial["n_healthy"] == 4 - partial["n_diverged"]
     grads = gradient_table(study)
-    lost = grads[grads["optim.lr"] == 50.0]
-    assert set(lost["phase"]) == {"start"}  # no "end" for a cell that never trained
-    assert (grads.loc[grads["phase"] == "end", "step"] == 35).all()
+    # "end" is each seed's last healthy step, and says how many seeds ended early
+    ends = grads[grads["phase"] == "end"].drop_duplicates("cell").set_index("optim.lr")
+    assert ends.loc[50.0, "n_ended_early"] == 4 and ends.loc[50.0, "step"] < 35
+    assert ends.loc[0.005, "n_ended_early"] == 0 and ends.loc[0.005, "step"] == 35
+    assert ends.loc[0.07, "n_ended_early"] == cells_diverged(study, 0.07) and ends.loc[0.07, "step"] == 35
     assert (grads["grad_norm_low"].dropna() > 0).all()  # log-scale intervals never go negative
+
+
+def cells_diverged(study, lr: float) -> int:
+    return int(study.cells.set_index("optim.lr").loc[lr, "n_diverged"])
 
 
 def test_summary_and_report_show_divergence(lr_study, tmp_path):
@@ -109,7 +102,7 @@ def test_two_studies_that_share_a_config_are_analysed_together(tmp_path):
     both = load_study([tmp_path / "first", tmp_path / "second"])
     assert len(both.cells) == 4 and both.cells["cell"].nunique() == 2
     assert both.varying_keys == ["init"]
-    assert both.labels()["label"].nunique() == 4  # the study joins the label when several are loaded
+    assert study_keys(both) == ["study", "init"]  # figures tell the studies apart when several are loaded
     grads = gradient_table(both)
     assert grads.groupby(["study", "cell", "phase"]).ngroups == 8
     conv = convergence_table(both, target=0.5)

@@ -164,5 +164,5 @@ def test_reproduce_writes_the_report_from_files(tmp_path):
     text = report.read_text()
     assert len(verdicts) == 3 and "Budget **smoke**" in text and "## Paper and ours" in text
     assert all(v.verdict == INCONCLUSIVE for v in verdicts)  # one seed: no interval, no verdict
-    for name, _, _ in papers()["ioffe2015"].figures:
-        assert (p.study_dir / "figures" / f"{name}.png").is_file() and f"figures/{name}.png" in text
+    for spec in papers()["ioffe2015"].figures:
+        assert (p.study_dir / "figures" / f"{spec.name}.png").is_file() and f"figures/{spec.name}.png" in text

@@ -4,11 +4,10 @@ diverged seeds, incomplete cells, and empty or wrong folders."""
 import json
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import pytest
 
-from gradstudy import load_study, plots
-from gradstudy.analysis import convergence_table
+from gradstudy import load_study
+from gradstudy.figures import REPORT_FIGURES, steps_figure
 from gradstudy.report import main as report_main
 from gradstudy.run import run_cell
 from gradstudy.store import write_json
@@ -29,41 +28,17 @@ def tiny_study(tmp_path_factory):
     return root / "tiny"
 
 
-def _axes_with_data(fig):
-    return [ax for ax in fig.axes if ax.has_data() and ax.get_label() != "<colorbar>"]
-
-
-def test_every_figure_is_drawn_with_labels(tiny_study):
-    study = load_study(tiny_study)
-    complete = study.cells[study.cells["status"] == "complete"]
-    conv = convergence_table(study, 0.5)
-    figures = {
-        "learning": plots.learning_curves(study.curves, complete),
-        "profile": plots.gradient_profile(study.layers, complete),
-        "heatmap": plots.grad_norm_heatmap(study.layers, complete),
-        "activations": plots.activation_over_training(study.layers, complete),
-        "saturation": plots.saturation_over_training(study.layers, complete),
-        "hists": plots.histograms(study.hists, complete),
-        "steps": plots.steps_to_target_figure(study.curves, complete, conv, 0.5),
-        "percentiles": plots.preactivation_percentiles(study.layers, complete),
-    }
-    for name, fig in figures.items():
-        drawn = _axes_with_data(fig)
-        assert drawn, name
+def test_every_report_figure_is_drawn_with_labels(tiny_study):
+    study = load_study(tiny_study).complete()
+    for spec in [steps_figure(0.5), *REPORT_FIGURES]:
+        if spec.missing(study):
+            continue
+        plot = spec.render(study)
+        drawn = [ax for fig in plot.pages for ax in fig.axes if ax.has_data() and ax.get_label() != "<colorbar>"]
+        assert drawn, spec.name
         for ax in drawn:
-            assert ax.get_xlabel() and ax.get_ylabel(), name
-        plt.close(fig)
-    assert figures["profile"].axes[0].get_yscale() == "log"
-    assert "step" in figures["learning"].axes[0].get_xlabel()
-
-
-def test_cell_labels_name_only_what_varies(tiny_study):
-    cells = load_study(tiny_study).cells
-    labels = plots.cell_labels(cells).set_index("cell")
-    he = labels.loc[cells.loc[cells["init"] == "he", "cell"].iloc[0], "label"]
-    assert he.startswith("he") and "optim.lr=0.1" in he  # the learning rate varies across these cells
-    assert not any("init.scale" in label for label in labels["label"])  # implied by the init choice
-    assert any("act=" in f for f in labels["facet"])
+            assert ax.get_xlabel() and ax.get_ylabel(), spec.name
+        plot.close()
 
 
 def test_report_writes_tables_figures_and_lists_missing_cells(tiny_study, tmp_path):
@@ -73,7 +48,7 @@ def test_report_writes_tables_figures_and_lists_missing_cells(tiny_study, tmp_pa
     assert "## Convergence" in text and "## Gradients" in text and "Missing (not complete)" in text and "lecun" in text
     assert (out / "convergence.csv").is_file() and (out / "gradients.csv").is_file()
     names = {p.name for p in (out / "figures").iterdir()}
-    assert {"learning_curves.png", "learning_curves.svg", "histograms.png", "preactivation_percentiles.png"} <= names
+    assert {"learning_curves.png", "learning_curves.svg", "histograms.png", "preactivation_percentiles.png", "activation_profile.png"} <= names
     for line in text.splitlines():
         if line.startswith("!["):
             assert (out / line.split("(")[1].rstrip(")")).is_file()

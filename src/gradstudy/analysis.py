@@ -103,7 +103,7 @@ def minibatch_curves(steps: pd.DataFrame) -> pd.DataFrame:
     return steps.rename(columns={"loss": "value"}).assign(split="minibatch", metric="loss").astype({"value": np.float64})
 
 
-def _curves(study: Study, split: str) -> pd.DataFrame:
+def curves_of(study: Study, split: str) -> pd.DataFrame:
     """The curve rows that ``split`` reads: the per-step minibatch losses, or the evaluations."""
     return minibatch_curves(study.steps) if split == "minibatch" else study.curves
 
@@ -168,7 +168,7 @@ def convergence_table(
     train/test loss and accuracy (mean and t CI over the healthy seeds); n diverged.
     ``split="minibatch"`` (with ``metric="loss"``) times the per-step minibatch loss.
     """
-    times = healthy(steps_to_target(_curves(study, split), target, metric, split), study)
+    times = healthy(steps_to_target(curves_of(study, split), target, metric, split), study)
     finals = final_metrics(study)
     aucs = loss_auc(study)
     rows = []
@@ -199,13 +199,36 @@ def convergence_table(
 
 
 def phase_layers(study: Study) -> pd.DataFrame:
-    """Layer rows at step 0 (phase ``start``, every seed) and at the end of training (phase ``end``:
-    the cell's last measured step, healthy seeds only). A cell whose seeds all diverged has no end."""
+    """Layer rows of two phases, the one definition every table and figure uses:
+
+    * ``start``: step 0, every seed;
+    * ``end``: each seed's last measured step: the end of training, or for a seed that diverged its
+      last healthy step (the state it was frozen in). ``ended_early`` marks those seeds, so a
+      reader can tell a trained network from one that blew up at step 10.
+    """
     layers = study.layers
     start = layers[layers["step"] == 0].assign(phase="start")
-    trained = healthy(layers, study)
-    end = trained[trained["step"] == trained.groupby(KEY)["step"].transform("max")].assign(phase="end")
-    return pd.concat([start, end], ignore_index=True)
+    end = layers[layers["step"] == layers.groupby([*KEY, "seed"])["step"].transform("max")].assign(phase="end")
+    phased = pd.concat([start, end], ignore_index=True)
+    diverged = study.seeds.loc[study.seeds["diverged_at"].notna(), [*KEY, "seed"]].assign(_diverged=True)
+    phased = phased.merge(diverged, on=[*KEY, "seed"], how="left")
+    phased["ended_early"] = (phased["phase"] == "end") & phased.pop("_diverged").fillna(False).astype(bool)
+    return phased
+
+
+def end_steps_text(phased: pd.DataFrame) -> str:
+    """How the ``end`` rows of ``phase_layers`` are timed, for a caption: ``step 40``, or the range
+    of the seeds that ended early."""
+    end = phased[phased["phase"] == "end"]
+    if end.empty:
+        return "no seed has an end"
+    trained = end.loc[~end["ended_early"], "step"]
+    early = end.loc[end["ended_early"]].drop_duplicates([*KEY, "seed"])["step"]
+    parts = [f"step {int(trained.max())}"] if len(trained) else []
+    if len(early):
+        span = f"{int(early.min())}" if early.min() == early.max() else f"{int(early.min())}–{int(early.max())}"
+        parts.append(f"step {span} for the {len(early)} seed(s) that diverged (their last healthy step)")
+    return "; ".join(parts)
 
 
 #: Statistics that are positive magnitudes: summarized on the log scale.
@@ -213,19 +236,22 @@ MAGNITUDES = ("grad_norm", "delta_std")
 
 
 def gradient_table(study: Study) -> pd.DataFrame:
-    """One row per cell, phase (start/end) and layer: geometric mean and log-scale CI of ``grad_norm``
-    and ``delta_std`` (with the count of exact zeros), mean saturated and dead fractions (where they
-    apply), and the cell's first-to-last layer ratios (geometric mean and CI over seeds; below 1 the
-    gradients shrink on their way down to the input).
+    """One row per cell, phase (start/end, ``phase_layers``) and layer: geometric mean and log-scale
+    CI of ``grad_norm`` and ``delta_std`` (with the count of exact zeros), mean saturated and dead
+    fractions (where they apply), and the cell's first-to-last layer ratios (geometric mean and CI
+    over seeds; below 1 the gradients shrink on their way down to the input). ``step`` is the latest
+    step of the phase's rows; ``n_ended_early`` counts the seeds whose ``end`` is their last healthy
+    step before divergence.
     """
     phased = phase_layers(study)
     if phased.empty:
         return pd.DataFrame()
-    wide = phased.pivot(index=[*KEY, "phase", "step", "seed", "layer"], columns="stat", values="value")
+    wide = phased.pivot(index=[*KEY, "phase", "step", "seed", "ended_early", "layer"], columns="stat", values="value")
     wide = wide.reindex(columns=[*MAGNITUDES, "saturated_frac", "dead_frac"]).reset_index()
     rows = []
     for (study_name, cell, phase, layer), g in wide.groupby([*KEY, "phase", "layer"]):
-        row = {"study": study_name, "cell": cell, "phase": phase, "step": int(g["step"].iloc[0]), "layer": int(layer)}
+        row = {"study": study_name, "cell": cell, "phase": phase, "step": int(g["step"].max()),
+               "n_ended_early": int(g["ended_early"].sum()), "layer": int(layer)}
         for stat in MAGNITUDES:
             _add_log_mean_ci(row, stat, g[stat])
         for stat in ("saturated_frac", "dead_frac"):
@@ -259,7 +285,7 @@ def compare_cells(
     seeds of each cell are resampled independently. A negative difference means ``cell_a`` gets
     there first; an infinite bound means that in some resamples a cell never does.
     """
-    times = steps_to_target(_curves(study, split), target, metric, split)
+    times = steps_to_target(curves_of(study, split), target, metric, split)
 
     def seed_times(cell: str | CellKey) -> np.ndarray:
         rows = times[times["cell"] == cell] if isinstance(cell, str) else rows_of(times, cell)

@@ -67,8 +67,8 @@ def print_summary(table: pd.DataFrame) -> None:
     from gradstudy.summary import accuracy_text, diverged_text
 
     out = Table(title="gradstudy summary", caption="test accuracy: mean ± standard deviation over the seeds that did not diverge")
-    for column in ("cell", "status", "test accuracy", "diverged", "results"):
+    for column in ("config", "cell", "status", "test accuracy", "diverged", "results"):
         out.add_column(column, overflow="fold")
     for _, row in table.iterrows():
-        out.add_row(row["cell"], row["status"], accuracy_text(row), diverged_text(row), row["path"])
+        out.add_row(row["config"], row["cell"], row["status"], accuracy_text(row), diverged_text(row), row["path"])
     Console(width=200).print(out)

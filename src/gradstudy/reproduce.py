@@ -23,10 +23,12 @@ from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
-from gradstudy import plots
 from gradstudy.config import BUDGETS, canonical, conf_dir, register_configs, resolved
 from gradstudy.datafiles import MissingDataError
-from gradstudy.papers import CONTRADICTED, Paper, Verdict, check, complete, papers
+from gradstudy.encoding import DPI
+from gradstudy.papers import CONTRADICTED, Paper, Verdict, check, papers
+from gradstudy.present import markdown_table, number
+from gradstudy.report import figure_section
 from gradstudy.store import cell_id, load_study, write_json, write_text
 
 PLAN = "plan.json"
@@ -100,35 +102,20 @@ def run_command(p: Plan) -> list[str]:
             f"results_dir={p.study_dir.parent}"]
 
 
-def _fmt(x: float) -> str:
-    return "–" if x != x else "∞" if x == float("inf") else "-∞" if x == float("-inf") else f"{x:.4g}"
-
-
-def _cell(text: object) -> str:
-    """Text safe inside a markdown table cell."""
-    return str(text).replace("|", "\\|")
-
-
-def _verdict_rows(verdicts: list[Verdict]) -> list[str]:
-    lines = ["| claim | measured | threshold | ours: mean [95% CI] | verdict |", "|---|---|---|---|---|"]
+def _verdict_rows(verdicts: list[Verdict]) -> pd.DataFrame:
+    rows = []
     for v in verdicts:
-        m = v.measurement
-        ours = v.note if m is None else f"{_fmt(m.estimate)} [{_fmt(m.low)}, {_fmt(m.high)}]"
         sign = "<" if v.claim.direction == "below" else ">"
-        lines.append(f"| {_cell(v.claim.text)} | {_cell(v.claim.measured)} | {sign} {_fmt(v.claim.threshold)} | {_cell(ours)} | **{v.verdict}** |")
-    return lines
-
-
-def _markdown(frame: pd.DataFrame) -> str:
-    header = "| | " + " | ".join(_cell(c) for c in frame.columns) + " |\n|---|" + "---|" * len(frame.columns) + "\n"
-    rows = zip(frame.index, frame.itertuples(index=False))
-    return header + "".join(f"| {_cell(i)} | " + " | ".join(_cell(v) for v in row) + " |\n" for i, row in rows)
+        ours = v.note if v.measurement is None else str(v.measurement.interval)
+        rows.append({"claim": v.claim.text, "measured": v.claim.measured, "threshold": f"{sign} {number(v.claim.threshold)}",
+                     "ours: mean [95% CI]": ours, "verdict": f"**{v.verdict}**"})
+    return pd.DataFrame(rows, columns=["claim", "measured", "threshold", "ours: mean [95% CI]", "verdict"])
 
 
 def write_reproduction(paper: Paper, p: Plan, wall_s: float | None = None) -> tuple[Path, list[Verdict]]:
     """Check every claim on the planned cells' files and write ``reproduction.md`` beside them."""
     study = load_study(p.study_dir, cells=[c.cell for c in p.cells])
-    done = complete(study)
+    done = study.complete()
     verdicts = [check(claim, done) for claim in paper.claims]
     missing = [c.cell for c in p.cells if c.cell not in set(done.cells["cell"])]
     counts = {k: sum(v.verdict == k for v in verdicts) for k in ("supported", "contradicted", "inconclusive")}
@@ -141,20 +128,17 @@ def write_reproduction(paper: Paper, p: Plan, wall_s: float | None = None) -> tu
              f"Verdicts: {counts['supported']} supported, {counts['contradicted']} contradicted, {counts['inconclusive']} inconclusive. "
              "A claim is supported when the 95% CI over seeds lies wholly on its side of the threshold, contradicted when wholly on "
              "the other side, inconclusive when it straddles the threshold or its cells are missing.", "",
-             "## Claims", "", *_verdict_rows(verdicts), "", "### Sources and numbers", ""]
+             "## Claims", "", markdown_table(_verdict_rows(verdicts)), "### Sources and numbers", ""]
     for v in verdicts:
-        numbers = "" if v.measurement is None else "; ".join(f"{k} = {_fmt(float(x))}" for k, x in v.measurement.numbers.items())
+        numbers = "" if v.measurement is None else "; ".join(f"{k} = {number(float(x))}" for k, x in v.measurement.numbers.items())
         lines.append(f"- **{v.claim.key}** ({v.verdict}): {v.claim.source}" + (f" Numbers: {numbers}." if numbers else ""))
     if missing:
         lines += ["", "Missing cells (not complete): " + ", ".join(f"`{c}`" for c in missing)]
     if paper.paper_table is not None and paper.ours_table is not None and not done.cells.empty:
-        lines += ["", "## Paper and ours", "", f"Paper ({paper.paper_table_source}):", "", _markdown(paper.paper_table),
-                  "Ours:", "", _markdown(paper.ours_table(done))]
+        lines += ["", "## Paper and ours", "", f"Paper ({paper.paper_table_source}):", "", markdown_table(paper.paper_table, index=True),
+                  "Ours:", "", markdown_table(paper.ours_table(done), index=True)]
     if not done.cells.empty:
-        lines += ["## Figures"]
-        for name, caption, build in paper.figures:
-            paths = plots.save_figure(build(done), p.study_dir / "figures", name)
-            lines += ["", f"![{name}]({paths[0].relative_to(p.study_dir)})", "", caption]
+        lines += ["## Figures", *figure_section(done, list(paper.figures), p.study_dir, ("png",), DPI)]
     report = p.study_dir / REPORT
     write_text(report, "\n".join(lines) + "\n")
     return report, verdicts
@@ -197,6 +181,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results-dir", default="results")
     parser.add_argument("--no-run", action="store_true", help="only check the claims on the results already on disk")
     args = parser.parse_args(argv)
+    import matplotlib
+
+    matplotlib.use("Agg")
     chosen = names if args.all else args.papers
     unknown = [n for n in chosen if n not in names]
     if not chosen or unknown:

@@ -15,6 +15,7 @@ import traceback
 from pathlib import Path
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.progress import (
@@ -38,6 +39,7 @@ from gradstudy.config import (
 )
 from gradstudy.datafiles import MissingDataError
 from gradstudy.store import (
+    ARM,
     CONFIG,
     META,
     OUTCOME_DIVERGED,
@@ -97,8 +99,10 @@ def _skip_line(cell: str, meta: dict) -> str:
     return line
 
 
-def run_cell(cfg: DictConfig) -> str:
-    """Run one cell and write its folder; returns the folder. Never raises on a bad config or a failed run."""
+def run_cell(cfg: DictConfig, arm: str | None = None) -> str:
+    """Run one cell and write its folder; returns the folder. Never raises on a bad config or a failed run.
+
+    ``arm`` is the ``+arm=`` choice that composed ``cfg``, if any: a label kept in ``meta.json``."""
     console = Console(stderr=True)
     if not console.is_terminal:
         console = Console(stderr=True, width=160)
@@ -120,7 +124,7 @@ def run_cell(cfg: DictConfig) -> str:
     if failure is None and previous.get("status") == STATUS_COMPLETE and not cfg.force:
         console.print(_skip_line(cell, previous))
         return str(cell_dir)
-    meta = {"study": cfg.study, "cell": cell, "status": STATUS_RUNNING, "seeds": [], "diverged": {}, "config": full}
+    meta = {"study": cfg.study, "cell": cell, ARM: arm, "status": STATUS_RUNNING, "seeds": [], "diverged": {}, "config": full}
     started = time.time()
     try:
         if failure is not None:
@@ -162,7 +166,7 @@ def main(cfg: DictConfig) -> str:
     use_host_devices()
     logging.getLogger("jax").setLevel(logging.WARNING)
     enable_compile_cache()
-    return run_cell(cfg)
+    return run_cell(cfg, arm=HydraConfig.get().runtime.choices.get(ARM))
 
 
 if __name__ == "__main__":

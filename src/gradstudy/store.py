@@ -20,13 +20,14 @@ This module does not import jax: reading results never needs it.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
 import os
 import re
 import tempfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,8 @@ EVAL_METRICS = (("train", "loss"), ("train", "accuracy"), ("test", "loss"), ("te
 HIST_REGIONS = ("zero", "below", "above", "nonfinite")
 #: Config groups whose chosen option name becomes a column of ``Study.cells`` and part of the slug.
 GROUPS = ("init", "act", "norm", "data", "optim")
+#: The ``+arm=`` choice of a paper preset, kept in ``meta.json`` and as a column of ``Study.cells``.
+ARM = "arm"
 
 
 # ----- cell ids -------------------------------------------------------------------------------
@@ -212,14 +215,34 @@ class Study:
         """The config keys whose values differ across cells (see ``varying_keys``)."""
         return varying_keys(self.cells)
 
-    def labels(self, facets: Sequence[str] = ()) -> pd.DataFrame:
-        """Per cell: ``facet`` and ``label`` (see ``cell_labels``)."""
-        return cell_labels(self.cells, facets)
-
     def sorted_cells(self) -> pd.DataFrame:
         """``cells`` sorted by its varying keys (numbers numerically), then by study and cell."""
         keys = self.varying_keys
         return self.cells.sort_values([*keys, "study", "cell"], kind="stable", na_position="last").reset_index(drop=True)
+
+    def subset(self, keys: Iterable[CellKey]) -> Study:
+        """The part of the study that concerns the cells ``keys`` ((study, cell id) pairs)."""
+        keep = pd.MultiIndex.from_tuples(list(keys), names=["study", "cell"])
+
+        def part(frame: pd.DataFrame) -> pd.DataFrame:
+            return frame[pd.MultiIndex.from_frame(frame[["study", "cell"]]).isin(keep)] if len(frame) else frame
+
+        return Study(**{f.name: part(getattr(self, f.name)) for f in dataclasses.fields(self)})
+
+    def complete(self) -> Study:
+        """The complete cells."""
+        return self.subset(cell_keys(self.cells[self.cells["status"] == STATUS_COMPLETE]))
+
+    def select(self, **where: object) -> Study:
+        """The complete cells whose config matches ``where``: a value or a list of values per key,
+        with dots written as ``__`` (``model__depth=[8, 16]``). An unknown key raises ``KeyError``."""
+        chosen = self.cells[self.cells["status"] == STATUS_COMPLETE]
+        for key, value in where.items():
+            column = key.replace("__", ".")
+            if column not in chosen.columns:
+                raise KeyError(f"no config key {column} in this study")
+            chosen = chosen[chosen[column].isin(value if isinstance(value, list) else [value])]
+        return self.subset(cell_keys(chosen))
 
 
 #: A cell is identified by its study and its cell id.
@@ -237,38 +260,24 @@ def rows_of(frame: pd.DataFrame, key: CellKey) -> pd.DataFrame:
 
 
 def varying_keys(cells: pd.DataFrame) -> list[str]:
-    """The config keys whose values differ across ``cells``, in column order. A key that only some
-    choices set and each choice fixes (``init.scale`` under ``init=xavier,he``) is left out: the
-    choice already says it."""
+    """The config keys whose values differ across ``cells``, in column order.
+
+    A key that a varying choice fixes is left out, because the choice already says it: a group's own
+    keys under that group's choice (``init.scale`` under ``init=xavier,he``), and anything an arm
+    fixes under ``+arm=`` (an arm is a named bundle of choices, so ``arm`` stands for its ``act``,
+    ``init`` and ``norm``)."""
     config = [c for c in cells.columns if c not in CELL_INFO]
     varying = [c for c in config if cells[c].astype(str).nunique() > 1]
 
-    def implied_by_choice(key: str) -> bool:
-        group = key.split(".")[0]
-        if "." not in key or group not in varying:
+    def fixed_by(choice: str, key: str) -> bool:
+        return choice in varying and cells.groupby(choice, dropna=False)[key].agg(lambda v: v.astype(str).nunique()).max() <= 1
+
+    def implied(key: str) -> bool:
+        if key == ARM:
             return False
-        return cells.groupby(group, dropna=False)[key].agg(lambda v: v.astype(str).nunique()).max() <= 1
+        return fixed_by(ARM, key) or ("." in key and fixed_by(key.split(".")[0], key))
 
-    return [c for c in varying if not implied_by_choice(c)]
-
-
-def cell_labels(cells: pd.DataFrame, facets: Sequence[str] = ()) -> pd.DataFrame:
-    """Per cell (study, cell): ``facet``, the values of the varying keys among ``facets``, and
-    ``label``, the values of the other varying keys (the study first when several are loaded).
-    Choices of ``init``, ``optim`` and ``data`` show as their bare names, other keys as ``key=value``."""
-    keys = varying_keys(cells)
-    if cells["study"].nunique() > 1:
-        keys = ["study", *keys]
-    facet_keys = [k for k in facets if k in keys]
-    hue = [k for k in keys if k not in facet_keys]
-
-    def join(row: pd.Series, names: list[str], named: bool) -> str:
-        return ", ".join(f"{k}={row[k]}" if named or k not in ("init", "optim", "data") else str(row[k]) for k in names)
-
-    out = cells[["study", "cell"]].copy()
-    out["facet"] = [join(r, facet_keys, named=True) if facet_keys else "all cells" for _, r in cells.iterrows()]
-    out["label"] = [join(r, hue, named=False) if hue else f"{r['init']} / {r['act']} / {r['norm']}" for _, r in cells.iterrows()]
-    return out
+    return [c for c in varying if not implied(c)]
 
 
 def _flatten(node: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -284,7 +293,7 @@ def _flatten(node: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def _cell_row(study: str, cell_dir: Path, meta: dict[str, Any]) -> dict[str, Any]:
     config = yaml.safe_load((cell_dir / CONFIG).read_text()) if (cell_dir / CONFIG).is_file() else {}
-    row: dict[str, Any] = {"study": study, "cell": cell_dir.name}
+    row: dict[str, Any] = {"study": study, "cell": cell_dir.name, ARM: meta.get(ARM)}
     row.update({g: config.get(g, {}).get("name") for g in GROUPS})
     flat = _flatten(config)
     row.update({k: (str(v) if isinstance(v, list) else v) for k, v in flat.items() if k.split(".")[0] not in GROUPS or not k.endswith(".name")})
@@ -384,6 +393,6 @@ def load_study(
             return pd.DataFrame(columns=["study", "cell", *TABLE_COLUMNS[name]])
         return pd.concat(frames, ignore_index=True)
 
-    cells_frame = pd.DataFrame(rows) if rows else pd.DataFrame(columns=["study", "cell", *GROUPS, *CELL_INFO[2:]])
+    cells_frame = pd.DataFrame(rows) if rows else pd.DataFrame(columns=["study", "cell", ARM, *GROUPS, *CELL_INFO[2:]])
     cells_frame = cells_frame.apply(_numeric)
     return Study(cells=cells_frame, **{name.split(".")[0]: concat(name) for name in TABLE_COLUMNS})

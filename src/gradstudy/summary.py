@@ -5,16 +5,22 @@ from __future__ import annotations
 import pandas as pd
 
 from gradstudy.analysis import KEY, final_metrics
+from gradstudy.present import label_of
 from gradstudy.store import Study
 
 
 def summary_table(study: Study) -> pd.DataFrame:
-    """study, cell, status, outcome, n_seeds, n_diverged, diverged_steps, path, acc_mean, acc_std, acc_n.
+    """study, cell, config, status, outcome, n_seeds, n_diverged, diverged_steps, path, acc_mean, acc_std, acc_n;
+    one row per cell, sorted by the study's varying keys.
 
-    The accuracy is the test accuracy at the end of training over the seeds that did not diverge
-    (mean and standard deviation); ``diverged_steps`` is the (first, last) step at which a seed diverged.
+    ``config`` names the cell by its varying keys (``optim.lr=0.3``). The accuracy is the test
+    accuracy at the end of training over the seeds that did not diverge (mean and standard
+    deviation); ``diverged_steps`` is the (first, last) step at which a seed diverged.
     """
-    cells = study.cells[[*KEY, "status", "outcome", "n_seeds", "n_diverged", "path"]]
+    keys = study.varying_keys
+    cells = study.sorted_cells()
+    cells = cells.assign(config=[label_of(row, keys, named=True) for _, row in cells.iterrows()])
+    cells = cells[[*KEY, "config", "status", "outcome", "n_seeds", "n_diverged", "path"]]
     finals = final_metrics(study)
     if "test_accuracy" not in finals:
         finals = finals.assign(test_accuracy=pd.Series(dtype=float))

@@ -29,6 +29,8 @@ import pandas as pd
 from scipy import stats as sps
 
 from gradstudy.analysis import log_mean_ci, mean_ci
+from gradstudy.figures import FigureSpec
+from gradstudy.present import Interval
 from gradstudy.store import CellKey as Key
 from gradstudy.store import Study, cell_keys, rows_of
 
@@ -47,6 +49,10 @@ class Measurement:
     low: float
     high: float
     numbers: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def interval(self) -> Interval:
+        return Interval(self.estimate, self.low, self.high)
 
 
 @dataclass(frozen=True)
@@ -84,8 +90,8 @@ class Paper:
     paper_table_source: str
     #: ``study -> DataFrame`` shaped like ``paper_table``, from our results.
     ours_table: Callable[[Study], pd.DataFrame] | None
-    #: (file name, caption, builder study -> matplotlib figure)
-    figures: tuple[tuple[str, str, Callable[[Study], object]], ...]
+    #: The paper's figures, drawn from the study's complete cells.
+    figures: tuple[FigureSpec, ...]
     #: What the paper did, and how each budget differs from it.
     setup: str
     differences: dict[str, str]
@@ -151,6 +157,12 @@ def final_values(study: Study, cell_id: Key, split: str, metric: str) -> pd.Seri
     return rows.sort_values("step").groupby("seed")["value"].last()
 
 
+def interval_of(values: pd.Series | np.ndarray) -> Interval:
+    """Mean of per-seed values with its 95% t interval, for a paper's table."""
+    mean, low, high, _ = mean_ci(values)
+    return Interval(mean, low, high)
+
+
 def of_seeds(values: pd.Series | np.ndarray, **numbers: float) -> Measurement:
     """Mean of per-seed values with its t interval."""
     mean, low, high, n = mean_ci(values)
@@ -191,29 +203,6 @@ def difference(a: pd.Series | np.ndarray, b: pd.Series | np.ndarray, **numbers: 
     dof = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
     half = float(sps.t.ppf(0.975, dof) * se)
     return Measurement(diff, diff - half, diff + half, means)
-
-
-def subset(study: Study, cells: list[Key]) -> Study:
-    """The part of ``study`` that concerns ``cells`` ((study, cell id) pairs)."""
-    keep = pd.MultiIndex.from_tuples(cells, names=["study", "cell"])
-
-    def part(frame: pd.DataFrame) -> pd.DataFrame:
-        return frame[pd.MultiIndex.from_frame(frame[["study", "cell"]]).isin(keep)] if len(frame) else frame
-
-    return Study(**{name: part(getattr(study, name)) for name in ("cells", "curves", "layers", "hists", "seeds", "steps")})
-
-
-def complete(study: Study) -> Study:
-    """The complete cells of ``study``."""
-    return subset(study, cell_keys(study.cells[study.cells["status"] == "complete"]))
-
-
-def select(study: Study, **where: object) -> Study:
-    """The complete cells of ``study`` whose config matches ``where`` (a value or a list of values; dots as __)."""
-    chosen = study.cells[study.cells["status"] == "complete"]
-    for key, value in where.items():
-        chosen = chosen[chosen[key.replace("__", ".")].isin(value if isinstance(value, list) else [value])]
-    return subset(study, cell_keys(chosen))
 
 
 def papers() -> dict[str, Paper]:

@@ -9,7 +9,8 @@ from __future__ import annotations
 import pandas as pd
 
 from gradstudy import plots
-from gradstudy.analysis import loss_auc, mean_ci
+from gradstudy.analysis import loss_auc
+from gradstudy.figures import FigureSpec
 from gradstudy.papers import (
     Claim,
     Measurement,
@@ -18,6 +19,7 @@ from gradstudy.papers import (
     cell,
     difference,
     final_values,
+    interval_of,
     layer_values,
     rows_of,
 )
@@ -83,14 +85,14 @@ def ours_table(study: Study) -> pd.DataFrame:
     rows = {}
     for row, (act, _) in ARMS.items():
         try:
-            shift = mean_ci(_mean_shift(study, act))
-            loss = mean_ci(final_values(study, _cell(study, act), "train", "loss"))
+            shift = interval_of(_mean_shift(study, act))
+            loss = interval_of(final_values(study, _cell(study, act), "train", "loss"))
         except MissingCells:
             rows[row] = {c: "missing" for c in PAPER_TABLE.columns}
             continue
         rows[row] = {
-            PAPER_TABLE.columns[0]: f"|median| {shift[0]:.3f} [{shift[1]:.3f}, {shift[2]:.3f}]",
-            PAPER_TABLE.columns[1]: f"final {loss[0]:.3f} [{loss[1]:.3f}, {loss[2]:.3f}]",
+            PAPER_TABLE.columns[0]: f"|median| {shift:.3f}",
+            PAPER_TABLE.columns[1]: f"final {loss:.3f}",
         }
     return pd.DataFrame(rows).T
 
@@ -103,9 +105,9 @@ PAPER = Paper(
     paper_table_source="Fig. 1 (MNIST, 8 hidden layers of 128 units); the paper shows curves, not numbers. Ours: mean [95% t CI] over seeds.",
     ours_table=ours_table,
     figures=(
-        ("fig1_median_activation", "Median over units of the batch-mean activation, per layer over training (their fig. 1, left).",
-         lambda s: plots.unit_mean_median_over_training(s.layers, s.cells)),
-        ("fig1_learning_curves", "Training loss and test accuracy (their fig. 1, right).", lambda s: plots.learning_curves(s.curves, s.cells)),
+        FigureSpec("fig1_median_activation", "Median over units of the batch-mean activation, per layer over training (their fig. 1, left).",
+                   plots.unit_mean_median_over_training, ("layers",), ("unit_mean_median",)),
+        FigureSpec("fig1_learning_curves", "Training loss and test accuracy (their fig. 1, right).", plots.learning_curves),
     ),
     setup="MNIST, 8 hidden layers of 128 units, He init, SGD lr 0.01, minibatch 64, 5 runs, 300 epochs.",
     differences={

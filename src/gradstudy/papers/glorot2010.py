@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from gradstudy import plots
+from gradstudy.figures import FigureSpec
 from gradstudy.papers import (
     Claim,
     Measurement,
@@ -19,10 +20,10 @@ from gradstudy.papers import (
     cell,
     difference,
     final_values,
+    interval_of,
     layer_values,
     of_seeds,
     of_seeds_log,
-    select,
 )
 from gradstudy.store import Study
 
@@ -162,41 +163,27 @@ CLAIMS = (
 
 def ours_table(study: Study) -> pd.DataFrame:
     """Our test error (%) in Table 1's layout, "mean [95% CI]" over seeds, plus the Sigmoid N row."""
-    from gradstudy.analysis import mean_ci
-
     columns = {"Shapeset": "shapeset", "MNIST": _mnist(study)}
     rows = {}
     for row, (act, init) in ARMS.items():
         rows[row] = {}
         for column, data in columns.items():
             try:
-                mean, low, high, _ = mean_ci(_test_error(study, act, init, data))
-                rows[row][column] = f"{mean:.2f} [{low:.2f}, {high:.2f}]"
+                rows[row][column] = f"{interval_of(_test_error(study, act, init, data)):.2f}"
             except MissingCells:
                 rows[row][column] = "missing"
     return pd.DataFrame(rows).T
 
 
-def _fig2(study: Study):
-    chosen = select(study, act="sigmoid", init="standard")
-    return plots.activation_over_training(chosen.layers, chosen.cells)
-
-
-def _fig6_7(study: Study):
-    chosen = select(study, act="tanh", data=FIGURE_DATA)
-    return plots.histograms(chosen.hists, chosen.cells)
-
-
-def _fig7_8(study: Study):
-    chosen = select(study, act="tanh", data=FIGURE_DATA)
-    return plots.gradient_profile(chosen.layers, chosen.cells)
-
-
 FIGURES = (
-    ("fig2_sigmoid_activations", "Mean and std of each layer's sigmoid activations over training, standard init (their fig. 2): the top layer saturates toward 0.", _fig2),
-    ("fig6_7_tanh_histograms", "Histograms of activations and δ per layer for tanh on Shapeset at the start and the end, standard vs normalized init (their figs. 6-7).", _fig6_7),
-    ("fig7_8_gradient_profile", "δ std and ‖∂L/∂W‖ per layer for tanh on Shapeset, standard vs normalized init (their figs. 7-8).", _fig7_8),
-    ("learning_curves", "Training loss and test accuracy of every arm.", lambda s: plots.learning_curves(s.curves, s.cells)),
+    FigureSpec("fig2_sigmoid_activations", "Mean and std of each layer's sigmoid activations over training, standard init (their fig. 2): "
+               "the top layer saturates toward 0.", plots.activation_over_training, ("layers",), ("act_mean", "act_std"),
+               where={"act": "sigmoid", "init": "standard"}),
+    FigureSpec("fig6_7_tanh_histograms", "Histograms of activations and δ per layer for tanh on Shapeset at the start and the end, "
+               "standard vs normalized init (their figs. 6-7).", plots.histograms, ("hists",), where={"act": "tanh", "data": FIGURE_DATA}),
+    FigureSpec("fig7_8_gradient_profile", "δ std and ‖∂L/∂W‖ per layer for tanh on Shapeset, standard vs normalized init (their figs. 7-8).",
+               plots.gradient_profile, ("layers",), ("delta_std", "grad_norm"), where={"act": "tanh", "data": FIGURE_DATA}),
+    FigureSpec("learning_curves", "Training loss and test accuracy of every arm.", plots.learning_curves),
 )
 
 PAPER = Paper(

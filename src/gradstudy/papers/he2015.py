@@ -13,7 +13,8 @@ import numpy as np
 import pandas as pd
 
 from gradstudy import plots
-from gradstudy.analysis import compare_cells, lower_median, mean_ci, steps_to_target
+from gradstudy.analysis import compare_cells, lower_median, steps_to_target
+from gradstudy.figures import FigureSpec
 from gradstudy.papers import (
     Claim,
     Measurement,
@@ -21,11 +22,11 @@ from gradstudy.papers import (
     Paper,
     cell,
     final_values,
+    interval_of,
     layer_values,
     of_seeds,
     of_seeds_log,
     rows_of,
-    select,
 )
 from gradstudy.store import Study
 
@@ -111,24 +112,11 @@ def ours_table(study: Study) -> pd.DataFrame:
             except MissingCells:
                 rows[row][f"{depth} layers"] = "missing"
                 continue
-            mean, low, high, _ = mean_ci(final_values(study, c, "train", "loss"))
+            loss = interval_of(final_values(study, c, "train", "loss"))
             start = lower_median(rows_of(times, c)["step"])
             started = "never" if not np.isfinite(start) else f"at step {start:.0f}"
-            rows[row][f"{depth} layers"] = f"final train loss {mean:.3f} [{low:.3f}, {high:.3f}]; loss < 0.9·ln10 {started}"
+            rows[row][f"{depth} layers"] = f"final train loss {loss:.3f}; loss < 0.9·ln10 {started}"
     return pd.DataFrame(rows).T
-
-
-def _activation_profile(study: Study):
-    return plots.activation_profile(study.layers, study.cells)
-
-
-def _learning_curves(study: Study):
-    return plots.learning_curves(study.curves, study.cells)
-
-
-def _gradients(study: Study):
-    chosen = select(study, model__depth=30)
-    return plots.gradient_profile(chosen.layers, chosen.cells)
 
 
 PAPER = Paper(
@@ -140,9 +128,12 @@ PAPER = Paper(
                        "'Xavier' is their std sqrt(1/fan_in) Gaussian, our init=lecun.",
     ours_table=ours_table,
     figures=(
-        ("fig2_3_learning_curves", "Training loss and test accuracy at 22 and 30 layers, Xavier (lecun) vs He (their figs. 2-3).", _learning_curves),
-        ("activation_profile", "Activation std per layer at step 0: decays with depth under Xavier (lecun), kept under He.", _activation_profile),
-        ("gradient_profile_30", "δ std and ‖∂L/∂W‖ per layer at 30 layers, at the start and the end.", _gradients),
+        FigureSpec("fig2_3_learning_curves", "Training loss and test accuracy at 22 and 30 layers, Xavier (lecun) vs He (their figs. 2-3).",
+                   plots.learning_curves),
+        FigureSpec("activation_profile", "Activation std per layer at step 0: decays with depth under Xavier (lecun), kept under He.",
+                   plots.activation_profile, ("layers",), ("act_std",)),
+        FigureSpec("gradient_profile_30", "δ std and ‖∂L/∂W‖ per layer at 30 layers, at the start and the end.",
+                   plots.gradient_profile, ("layers",), ("delta_std", "grad_norm"), where={"model__depth": 30}),
     ),
     setup="22- and 30-layer ReLU conv nets on ImageNet, SGD with momentum 0.9.",
     differences={

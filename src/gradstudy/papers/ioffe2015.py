@@ -9,7 +9,8 @@ from __future__ import annotations
 import pandas as pd
 
 from gradstudy import plots
-from gradstudy.analysis import compare_cells, lower_median, mean_ci, steps_to_target
+from gradstudy.analysis import compare_cells, lower_median, steps_to_target
+from gradstudy.figures import FigureSpec
 from gradstudy.papers import (
     Claim,
     Measurement,
@@ -17,11 +18,13 @@ from gradstudy.papers import (
     Paper,
     cell,
     final_values,
+    interval_of,
     layer_values,
     of_seeds_log,
     ratio,
     rows_of,
 )
+from gradstudy.present import number
 from gradstudy.store import Study
 
 #: "A given test accuracy": 0.9, well below both nets' final accuracy in fig. 1(a).
@@ -87,15 +90,15 @@ def ours_table(study: Study) -> pd.DataFrame:
     for row, norm in (("Without BN", "none"), ("With BN", "batchnorm")):
         try:
             c = cell(study, norm=norm)
-            acc = mean_ci(final_values(study, c, "test", "accuracy"))
-            drift = mean_ci(_drift(study, norm))
+            acc = interval_of(final_values(study, c, "test", "accuracy"))
+            drift = interval_of(_drift(study, norm))
         except MissingCells:
             rows[row] = {col: "missing" for col in PAPER_TABLE.columns}
             continue
         steps = lower_median(rows_of(times, c)["step"])
         rows[row] = {
-            PAPER_TABLE.columns[0]: f"final {acc[0]:.4f} [{acc[1]:.4f}, {acc[2]:.4f}]; 0.9 at step {steps:.0f}",
-            PAPER_TABLE.columns[1]: f"drift {drift[0]:.3f} [{drift[1]:.3f}, {drift[2]:.3f}] (x step-0 spread)",
+            PAPER_TABLE.columns[0]: f"final {acc:.4f}; 0.9 at step {number(steps, '.0f')}",
+            PAPER_TABLE.columns[1]: f"drift {drift:.3f} (x step-0 spread)",
         }
     return pd.DataFrame(rows).T
 
@@ -108,10 +111,9 @@ PAPER = Paper(
     paper_table_source="Fig. 1 (MNIST, 3 x 100 sigmoid, 50,000 steps of minibatch 60); curves, not numbers. Ours: mean [95% t CI] over seeds.",
     ours_table=ours_table,
     figures=(
-        ("fig1a_learning_curves", "Training loss and test accuracy with and without BN (their fig. 1a).",
-         lambda s: plots.learning_curves(s.curves, s.cells)),
-        ("fig1bc_percentiles", "15/50/85th percentiles of the first and last hidden layers' sigmoid input over training (their fig. 1b, c).",
-         lambda s: plots.preactivation_percentiles(s.layers, s.cells)),
+        FigureSpec("fig1a_learning_curves", "Training loss and test accuracy with and without BN (their fig. 1a).", plots.learning_curves),
+        FigureSpec("fig1bc_percentiles", "15/50/85th percentiles of the first and last hidden layers' sigmoid input over training (their fig. 1b, c).",
+                   plots.preactivation_percentiles, ("layers",), ("z_p15", "z_p50", "z_p85")),
     ),
     setup="MNIST, 3 hidden layers of 100 sigmoid units, small random Gaussian init, minibatch 60, 50,000 steps, BN before the nonlinearity.",
     differences={

@@ -12,7 +12,8 @@ import math
 import pandas as pd
 
 from gradstudy import plots
-from gradstudy.analysis import loss_auc, mean_ci
+from gradstudy.analysis import loss_auc
+from gradstudy.figures import FigureSpec
 from gradstudy.papers import (
     Claim,
     Measurement,
@@ -21,10 +22,10 @@ from gradstudy.papers import (
     cell,
     difference,
     final_values,
+    interval_of,
     layer_values,
     of_seeds,
     rows_of,
-    select,
 )
 from gradstudy.store import Study
 
@@ -92,17 +93,12 @@ def ours_table(study: Study) -> pd.DataFrame:
         rows[row] = {}
         for depth in DEPTHS:
             try:
-                mean, low, high, _ = mean_ci(final_values(study, cell(study, act=act, model__depth=depth), "train", "loss"))
-                auc = mean_ci(_auc(study, act, depth))[0]
-                rows[row][f"{depth} layers"] = f"final train loss {mean:.3f} [{low:.3f}, {high:.3f}]; AUC {auc:.0f}"
+                loss = interval_of(final_values(study, cell(study, act=act, model__depth=depth), "train", "loss"))
+                auc = interval_of(_auc(study, act, depth)).estimate
+                rows[row][f"{depth} layers"] = f"final train loss {loss:.3f}; AUC {auc:.0f}"
             except MissingCells:
                 rows[row][f"{depth} layers"] = "missing"
     return pd.DataFrame(rows).T
-
-
-def _profile(study: Study):
-    chosen = select(study, act="selu")
-    return plots.activation_profile(chosen.layers, chosen.cells)
 
 
 PAPER = Paper(
@@ -113,9 +109,10 @@ PAPER = Paper(
     paper_table_source="Fig. 1 (MNIST and CIFAR-10, 8/16/32 layers, SGD); curves, not numbers. Ours: mean [95% t CI] over seeds, AUC = area under the training loss.",
     ours_table=ours_table,
     figures=(
-        ("fig1_learning_curves", "Training loss and test accuracy, SNN vs ReLU + BN at 8, 16 and 32 layers (their fig. 1).",
-         lambda s: plots.learning_curves(s.curves, s.cells)),
-        ("selu_activation_profile", "SELU activation mean and std per layer at step 0 and at the end: the fixed point (0, 1).", _profile),
+        FigureSpec("fig1_learning_curves", "Training loss and test accuracy, SNN vs ReLU + BN at 8, 16 and 32 layers (their fig. 1).",
+                   plots.learning_curves),
+        FigureSpec("selu_activation_profile", "SELU activation mean and std per layer at step 0 and at the end: the fixed point (0, 1).",
+                   plots.activation_profile, ("layers",), ("act_mean", "act_std"), where={"act": "selu"}),
     ),
     setup="MNIST and CIFAR-10, SNN (SELU, LeCun-normal init, standardized inputs) vs ReLU + BatchNorm at 8, 16 and 32 layers, SGD.",
     differences={
