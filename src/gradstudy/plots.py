@@ -116,19 +116,14 @@ def _labels(frame: pd.DataFrame, keys: Sequence[str], named: bool) -> pd.Series:
 
 
 def _levels(frame: pd.DataFrame, column: str) -> list[str]:
-    return [v for v in dict.fromkeys(frame[column]) if v != ""] or []
+    return [v for v in dict.fromkeys(frame[column]) if v != ""]
 
 
 def _summarize(values: pd.DataFrame, by: list[str], summary: str) -> pd.DataFrame:
-    """Per group of ``by``: ``y`` (mean or geometric mean over seeds), ``low``/``high`` (95% t
-    interval, on the logs for ``gmean``), ``n_zero`` (values exactly 0, left out of the logs)."""
-    v = values.assign(_zero=values["value"] == 0)
-    if summary == "gmean":
-        v = v.assign(_x=np.log(v["value"].where(v["value"] > 0)))
-    else:
-        v = v.assign(_x=v["value"])
-    g = v.groupby(by, sort=False)
-    out = g["_x"].agg(["mean", "std", "count"]).join(g["_zero"].sum().rename("n_zero")).reset_index()
+    """Per group of ``by``: ``y`` (mean, or geometric mean of the positive values: 0 when there are
+    none) and ``low``/``high`` (95% t interval, on the logs for ``gmean``) over seeds."""
+    x = np.log(values["value"].where(values["value"] > 0)) if summary == "gmean" else values["value"]
+    out = values.assign(_x=x).groupby(by, sort=False)["_x"].agg(["mean", "std", "count"]).reset_index()
     with np.errstate(invalid="ignore", divide="ignore"):
         half = sps.t.ppf(0.975, out["count"] - 1) * out["std"] / np.sqrt(out["count"])
     half = half.where(out["count"] > 1)
@@ -205,7 +200,8 @@ def _line_figure(
             shared.setdefault(measure.name, ax)
             rows = frame[(frame["_row"] == panel.row) & (frame["_col"] == panel.col) & (frame["measure"] == measure.name)]
             if rows.empty:
-                ax.text(0.5, 0.5, "no healthy seed measured here", ha="center", va="center", transform=ax.transAxes, fontsize=8)
+                ax.text(0.5, 0.5, _why_empty(study, frame[(frame["_row"] == panel.row) & (frame["_col"] == panel.col)]),
+                        ha="center", va="center", transform=ax.transAxes, fontsize=8)
             summary = _summarize(rows, ["_hue", "_style", x], measure.summary).sort_values(x)
             n_hidden += _coinciding(summary, x)
             for (hue, style), line in summary.groupby(["_hue", "_style"], sort=False):
@@ -242,11 +238,20 @@ def _line_figure(
     if n_marked:
         notes.append(f"✕ marks where each of the {len(_diverged(study))} diverged seed(s) diverged.")
     if n_hidden:
-        notes.append(f"{n_hidden} line(s) lie exactly under another with the same values (cells that share their "
-                     "initialization are identical at step 0).")
+        notes.append(f"{n_hidden} line(s) coincide exactly with another line of their panel and are hidden under it "
+                     "(for example cells that share their initialization, at step 0).")
     if n_zero:
         notes.append(f"{n_zero} value(s) exactly 0 drawn as ▽ at the axis floor.")
     return Plot(pages, enc, notes)
+
+
+def _why_empty(study: Study, panel_rows: pd.DataFrame) -> str:
+    """Why a panel has nothing to draw for one measure: its cells' seeds all diverged before, or the
+    statistic is not recorded for them (``dead_frac`` for tanh)."""
+    cells = study.cells.merge(panel_rows[KEY].drop_duplicates(), on=KEY)
+    if len(cells) and (cells["n_diverged"] == cells["n_seeds"]).all():
+        return "every seed diverged before this"
+    return "not recorded for this cell\n(does not apply)"
 
 
 def _coinciding(summary: pd.DataFrame, x: str) -> int:
