@@ -51,7 +51,15 @@ def _compile_cache(tmp_path_factory):
 
 
 #: A linear net with a wide init: lr 0.005 trains every seed, lr 0.07 loses one seed, lr 50 all.
-LR_SWEEP = ("init=normal", "init.sigma=0.5", "act=linear", "train.steps=40", "train.eval_every=20", "train.seeds=4", "stats=full")
+LR_SWEEP = (
+    "init=normal",
+    "init.sigma=0.5",
+    "act=linear",
+    "train.steps=40",
+    "train.eval_every=20",
+    "train.seeds=4",
+    "stats=full",
+)
 LRS = (0.005, 0.07, 50.0)
 
 
@@ -72,5 +80,10 @@ def run_cli(args: list[str], cwd: Path, timeout: float = 300):
 
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"} | {"JAX_PLATFORMS": "cpu"}
     return subprocess.run(
-        [sys.executable, "-m", "gradstudy.run", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", "gradstudy.run", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )

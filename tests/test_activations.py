@@ -22,7 +22,11 @@ def test_values_and_alpha():
 
 @pytest.mark.parametrize(
     ("name", "inside", "outside"),
-    [("sigmoid", [0.005, 0.995], [0.02, 0.5, 0.98]), ("tanh", [-0.995, 0.999], [0.98, 0.0]), ("softsign", [-0.95, 0.91], [0.89, 0.0])],
+    [
+        ("sigmoid", [0.005, 0.995], [0.02, 0.5, 0.98]),
+        ("tanh", [-0.995, 0.999], [0.98, 0.0]),
+        ("softsign", [-0.95, 0.91], [0.89, 0.0]),
+    ],
 )
 def test_saturation_rules(name, inside, outside):
     rule = ACTIVATIONS[name].saturated

@@ -37,18 +37,38 @@ def _study():
     rows += _curves("b", 1, [0.1, 0.3, 0.4, 0.5], [2, 1.9, 1.8, 1.7])
     rows += _curves("b", 2, [0.1, 0.2], [2, 1.9], steps=(0, 10))
     curves = pd.DataFrame(rows, columns=["cell", "seed", "step", "split", "metric", "value"]).assign(study="s")
-    cells = pd.DataFrame({"study": "s", "cell": ["a", "b"], "status": "complete", "outcome": "ok", "n_seeds": 3, "n_diverged": [0, 1],
-                          "optim.lr": [0.1, 0.01]})
-    seeds = pd.DataFrame({"study": "s", "cell": ["a"] * 3 + ["b"] * 3, "seed": [0, 1, 2] * 2,
-                          "diverged_at": pd.array([None] * 5 + [10], dtype="Int64"), "last_healthy_step": [30] * 5 + [10]})
+    cells = pd.DataFrame(
+        {
+            "study": "s",
+            "cell": ["a", "b"],
+            "status": "complete",
+            "outcome": "ok",
+            "n_seeds": 3,
+            "n_diverged": [0, 1],
+            "optim.lr": [0.1, 0.01],
+        }
+    )
+    seeds = pd.DataFrame(
+        {
+            "study": "s",
+            "cell": ["a"] * 3 + ["b"] * 3,
+            "seed": [0, 1, 2] * 2,
+            "diverged_at": pd.array([None] * 5 + [10], dtype="Int64"),
+            "last_healthy_step": [30] * 5 + [10],
+        }
+    )
     layers = []
     for cell, factor in (("a", 1.0), ("b", 0.5)):
         for seed in range(3):
             for step in (0, 20):
                 for layer in (1, 2, 3):
                     g = factor ** (3 - layer) * (1 + seed)  # b: shrinks by half per layer downwards
-                    layers += [(cell, seed, step, layer, "grad_norm", g), (cell, seed, step, layer, "delta_std", 2 * g),
-                               (cell, seed, step, layer, "saturated_frac", np.nan), (cell, seed, step, layer, "dead_frac", 0.1 * layer)]
+                    layers += [
+                        (cell, seed, step, layer, "grad_norm", g),
+                        (cell, seed, step, layer, "delta_std", 2 * g),
+                        (cell, seed, step, layer, "saturated_frac", np.nan),
+                        (cell, seed, step, layer, "dead_frac", 0.1 * layer),
+                    ]
     layers = pd.DataFrame(layers, columns=["cell", "seed", "step", "layer", "stat", "value"]).assign(study="s")
     return Study(cells=cells, curves=curves, layers=layers, hists=pd.DataFrame(), seeds=seeds, steps=pd.DataFrame())
 
@@ -97,7 +117,9 @@ def test_convergence_table():
     assert table.loc["a", "test_accuracy_mean"] == pytest.approx(mean)
     assert table.loc["a", "test_accuracy_low"] == pytest.approx(low)
     # train loss AUC: seed 0 of a is trapezoid of [2, 1, 0.5, 0.4] over steps 0..30
-    assert loss_auc(_study()).set_index(["cell", "seed"]).loc[("a", 0), "train_loss_auc"] == pytest.approx(10 * (1.5 + 0.75 + 0.45))
+    assert loss_auc(_study()).set_index(["cell", "seed"]).loc[("a", 0), "train_loss_auc"] == pytest.approx(
+        10 * (1.5 + 0.75 + 0.45)
+    )
     assert table.loc["b", "train_loss_auc_n"] == 2
 
 
@@ -109,7 +131,9 @@ def test_gradient_table_ratios_and_phases():
     assert a.loc[1, "grad_norm_gmean"] == pytest.approx(6 ** (1 / 3))  # geometric mean of 1, 2, 3
     assert a.loc[1, "grad_norm_low"] > 0 and a.loc[1, "grad_norm_n_zero"] == 0
     assert a.loc[1, "grad_norm_ratio_gmean"] == pytest.approx(1.0)
-    assert b.loc[1, "grad_norm_ratio_gmean"] == pytest.approx(0.25) and b.loc[1, "delta_std_ratio_gmean"] == pytest.approx(0.25)
+    assert b.loc[1, "grad_norm_ratio_gmean"] == pytest.approx(0.25) and b.loc[
+        1, "delta_std_ratio_gmean"
+    ] == pytest.approx(0.25)
     assert b.loc[2, "dead_frac"] == pytest.approx(0.2) and np.isnan(b.loc[2, "saturated_frac"])
     assert b.loc[1, "step"] == 20
 
@@ -117,7 +141,9 @@ def test_gradient_table_ratios_and_phases():
 def test_compare_cells_gives_a_difference_with_ci():
     study = _study()
     result = compare_cells(study, "a", "b", 0.9)
-    assert result["difference"] == -np.inf  # b never reaches (by its lower median; the diverged seed counts as not reaching)
+    assert (
+        result["difference"] == -np.inf
+    )  # b never reaches (by its lower median; the diverged seed counts as not reaching)
     result = compare_cells(study, "a", "a", 0.9)
     assert result["difference"] == 0 and result["low"] <= 0 <= result["high"]
     with pytest.raises(KeyError):
@@ -141,10 +167,18 @@ def test_log_mean_ci_is_the_t_interval_of_the_logs_and_counts_zeros():
 
 def test_steps_to_target_on_the_minibatch_loss_resolves_to_one_step():
     study = _study()
-    steps = pd.DataFrame([("s", "a", seed, step, 2.0 - 0.1 * step * (seed + 1)) for seed in range(3) for step in range(12)],
-                         columns=["study", "cell", "seed", "step", "loss"])
-    study = Study(cells=study.cells[study.cells["cell"] == "a"], curves=study.curves, layers=study.layers, hists=study.hists,
-                  seeds=study.seeds, steps=steps)
+    steps = pd.DataFrame(
+        [("s", "a", seed, step, 2.0 - 0.1 * step * (seed + 1)) for seed in range(3) for step in range(12)],
+        columns=["study", "cell", "seed", "step", "loss"],
+    )
+    study = Study(
+        cells=study.cells[study.cells["cell"] == "a"],
+        curves=study.curves,
+        layers=study.layers,
+        hists=study.hists,
+        seeds=study.seeds,
+        steps=steps,
+    )
     table = convergence_table(study, target=1.0, metric="loss", split="minibatch").set_index("cell")
     # seed s reaches loss <= 1.0 at the first step >= 10 / (s + 1): steps 10, 5, 4 -> lower median 5
     assert table.loc["a", "steps_to_target"] == 5 and table.loc["a", "n_reached"] == 3

@@ -64,8 +64,15 @@ def test_keys_the_chosen_options_ignore_do_not_change_the_id(ignored):
 
 @pytest.mark.parametrize(
     "used",
-    [("optim=momentum", "optim.momentum=0.5"), ("act=elu", "act.alpha=0.5"), ("init=normal", "init.sigma=3"),
-     ("norm=batchnorm", "norm.momentum=0.5"), ("stats=full", "stats.hist_bins=7"), ("init.bias=0.1",), ("optim.lr=0.3",)],
+    [
+        ("optim=momentum", "optim.momentum=0.5"),
+        ("act=elu", "act.alpha=0.5"),
+        ("init=normal", "init.sigma=3"),
+        ("norm=batchnorm", "norm.momentum=0.5"),
+        ("stats=full", "stats.hist_bins=7"),
+        ("init.bias=0.1",),
+        ("optim.lr=0.3",),
+    ],
 )
 def test_keys_the_chosen_options_use_change_the_id(used):
     base = [o for o in used if "." not in o.split("=")[0]]

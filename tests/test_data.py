@@ -104,7 +104,9 @@ def test_shapeset_is_a_function_of_its_seed_and_loads_as_a_dataset():
     from gradstudy.shapeset import generate
 
     np.testing.assert_array_equal(generate(20, 5).images, generate(20, 5).images)
-    d = load_dataset(OmegaConf.create({"name": "shapeset", "standardize": False, "root": None, "n_train": 300, "n_test": 100}))
+    d = load_dataset(
+        OmegaConf.create({"name": "shapeset", "standardize": False, "root": None, "n_train": 300, "n_test": 100})
+    )
     assert d.x_train.shape == (300, 1024) and d.x_test.shape == (100, 1024) and d.n_classes <= 9
 
 
@@ -114,7 +116,11 @@ def _write_idx(path, array, gz):
     import struct
 
     codes = {np.dtype(np.uint8): 0x08}
-    raw = struct.pack(">BBBB", 0, 0, codes[array.dtype], array.ndim) + struct.pack(f">{array.ndim}I", *array.shape) + array.tobytes()
+    raw = (
+        struct.pack(">BBBB", 0, 0, codes[array.dtype], array.ndim)
+        + struct.pack(f">{array.ndim}I", *array.shape)
+        + array.tobytes()
+    )
     if gz:
         path = path.with_name(path.name + ".gz")
         path.write_bytes(gzip.compress(raw))
@@ -126,12 +132,17 @@ def _write_idx(path, array, gz):
 @pytest.mark.parametrize("gz", [False, True])
 def test_idx_loader_reads_the_real_format(tmp_path, name, gz):
     rng = np.random.default_rng(0)
-    images = {"train": rng.integers(0, 256, (12, 28, 28), dtype=np.uint8), "t10k": rng.integers(0, 256, (5, 28, 28), dtype=np.uint8)}
+    images = {
+        "train": rng.integers(0, 256, (12, 28, 28), dtype=np.uint8),
+        "t10k": rng.integers(0, 256, (5, 28, 28), dtype=np.uint8),
+    }
     labels = {"train": rng.integers(0, 10, 12).astype(np.uint8), "t10k": rng.integers(0, 10, 5).astype(np.uint8)}
     for split in ("train", "t10k"):
         _write_idx(tmp_path / f"{split}-images-idx3-ubyte", images[split], gz)
         _write_idx(tmp_path / f"{split}-labels-idx1-ubyte", labels[split], gz)
-    d = load_dataset(OmegaConf.create({"name": name, "standardize": False, "root": str(tmp_path), "n_train": 10, "n_test": None}))
+    d = load_dataset(
+        OmegaConf.create({"name": name, "standardize": False, "root": str(tmp_path), "n_train": 10, "n_test": None})
+    )
     assert d.x_train.shape == (10, 784) and d.x_test.shape == (5, 784)
     np.testing.assert_allclose(d.x_train, images["train"][:10].reshape(10, -1) / 255.0, rtol=1e-6)
     np.testing.assert_array_equal(d.y_test, labels["t10k"])
@@ -163,8 +174,10 @@ def test_cifar10_loader_reads_the_python_batches(tmp_path, nested):
     np.testing.assert_array_equal(d.y_test, written["test_batch"][b"labels"])
 
 
-@pytest.mark.parametrize("name, expected", [("mnist", "t10k-labels-idx1-ubyte"), ("fashion_mnist", "zalandoresearch"),
-                                            ("cifar10", "data_batch_1")])
+@pytest.mark.parametrize(
+    "name, expected",
+    [("mnist", "t10k-labels-idx1-ubyte"), ("fashion_mnist", "zalandoresearch"), ("cifar10", "data_batch_1")],
+)
 def test_missing_files_say_which_files_where_and_where_from(tmp_path, name, expected):
     from gradstudy.datafiles import MissingDataError
 

@@ -85,7 +85,10 @@ def test_summary_and_report_show_divergence(lr_study, tmp_path):
     table = summary_table(study).merge(study.cells[["cell", "optim.lr"]], on="cell").set_index("optim.lr")
     assert pd.isna(table.loc[50.0, "acc_mean"])
     first, last = table.loc[50.0, "diverged_steps"]
-    assert diverged_text(table.loc[50.0]) == f"diverged 4/4 ({f'steps {first}–{last}' if first != last else f'step {first}'})"
+    assert (
+        diverged_text(table.loc[50.0])
+        == f"diverged 4/4 ({f'steps {first}–{last}' if first != last else f'step {first}'})"
+    )
     assert diverged_text(table.loc[0.005]) == "0/4"
     report = write_report(lr_study, tmp_path / "out")
     text = report.read_text()
@@ -98,7 +101,9 @@ def test_two_studies_that_share_a_config_are_analysed_together(tmp_path):
 
     for study in ("first", "second"):
         for init in ("xavier", "he"):
-            run_cell(compose_config(*TINY, f"init={init}", "train.seeds=2", f"results_dir={tmp_path}", f"study={study}"))
+            run_cell(
+                compose_config(*TINY, f"init={init}", "train.seeds=2", f"results_dir={tmp_path}", f"study={study}")
+            )
     both = load_study([tmp_path / "first", tmp_path / "second"])
     assert len(both.cells) == 4 and both.cells["cell"].nunique() == 2
     assert both.varying_keys == ["init"]

@@ -33,7 +33,11 @@ def depth_study(tmp_path_factory):
     root = tmp_path_factory.mktemp("depth")
     for depth in (2, 4):
         for norm in ("none", "batchnorm"):
-            run_cell(compose_config(*TINY, f"model.depth={depth}", f"norm={norm}", "train.seeds=2", f"results_dir={root}", "study=depth"))
+            run_cell(
+                compose_config(
+                    *TINY, f"model.depth={depth}", f"norm={norm}", "train.seeds=2", f"results_dir={root}", "study=depth"
+                )
+            )
     return root / "depth"
 
 
@@ -70,7 +74,9 @@ def axes_with_title(fig: plt.Figure, title: str, ylabel_start: str) -> plt.Axes:
 
 
 def diverged_marks(fig: plt.Figure) -> list[float]:
-    return sorted(float(x) for ax in fig.axes for line in ax.get_lines() if line.get_marker() == "X" for x in line.get_xdata())
+    return sorted(
+        float(x) for ax in fig.axes for line in ax.get_lines() if line.get_marker() == "X" for x in line.get_xdata()
+    )
 
 
 def check_learning_curves(study) -> None:
@@ -82,7 +88,10 @@ def check_learning_curves(study) -> None:
     enc = plot.encoding
     seeds = study.seeds.set_index(["study", "cell", "seed"])["diverged_at"]
     curves = study.curves.copy()
-    frozen = [pd.notna(seeds.get((r.study, r.cell, r.seed))) and r.step == seeds[(r.study, r.cell, r.seed)] for r in curves.itertuples()]
+    frozen = [
+        pd.notna(seeds.get((r.study, r.cell, r.seed))) and r.step == seeds[(r.study, r.cell, r.seed)]
+        for r in curves.itertuples()
+    ]
     curves = curves[~np.array(frozen, bool)]
     drawn = 0
     for _, cell in study.cells.iterrows():
@@ -92,8 +101,12 @@ def check_learning_curves(study) -> None:
             ax = axes_with_title(fig, title, ylabel)
             (line,) = [ln for ln in data_lines(ax) if ln.get_label() == hue]
             assert to_rgba(line.get_color()) == colours[hue]
-            rows = curves[(curves["study"] == cell["study"]) & (curves["cell"] == cell["cell"]) & (curves["split"] == split)
-                          & (curves["metric"] == metric)]
+            rows = curves[
+                (curves["study"] == cell["study"])
+                & (curves["cell"] == cell["cell"])
+                & (curves["split"] == split)
+                & (curves["metric"] == metric)
+            ]
             expected = rows.groupby("step")["value"].mean()
             x, y = np.asarray(line.get_xdata(), float), np.asarray(line.get_ydata(), float)
             np.testing.assert_allclose(x, expected.index.to_numpy(float))
@@ -155,7 +168,9 @@ def test_lr_sweep_steps_figure_tells_diverged_from_never_reached(lr_study):
     reached = [ln for ln in times.get_lines() if ln.get_marker() == "o"]
     times = steps_to_target(study.curves, 0.5).merge(study.seeds, on=["study", "cell", "seed"])
     diverged_first = times[~times["reached"] & times["diverged_at"].notna()]
-    assert len(reached) == times["reached"].sum() and len(never) == (~times["reached"] & times["diverged_at"].isna()).sum()
+    assert (
+        len(reached) == times["reached"].sum() and len(never) == (~times["reached"] & times["diverged_at"].isna()).sum()
+    )
     assert sorted(float(ln.get_xdata()[0]) for ln in crosses) == sorted(diverged_first["diverged_at"].astype(float))
     assert len(crosses) >= int(study.cells.set_index("optim.lr").loc[50.0, "n_seeds"])
     plot.close()
@@ -169,15 +184,27 @@ def test_lr_sweep_heatmap_hatches_after_divergence_and_says_which_scale(lr_study
     diverged_cells = study.cells[study.cells["n_diverged"] > 0]
     assert len(hatched) == len(diverged_cells)
     assert any(note.startswith("Colour: one log scale") for note in plot.notes)
-    assert all(float(t).is_integer() for ax in fig.axes if ax.get_ylabel().startswith("hidden layer") for t in ax.get_yticks())
+    assert all(
+        float(t).is_integer() for ax in fig.axes if ax.get_ylabel().startswith("hidden layer") for t in ax.get_yticks()
+    )
     plot.close()
 
 
 def test_lr_sweep_report_has_every_figure_with_captions(lr_study, tmp_path):
     report = write_report(lr_study, tmp_path, target=0.5).read_text()
-    for name in ("steps_to_target", "learning_curves", "gradient_profile", "activation_profile", "grad_norm_heatmap", "activations", "histograms"):
+    for name in (
+        "steps_to_target",
+        "learning_curves",
+        "gradient_profile",
+        "activation_profile",
+        "grad_norm_heatmap",
+        "activations",
+        "histograms",
+    ):
         assert f"![{name}" in report, name
-    assert "*saturation*: not drawn: none of saturated_frac, dead_frac recorded" in report  # a linear net: neither applies
+    assert (
+        "*saturation*: not drawn: none of saturated_frac, dead_frac recorded" in report
+    )  # a linear net: neither applies
     assert "✕ marks where each of the" in report and "Encoding: hue=optim.lr" in report
     check_pages_fit(tmp_path / "figures")
 
@@ -213,7 +240,9 @@ def test_user_encoding_and_bad_keys(depth_study):
     assert set(legend_colours(plot.pages[0])) == {"batchnorm", "none"}
     plot.close()
     plot = plots.gradient_profile(study, hue="norm", style="model.depth")
-    assert plot.encoding.style == ("model.depth",) and {ln.get_linestyle() for ax in plot.pages[0].axes for ln in data_lines(ax)} == {"-", "--"}
+    assert plot.encoding.style == ("model.depth",) and {
+        ln.get_linestyle() for ax in plot.pages[0].axes for ln in data_lines(ax)
+    } == {"-", "--"}
     plot.close()
     with pytest.raises(ValueError, match="valid keys: .*model.depth"):
         plots.learning_curves(study, hue="model.dpeth")
@@ -225,7 +254,10 @@ def test_user_encoding_and_bad_keys(depth_study):
 
 
 def test_report_command_takes_the_encoding(depth_study, tmp_path, capsys):
-    assert report_main([str(depth_study), "--out", str(tmp_path), "--hue", "norm", "--col", "model.depth", "--dpi", "60"]) == 0
+    assert (
+        report_main([str(depth_study), "--out", str(tmp_path), "--hue", "norm", "--col", "model.depth", "--dpi", "60"])
+        == 0
+    )
     text = (tmp_path / "report.md").read_text()
     assert "Encoding: hue=norm, col=model.depth" in text
     assert "| norm | model.depth |" in text or "| model.depth | norm |" in text
@@ -249,7 +281,9 @@ def test_exact_zeros_are_marked_at_the_floor_and_counted(depth_study):
 
 def test_pages_split_a_figure_taller_than_the_limit(depth_study, tmp_path):
     study = load_study(depth_study)
-    plot = plots.gradient_profile(study, col=["norm", "model.depth"], wrap=1)  # 4 cells x 4 measures = 16 lines of panels
+    plot = plots.gradient_profile(
+        study, col=["norm", "model.depth"], wrap=1
+    )  # 4 cells x 4 measures = 16 lines of panels
     assert len(plot.pages) > 1
     paths = plot.save(tmp_path, "profile")
     assert [p.name for p in paths] == [f"profile_p{i}.png" for i in range(1, len(paths) + 1)]
@@ -277,9 +311,22 @@ def test_sixteen_cell_full_grid_is_legible(tmp_path):
     for act in ("relu", "tanh"):
         for init in ("xavier", "he"):
             for scale in (0.5, 1.0, 2.0, 4.0):
-                run_cell(compose_config(*TINY, f"act={act}", f"init={init}", f"init.scale={scale}", "stats=full", "train.seeds=2",
-                                        "train.steps=10", "train.eval_every=5", "model.depth=2", "model.width=8",
-                                        f"results_dir={tmp_path}", "study=g16"))
+                run_cell(
+                    compose_config(
+                        *TINY,
+                        f"act={act}",
+                        f"init={init}",
+                        f"init.scale={scale}",
+                        "stats=full",
+                        "train.seeds=2",
+                        "train.steps=10",
+                        "train.eval_every=5",
+                        "model.depth=2",
+                        "model.width=8",
+                        f"results_dir={tmp_path}",
+                        "study=g16",
+                    )
+                )
     study = load_study(tmp_path / "g16")
     assert len(study.cells) == 16
     check_learning_curves(study)
@@ -298,9 +345,17 @@ def test_figure_spec_skips_with_a_reason(lr_study):
     study = load_study(lr_study)
     spec = FigureSpec("x", "caption", plots.histograms, ("hists",), where={"optim__lr": 123.0})
     assert spec.missing(study) == "no complete cell with optim.lr=123.0"
-    assert FigureSpec("y", "c", plots.saturation_over_training, ("layers",), ("dead_frac",)).missing(study).startswith("none of dead_frac")
-    assert FigureSpec("z", "c", plots.histograms, ("hists",)).missing(dataclasses.replace(study, hists=study.hists.iloc[:0])) \
+    assert (
+        FigureSpec("y", "c", plots.saturation_over_training, ("layers",), ("dead_frac",))
+        .missing(study)
+        .startswith("none of dead_frac")
+    )
+    assert (
+        FigureSpec("z", "c", plots.histograms, ("hists",)).missing(
+            dataclasses.replace(study, hists=study.hists.iloc[:0])
+        )
         == "no histograms (they need stats=full)"
+    )
     assert {s.name for s in REPORT_FIGURES} >= {"activation_profile", "gradient_profile", "learning_curves"}
 
 
@@ -312,7 +367,12 @@ def test_plots_leave_the_backend_alone():
 
 def test_an_arm_is_a_key_that_stands_for_its_choices(tmp_path):
     for arm in ("snn", "relu_bn"):
-        run_cell(compose_config(*TINY, f"+arm={arm}", "train.seeds=1", "train.steps=5", f"results_dir={tmp_path}", "study=arms"), arm=arm)
+        run_cell(
+            compose_config(
+                *TINY, f"+arm={arm}", "train.seeds=1", "train.steps=5", f"results_dir={tmp_path}", "study=arms"
+            ),
+            arm=arm,
+        )
     study = load_study(tmp_path / "arms")
     assert sorted(study.cells["arm"]) == ["relu_bn", "snn"]
     assert study.varying_keys == ["arm"]  # act, init and norm vary too, but the arm says them

@@ -51,7 +51,9 @@ def test_every_preset_composes_all_its_cells(tmp_path, name, budget):
 @pytest.mark.parametrize("name", sorted(GRID_SIZES))
 def test_every_preset_trains_one_cell_at_its_real_depth(tmp_path, name):
     p = plan(name, "smoke", str(tmp_path))
-    deepest = max(p.cells, key=lambda c: compose_config(f"+experiment={name}", "budget=smoke", *c.overrides).model.depth)
+    deepest = max(
+        p.cells, key=lambda c: compose_config(f"+experiment={name}", "budget=smoke", *c.overrides).model.depth
+    )
     cfg = compose_config(f"+experiment={name}", "budget=smoke", f"results_dir={tmp_path}", *deepest.overrides)
     paper_depth = compose_config(f"+experiment={name}", "budget=paper", *deepest.overrides).model.depth
     assert cfg.model.depth == paper_depth and cfg.train.steps == 3
@@ -94,19 +96,57 @@ def _clevert_study(elu_shift: float, elu_loss: float) -> Study:
     cells, curves, layers = [], [], []
     for act, (shift, loss) in arms.items():
         cell = f"he-{act}-none-mnist5k-d2w8-sgd-0000000000"
-        cells.append({"study": "s", "cell": cell, "init": "he", "act": act, "norm": "none", "data": "mnist5k", "optim": "sgd",
-                      "status": "complete", "n_seeds": 5, "n_diverged": 0})
+        cells.append(
+            {
+                "study": "s",
+                "cell": cell,
+                "init": "he",
+                "act": act,
+                "norm": "none",
+                "data": "mnist5k",
+                "optim": "sgd",
+                "status": "complete",
+                "n_seeds": 5,
+                "n_diverged": 0,
+            }
+        )
         for seed in range(5):
             for step in (0, 50, 100):
                 for layer in (1, 2):
-                    layers.append({"study": "s", "cell": cell, "seed": seed, "step": step, "layer": layer, "stat": "unit_mean_median",
-                                   "value": shift + 0.01 * rng.standard_normal()})
-                curves.append({"study": "s", "cell": cell, "seed": seed, "step": step, "split": "train", "metric": "loss",
-                               "value": 2.3 if step == 0 else loss + 0.01 * rng.standard_normal()})
-    empty = pd.DataFrame(columns=["study", "cell", "seed", "step", "layer", "quantity", "region", "bin_left", "bin_right", "count"])
+                    layers.append(
+                        {
+                            "study": "s",
+                            "cell": cell,
+                            "seed": seed,
+                            "step": step,
+                            "layer": layer,
+                            "stat": "unit_mean_median",
+                            "value": shift + 0.01 * rng.standard_normal(),
+                        }
+                    )
+                curves.append(
+                    {
+                        "study": "s",
+                        "cell": cell,
+                        "seed": seed,
+                        "step": step,
+                        "split": "train",
+                        "metric": "loss",
+                        "value": 2.3 if step == 0 else loss + 0.01 * rng.standard_normal(),
+                    }
+                )
+    empty = pd.DataFrame(
+        columns=["study", "cell", "seed", "step", "layer", "quantity", "region", "bin_left", "bin_right", "count"]
+    )
     curves = pd.DataFrame(curves)
-    return Study(cells=pd.DataFrame(cells), curves=curves, layers=pd.DataFrame(layers), hists=empty,
-                 seeds=_healthy_seeds(curves), steps=pd.DataFrame(columns=["study", "cell", "seed", "step", "loss"]))
+    return Study(
+        cells=pd.DataFrame(cells),
+        curves=curves,
+        layers=pd.DataFrame(layers),
+        hists=empty,
+        seeds=_healthy_seeds(curves),
+        steps=pd.DataFrame(columns=["study", "cell", "seed", "step", "loss"]),
+    )
 
 
 @pytest.mark.parametrize("elu_shift, elu_loss, expected", [(0.02, 0.5, SUPPORTED), (0.6, 1.5, CONTRADICTED)])
@@ -126,17 +166,40 @@ def test_a_claim_without_its_cells_is_inconclusive():
 
 
 def _ioffe_curves(cell: str, reach_step: float) -> list[dict]:
-    return [{"study": "s", "cell": cell, "seed": seed, "step": step, "split": "test", "metric": "accuracy",
-             "value": 0.95 if step >= reach_step + seed % 2 * 100 else 0.5} for seed in range(5) for step in range(0, 1001, 100)]
+    return [
+        {
+            "study": "s",
+            "cell": cell,
+            "seed": seed,
+            "step": step,
+            "split": "test",
+            "metric": "accuracy",
+            "value": 0.95 if step >= reach_step + seed % 2 * 100 else 0.5,
+        }
+        for seed in range(5)
+        for step in range(0, 1001, 100)
+    ]
 
 
-@pytest.mark.parametrize("bn_step, plain_step, expected", [(200, 700, SUPPORTED), (700, 200, CONTRADICTED), (200, np.inf, SUPPORTED)])
+@pytest.mark.parametrize(
+    "bn_step, plain_step, expected", [(200, 700, SUPPORTED), (700, 200, CONTRADICTED), (200, np.inf, SUPPORTED)]
+)
 def test_steps_to_target_claim_on_hand_made_curves(bn_step, plain_step, expected):
-    cells = pd.DataFrame([{"study": "s", "cell": c, "norm": n, "status": "complete", "n_seeds": 5, "n_diverged": 0}
-                          for c, n in (("bn", "batchnorm"), ("plain", "none"))])
+    cells = pd.DataFrame(
+        [
+            {"study": "s", "cell": c, "norm": n, "status": "complete", "n_seeds": 5, "n_diverged": 0}
+            for c, n in (("bn", "batchnorm"), ("plain", "none"))
+        ]
+    )
     curves = pd.DataFrame(_ioffe_curves("bn", bn_step) + _ioffe_curves("plain", plain_step))
-    study = Study(cells=cells, curves=curves, layers=pd.DataFrame(columns=["study", "cell", "stat"]), hists=pd.DataFrame(),
-                  seeds=_healthy_seeds(curves), steps=pd.DataFrame())
+    study = Study(
+        cells=cells,
+        curves=curves,
+        layers=pd.DataFrame(columns=["study", "cell", "stat"]),
+        hists=pd.DataFrame(),
+        seeds=_healthy_seeds(curves),
+        steps=pd.DataFrame(),
+    )
     claim = next(c for c in papers()["ioffe2015"].claims if c.key == "bn_reaches_accuracy_sooner")
     assert check(claim, study).verdict == expected
 

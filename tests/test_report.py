@@ -43,12 +43,21 @@ def test_every_report_figure_is_drawn_with_labels(tiny_study):
 
 def test_report_writes_tables_figures_and_lists_missing_cells(tiny_study, tmp_path):
     out = tmp_path / "rep"
-    assert report_main([str(tiny_study), "--out", str(out), "--format", "png", "svg", "--dpi", "60", "--target", "0.5"]) == 0
+    assert (
+        report_main([str(tiny_study), "--out", str(out), "--format", "png", "svg", "--dpi", "60", "--target", "0.5"])
+        == 0
+    )
     text = (out / "report.md").read_text()
     assert "## Convergence" in text and "## Gradients" in text and "Missing (not complete)" in text and "lecun" in text
     assert (out / "convergence.csv").is_file() and (out / "gradients.csv").is_file()
     names = {p.name for p in (out / "figures").iterdir()}
-    assert {"learning_curves.png", "learning_curves.svg", "histograms.png", "preactivation_percentiles.png", "activation_profile.png"} <= names
+    assert {
+        "learning_curves.png",
+        "learning_curves.svg",
+        "histograms.png",
+        "preactivation_percentiles.png",
+        "activation_profile.png",
+    } <= names
     for line in text.splitlines():
         if line.startswith("!["):
             assert (out / line.split("(")[1].rstrip(")")).is_file()

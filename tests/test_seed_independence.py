@@ -21,7 +21,10 @@ def _tables_of_seed(cfg, dataset, seeds, n_devices):
     engine = Engine(cfg, dataset, devices=jax.devices()[:n_devices])
     result = engine.run(engine.init(seeds), seeds)
     tables, _ = cell_tables(result, set(result.stat_names), cfg.train.steps)
-    return {name: tables[name][tables[name]["seed"] == SEED].reset_index(drop=True) for name in (CURVES, LAYERS, STEPS, HISTS)}
+    return {
+        name: tables[name][tables[name]["seed"] == SEED].reset_index(drop=True)
+        for name in (CURVES, LAYERS, STEPS, HISTS)
+    }
 
 
 @pytest.mark.parametrize(
@@ -29,7 +32,9 @@ def _tables_of_seed(cfg, dataset, seeds, n_devices):
     [
         (),
         pytest.param(("norm=batchnorm", "optim=adam", "optim.clip_norm=1.0", "act=tanh"), marks=pytest.mark.slow),
-        pytest.param(("norm=layernorm", "optim=momentum", "act=elu", "stats.extra=[unit_mean_median]"), marks=pytest.mark.slow),
+        pytest.param(
+            ("norm=layernorm", "optim=momentum", "act=elu", "stats.extra=[unit_mean_median]"), marks=pytest.mark.slow
+        ),
     ],
     ids=["sgd-relu", "bn-adam-clip-tanh", "ln-momentum-elu"],
 )
@@ -43,7 +48,9 @@ def test_seed_alone_among_others_and_across_devices_is_bitwise_equal(tiny_cfg, e
         for n_seeds, seeds in COMPANIONS.items():
             other = _tables_of_seed(cfg, dataset, seeds, n_devices)
             for name, frame in reference.items():
-                assert other[name].equals(frame), f"{name} of seed {SEED} differs among {n_seeds} seeds on {n_devices} device(s)"
+                assert other[name].equals(frame), (
+                    f"{name} of seed {SEED} differs among {n_seeds} seeds on {n_devices} device(s)"
+                )
 
 
 def test_padding_gives_every_device_whole_groups(tiny_cfg):

@@ -99,7 +99,9 @@ def test_weight_gradient_norms_match_unbatched_jax_grad(tiny_cfg, norm):
 
 def test_delta_matches_finite_differences(tiny_cfg):
     """dL/dz by central differences on z itself, on a tiny net in float64 numpy (tanh, 2 layers)."""
-    cfg, dataset, _, params, stats = _first_step(tiny_cfg, "tanh", "model.depth=2", "model.width=5", "train.batch_size=4")
+    cfg, dataset, _, params, stats = _first_step(
+        tiny_cfg, "tanh", "model.depth=2", "model.width=5", "train.batch_size=4"
+    )
     p = {k: {n: v[0].astype(np.float64) for n, v in layer.items()} for k, layer in params.items()}
     idx = batch_indices(SEEDS[0], len(dataset.y_train), 4, 0, 1)[0]
     x, y = dataset.x_train[idx].astype(np.float64), dataset.y_train[idx]
@@ -166,11 +168,14 @@ def _numpy_histogram(values: np.ndarray, bins: HistBins) -> list[int]:
 def test_fixed_histogram_bins_count_every_value_once(kind):
     rng = np.random.default_rng(0)
     bins = HistBins("linear", -1.0, 1.0, 8) if kind == "linear" else HistBins("signed_log", 1e-3, 1e2, 5)
-    values = np.concatenate([
-        rng.standard_normal(500) * (0.6 if kind == "linear" else 10.0) ** rng.integers(-3, 4, 500),
-        [0.0, 0.0, np.nan, np.inf, -np.inf, 1e-9, -1e-9, 1e9, -1.0, 1.0],
-        bins.magnitudes, -bins.magnitudes,
-    ])
+    values = np.concatenate(
+        [
+            rng.standard_normal(500) * (0.6 if kind == "linear" else 10.0) ** rng.integers(-3, 4, 500),
+            [0.0, 0.0, np.nan, np.inf, -np.inf, 1e-9, -1e-9, 1e9, -1.0, 1.0],
+            bins.magnitudes,
+            -bins.magnitudes,
+        ]
+    )
     counts = np.asarray(histogram(jnp.asarray(values, jnp.float32), bins))
     assert counts.sum() == len(values)
     assert counts.tolist() == _numpy_histogram(values, bins)
@@ -195,8 +200,16 @@ def test_optional_statistics_match_numpy(tiny_cfg, act, width):
     from gradstudy.stats import JACOBIAN_EXAMPLES
 
     extra = "stats.extra=[unit_mean_median,jacobian_sv_mean]"
-    cfg = tiny_cfg(f"act={act}", "train.steps=1", "train.eval_every=1", "stats.every=1", "model.depth=3",
-                   f"model.width={width}", "init=standard", extra)
+    cfg = tiny_cfg(
+        f"act={act}",
+        "train.steps=1",
+        "train.eval_every=1",
+        "stats.every=1",
+        "model.depth=3",
+        f"model.width={width}",
+        "init=standard",
+        extra,
+    )
     dataset = load_dataset(cfg.data)
     engine = Engine(cfg, dataset)
     state = engine.init(SEEDS)
@@ -224,8 +237,16 @@ def test_jacobian_statistic_matches_glorot_and_bengio_at_init(tiny_cfg):
     """Square tanh layers: about 0.5 with the standard init and about 0.8 with the normalized one (§4.2.2)."""
     values = {}
     for init in ("standard", "xavier"):
-        cfg = tiny_cfg("act=tanh", f"init={init}", "model.width=200", "model.depth=3", "train.steps=1", "train.eval_every=1",
-                       "stats.every=1", "stats.extra=[jacobian_sv_mean]")
+        cfg = tiny_cfg(
+            "act=tanh",
+            f"init={init}",
+            "model.width=200",
+            "model.depth=3",
+            "train.steps=1",
+            "train.eval_every=1",
+            "stats.every=1",
+            "stats.extra=[jacobian_sv_mean]",
+        )
         engine = Engine(cfg, load_dataset(cfg.data))
         values[init] = engine.init_stats(engine.init([0, 1]))[:, 1:, 0].mean()
     assert abs(values["standard"] - 0.5) < 0.05 and abs(values["xavier"] - 0.8) < 0.05

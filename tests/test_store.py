@@ -33,7 +33,15 @@ def test_complete_cell_and_study_schema(cell_cfg, tmp_path):
     cell_dir = run_cell(cell_cfg())
     assert is_complete(cell_dir)
     names = sorted(os.listdir(cell_dir))
-    assert names == ["config.yaml", "curves.parquet", "hists.parquet", "layers.parquet", "meta.json", "seeds.parquet", "steps.parquet"]
+    assert names == [
+        "config.yaml",
+        "curves.parquet",
+        "hists.parquet",
+        "layers.parquet",
+        "meta.json",
+        "seeds.parquet",
+        "steps.parquet",
+    ]
     meta = json.loads(open(os.path.join(cell_dir, "meta.json")).read())
     assert meta["seeds"] == [0, 1, 2] and meta["diverged"] == {} and meta["outcome"] == "ok"
     assert {"versions", "git_hash", "code_hash", "device", "config"} <= set(meta)
@@ -43,8 +51,22 @@ def test_complete_cell_and_study_schema(cell_cfg, tmp_path):
         study = load_study(path)
         assert len(study.cells) == 2
         cells = study.cells.set_index("init")
-        assert {"study", "cell", "act", "norm", "data", "optim", "model.depth", "model.width", "init.scale",
-                "optim.lr", "train.batch_size", "status", "n_seeds", "n_diverged"} <= set(study.cells.columns)
+        assert {
+            "study",
+            "cell",
+            "act",
+            "norm",
+            "data",
+            "optim",
+            "model.depth",
+            "model.width",
+            "init.scale",
+            "optim.lr",
+            "train.batch_size",
+            "status",
+            "n_seeds",
+            "n_diverged",
+        } <= set(study.cells.columns)
         assert cells.loc["he", "init.scale"] == 1.5 and cells.loc["xavier", "model.depth"] == 3
         assert (study.cells["status"] == "complete").all() and (study.cells["n_seeds"] == 3).all()
     curves, layers = study.curves, study.layers
@@ -63,7 +85,18 @@ def test_complete_cell_and_study_schema(cell_cfg, tmp_path):
     assert sorted(layers["step"].unique()) == [0, 5, 10, 15, 20, 25]
     assert (study.curves["study"] == "s1").all()
     assert study.hists.empty  # below the full tier
-    assert list(study.hists.columns) == ["study", "cell", "seed", "step", "layer", "quantity", "region", "bin_left", "bin_right", "count"]
+    assert list(study.hists.columns) == [
+        "study",
+        "cell",
+        "seed",
+        "step",
+        "layer",
+        "quantity",
+        "region",
+        "bin_left",
+        "bin_right",
+        "count",
+    ]
 
 
 def test_full_tier_records_percentiles_and_histograms(cell_cfg):
@@ -84,11 +117,15 @@ def test_full_tier_records_percentiles_and_histograms(cell_cfg):
     assert act.groupby(["seed", "step", "layer"]).size().eq(cfg.stats.hist_bins).all()
     delta = bins[bins["quantity"] == "delta"]  # signed-log bins: hist_bins per sign over hist_range
     assert delta.groupby(["seed", "step", "layer"]).size().eq(2 * cfg.stats.hist_bins).all()
-    assert delta["bin_right"].max() == pytest.approx(1e3, rel=1e-6) and delta["bin_left"].min() == pytest.approx(-1e3, rel=1e-6)
+    assert delta["bin_right"].max() == pytest.approx(1e3, rel=1e-6) and delta["bin_left"].min() == pytest.approx(
+        -1e3, rel=1e-6
+    )
 
 
 def test_diverged_seed_writes_no_rows_after_its_step(cell_cfg):
-    cfg = cell_cfg("init=normal", "init.sigma=3", "act=linear", "optim.lr=5", "train.steps=60", "train.eval_every=20", "stats=full")
+    cfg = cell_cfg(
+        "init=normal", "init.sigma=3", "act=linear", "optim.lr=5", "train.steps=60", "train.eval_every=20", "stats=full"
+    )
     cell_dir = run_cell(cfg)
     meta = json.loads(open(os.path.join(cell_dir, "meta.json")).read())
     assert meta["status"] == "complete" and meta["diverged"]

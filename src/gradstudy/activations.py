@@ -29,7 +29,9 @@ class Activation:
 
 
 ACTIVATIONS: dict[str, Activation] = {
-    "sigmoid": Activation(lambda z, a: jax.nn.sigmoid(z), saturated=lambda h: (h < 0.01) | (h > 0.99), bounds=(0.0, 1.0)),
+    "sigmoid": Activation(
+        lambda z, a: jax.nn.sigmoid(z), saturated=lambda h: (h < 0.01) | (h > 0.99), bounds=(0.0, 1.0)
+    ),
     "tanh": Activation(lambda z, a: jnp.tanh(z), saturated=lambda h: jnp.abs(h) > 0.99, bounds=(-1.0, 1.0)),
     "softsign": Activation(lambda z, a: jax.nn.soft_sign(z), saturated=lambda h: jnp.abs(h) > 0.9, bounds=(-1.0, 1.0)),
     "relu": Activation(lambda z, a: jax.nn.relu(z), has_dead_units=True),

@@ -100,7 +100,9 @@ def with_keys(table: pd.DataFrame, study: Study) -> pd.DataFrame:
 
 def minibatch_curves(steps: pd.DataFrame) -> pd.DataFrame:
     """The per-step minibatch losses (``Study.steps``) as curve rows: split ``minibatch``, metric ``loss``."""
-    return steps.rename(columns={"loss": "value"}).assign(split="minibatch", metric="loss").astype({"value": np.float64})
+    return (
+        steps.rename(columns={"loss": "value"}).assign(split="minibatch", metric="loss").astype({"value": np.float64})
+    )
 
 
 def curves_of(study: Study, split: str) -> pd.DataFrame:
@@ -108,9 +110,7 @@ def curves_of(study: Study, split: str) -> pd.DataFrame:
     return minibatch_curves(study.steps) if split == "minibatch" else study.curves
 
 
-def steps_to_target(
-    curves: pd.DataFrame, target: float, metric: str = "accuracy", split: str = "test"
-) -> pd.DataFrame:
+def steps_to_target(curves: pd.DataFrame, target: float, metric: str = "accuracy", split: str = "test") -> pd.DataFrame:
     """Per cell and seed: the first evaluated step where ``metric`` on ``split`` reaches ``target``.
 
     Accuracy reaches a target from below (>=), loss from above (<=). ``split="minibatch"`` reads
@@ -157,12 +157,12 @@ def _add_mean_ci(row: dict, name: str, values: pd.Series) -> None:
 
 def _add_log_mean_ci(row: dict, name: str, values: pd.Series) -> None:
     mean, low, high, n, n_zero = log_mean_ci(values)
-    row.update({f"{name}_gmean": mean, f"{name}_low": low, f"{name}_high": high, f"{name}_n": n, f"{name}_n_zero": n_zero})
+    row.update(
+        {f"{name}_gmean": mean, f"{name}_low": low, f"{name}_high": high, f"{name}_n": n, f"{name}_n_zero": n_zero}
+    )
 
 
-def convergence_table(
-    study: Study, target: float, metric: str = "accuracy", split: str = "test"
-) -> pd.DataFrame:
+def convergence_table(study: Study, target: float, metric: str = "accuracy", split: str = "test") -> pd.DataFrame:
     """One row per complete cell: its outcome; steps to ``target`` over the healthy seeds (lower
     median and bootstrap CI, n reached of n healthy); area under the training loss and final
     train/test loss and accuracy (mean and t CI over the healthy seeds); n diverged.
@@ -250,8 +250,14 @@ def gradient_table(study: Study) -> pd.DataFrame:
     wide = wide.reindex(columns=[*MAGNITUDES, "saturated_frac", "dead_frac"]).reset_index()
     rows = []
     for (study_name, cell, phase, layer), g in wide.groupby([*KEY, "phase", "layer"]):
-        row = {"study": study_name, "cell": cell, "phase": phase, "step": int(g["step"].max()),
-               "n_ended_early": int(g["ended_early"].sum()), "layer": int(layer)}
+        row = {
+            "study": study_name,
+            "cell": cell,
+            "phase": phase,
+            "step": int(g["step"].max()),
+            "n_ended_early": int(g["ended_early"].sum()),
+            "layer": int(layer),
+        }
         for stat in MAGNITUDES:
             _add_log_mean_ci(row, stat, g[stat])
         for stat in ("saturated_frac", "dead_frac"):

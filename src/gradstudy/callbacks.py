@@ -66,7 +66,10 @@ def print_summary(table: pd.DataFrame) -> None:
 
     from gradstudy.summary import accuracy_text, diverged_text
 
-    out = Table(title="gradstudy summary", caption="test accuracy: mean ± standard deviation over the seeds that did not diverge")
+    out = Table(
+        title="gradstudy summary",
+        caption="test accuracy: mean ± standard deviation over the seeds that did not diverge",
+    )
     for column in ("config", "cell", "status", "test accuracy", "diverged", "results"):
         out.add_column(column, overflow="fold")
     for _, row in table.iterrows():

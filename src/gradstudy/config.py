@@ -219,7 +219,10 @@ def validate(cfg: DictConfig) -> None:
         cfg.train.eval_every,
     )
     _check(
-        all(s == cfg.train.steps or (0 <= s < cfg.train.steps and s % cfg.train.eval_every == 0) for s in cfg.stats.hist_steps),
+        all(
+            s == cfg.train.steps or (0 <= s < cfg.train.steps and s % cfg.train.eval_every == 0)
+            for s in cfg.stats.hist_steps
+        ),
         "stats.hist_steps",
         f"every step must be 0, a multiple of train.eval_every={cfg.train.eval_every} below train.steps, "
         f"or train.steps={cfg.train.steps}",

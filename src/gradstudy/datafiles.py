@@ -55,7 +55,9 @@ IDX_FILES = (
     "t10k-images-idx3-ubyte",
     "t10k-labels-idx1-ubyte",
 )
-MNIST = FileSet(IDX_FILES, "https://yann.lecun.com/exdb/mnist/ (mirror: https://ossci-datasets.s3.amazonaws.com/mnist/)")
+MNIST = FileSet(
+    IDX_FILES, "https://yann.lecun.com/exdb/mnist/ (mirror: https://ossci-datasets.s3.amazonaws.com/mnist/)"
+)
 FASHION_MNIST = FileSet(IDX_FILES, "https://github.com/zalandoresearch/fashion-mnist (folder data/fashion)")
 CIFAR10 = FileSet(
     tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch",),

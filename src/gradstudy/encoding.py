@@ -57,7 +57,11 @@ class Encoding:
     wrap: int = WRAP
 
     def describe(self) -> str:
-        parts = [f"{name}={'+'.join(keys)}" for name, keys in (("hue", self.hue), ("style", self.style), ("col", self.col), ("row", self.row)) if keys]
+        parts = [
+            f"{name}={'+'.join(keys)}"
+            for name, keys in (("hue", self.hue), ("style", self.style), ("col", self.col), ("row", self.row))
+            if keys
+        ]
         return ", ".join(parts) or "one panel, one line"
 
 
@@ -99,7 +103,9 @@ def encode(
             if key not in valid:
                 raise ValueError(f"{channel}={key!r} is not a key of this figure; valid keys: {', '.join(valid)}")
         if not lines and channel in ("hue", "style") and keys:
-            raise ValueError(f"this figure colours by value and draws no lines: choose panels with col= and row=, not {channel}=")
+            raise ValueError(
+                f"this figure colours by value and draws no lines: choose panels with col= and row=, not {channel}="
+            )
     if wrap < 1:
         raise ValueError(f"wrap={wrap} must be at least 1")
     placed = {k for keys in given.values() for k in keys or ()}
@@ -114,7 +120,9 @@ def encode(
     config_rest = [k for k in rest if k in study.cells.columns]
     if all(keys is None for keys in given.values()) and len(config_rest) >= 2:
         numeric = {k for k in config_rest if _is_numeric(study.cells[k])}
-        facet = next((k for k in FACET_PREFERENCE if k in config_rest), None) or next((k for k in config_rest if k not in numeric), config_rest[0])
+        facet = next((k for k in FACET_PREFERENCE if k in config_rest), None) or next(
+            (k for k in config_rest if k not in numeric), config_rest[0]
+        )
         # a figure that compares cells puts the facet key in columns and colours the rest; a per-cell
         # figure (one panel per cell) gives each facet value its own row of panels when the row has
         # at least two of them
@@ -173,14 +181,26 @@ def colours_for(frame: pd.DataFrame, keys: Sequence[str], label_column: str) -> 
         return Colours(title, list(values[label_column]), colours, norm, cmap)
     levels = list(dict.fromkeys(frame[label_column]))
     n = len(levels)
-    palette = plt.get_cmap("tab10").colors if n <= 10 else plt.get_cmap("tab20").colors if n <= 20 else [
-        plt.get_cmap("hsv")(i / n) for i in range(n)]
-    return Colours(title, levels, {lab: tuple(palette[i]) + (1.0,) if len(palette[i]) == 3 else palette[i] for i, lab in enumerate(levels)})
+    palette = (
+        plt.get_cmap("tab10").colors
+        if n <= 10
+        else plt.get_cmap("tab20").colors
+        if n <= 20
+        else [plt.get_cmap("hsv")(i / n) for i in range(n)]
+    )
+    return Colours(
+        title,
+        levels,
+        {lab: tuple(palette[i]) + (1.0,) if len(palette[i]) == 3 else palette[i] for i, lab in enumerate(levels)},
+    )
 
 
 def styles_for(levels: Sequence[str]) -> dict[str, tuple[str, str | None]]:
     """(line style, marker) per level: four line styles, then markers."""
-    return {lab: (LINESTYLES[i % len(LINESTYLES)], MARKERS[(i // len(LINESTYLES)) % len(MARKERS)]) for i, lab in enumerate(levels)}
+    return {
+        lab: (LINESTYLES[i % len(LINESTYLES)], MARKERS[(i // len(LINESTYLES)) % len(MARKERS)])
+        for i, lab in enumerate(levels)
+    }
 
 
 @dataclass(frozen=True)
@@ -208,8 +228,14 @@ class Layout:
         for number, page in enumerate(self.pages, start=1):
             n_cols = max(len(line) for line in page)
             width, height = PANEL_SIZE[0] * n_cols + legend_inches, PANEL_SIZE[1] * len(page) + TITLE_INCHES
-            fig, axes = plt.subplots(len(page), n_cols, figsize=(min(width, MAX_INCHES), min(height, MAX_INCHES)),
-                                     squeeze=False, layout="constrained", dpi=DPI)
+            fig, axes = plt.subplots(
+                len(page),
+                n_cols,
+                figsize=(min(width, MAX_INCHES), min(height, MAX_INCHES)),
+                squeeze=False,
+                layout="constrained",
+                dpi=DPI,
+            )
             panels = {}
             for i, line in enumerate(page):
                 for j in range(n_cols):
@@ -233,7 +259,7 @@ def layout(rows: Sequence[str], cols: Sequence[str], measures: Sequence[str], wr
     for r in rows or [""]:
         levels = list(cols) or [""]
         for start in range(0, len(levels), wrap):
-            chunk = levels[start:start + wrap]
+            chunk = levels[start : start + wrap]
             blocks.append([[Panel(r, c, m) for c in chunk] for m in measures])
     pages: list[list[list[Panel | None]]] = []
     for block in blocks:
@@ -242,7 +268,7 @@ def layout(rows: Sequence[str], cols: Sequence[str], measures: Sequence[str], wr
         else:
             pages.append(list(block))
     if pages and any(len(page) > max_lines for page in pages):  # one block taller than a page: split it
-        pages = [page[i:i + max_lines] for page in pages for i in range(0, len(page), max_lines)]
+        pages = [page[i : i + max_lines] for page in pages for i in range(0, len(page), max_lines)]
     return Layout(pages)
 
 
@@ -254,8 +280,14 @@ def legend_inches(colours: Colours | None, styles: Sequence[str] = (), extra: Se
     return 0.8 + 0.075 * max(len(t) for t in labels) if any(labels) else 0.0
 
 
-def add_legend(fig: plt.Figure, axes: Sequence[plt.Axes], colours: Colours | None, styles: dict[str, tuple[str, str | None]],
-               style_title: str, extra: Sequence[tuple[Line2D, str]] = ()) -> None:
+def add_legend(
+    fig: plt.Figure,
+    axes: Sequence[plt.Axes],
+    colours: Colours | None,
+    styles: dict[str, tuple[str, str | None]],
+    style_title: str,
+    extra: Sequence[tuple[Line2D, str]] = (),
+) -> None:
     """One legend outside the panels with unique entries: the colour levels in order (or a colour bar
     for a numeric key with many levels), the line styles, then ``extra`` marker explanations."""
     handles: list[Line2D] = []
@@ -279,4 +311,6 @@ def add_legend(fig: plt.Figure, axes: Sequence[plt.Axes], colours: Colours | Non
         mappable = plt.cm.ScalarMappable(norm=colours.norm, cmap=colours.cmap)
         fig.colorbar(mappable, ax=list(axes), label=colours.title, shrink=0.8)
     if handles:
-        fig.legend(handles, labels, loc="outside right center", frameon=False, fontsize=8, ncols=2 if len(handles) > 40 else 1)
+        fig.legend(
+            handles, labels, loc="outside right center", frameon=False, fontsize=8, ncols=2 if len(handles) > 40 else 1
+        )

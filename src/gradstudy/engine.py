@@ -141,9 +141,7 @@ class Engine:
         self.percentiles = cfg.stats.tier == "full"
         self.hist_steps = sorted(set(cfg.stats.hist_steps)) if cfg.stats.tier == "full" else []
         self.act = ACTIVATIONS[cfg.act.name]
-        self.hist_bins = {
-            q: hist_bins(q, self.act, cfg.stats.hist_bins, cfg.stats.hist_range) for q in HIST_QUANTITIES
-        }
+        self.hist_bins = {q: hist_bins(q, self.act, cfg.stats.hist_bins, cfg.stats.hist_range) for q in HIST_QUANTITIES}
         self.model = build_model(cfg, dataset.n_classes)
         self.optimizer = make_optimizer(cfg.optim)
         self.n_train = len(dataset.y_train)
@@ -153,7 +151,10 @@ class Engine:
         self.run_group = run_group
         replicated = NamedSharding(self._mesh, P())
         self.eval_sets = jax.device_put(
-            {"train": eval_blocks(dataset.x_train, dataset.y_train), "test": eval_blocks(dataset.x_test, dataset.y_test)},
+            {
+                "train": eval_blocks(dataset.x_train, dataset.y_train),
+                "test": eval_blocks(dataset.x_test, dataset.y_test),
+            },
             replicated,
         )
         self._eval_sizes = np.repeat([len(dataset.y_train), len(dataset.y_test)], 2).astype(np.float64)
@@ -328,9 +329,7 @@ class Engine:
         def per_seed(seed_state, seed_idx):
             _, _, _, dzs, _, hs = self._probed(seed_state, seed_idx)
             values = {"activation": hs, "delta": [seed_idx.shape[0] * dz for dz in dzs]}
-            return tuple(
-                jnp.stack([histogram(v, self.hist_bins[q]) for v in values[q]]) for q in HIST_QUANTITIES
-            )
+            return tuple(jnp.stack([histogram(v, self.hist_bins[q]) for v in values[q]]) for q in HIST_QUANTITIES)
 
         return in_groups(jax.vmap(per_seed), self.run_group, state, idx)
 

@@ -75,30 +75,80 @@ def steps_figure(target: float, metric: str = "accuracy", split: str = "test") -
         "steps_to_target",
         f"Steps until {split} {metric} reaches {target}: each seed (● reached, ▷ never, ✕ diverged first), the lower median with its "
         "bootstrap 95% CI, and the fraction of seeds not there yet.",
-        plots.steps_to_target_figure, ("curves",), options={"target": target, "metric": metric, "split": split},
+        plots.steps_to_target_figure,
+        ("curves",),
+        options={"target": target, "metric": metric, "split": split},
     )
 
 
 #: The report's figures after the steps-to-target figure, in order.
 REPORT_FIGURES = (
-    FigureSpec("learning_curves", "Training loss and test accuracy against step: mean over seeds with a 95% t band; ✕ where a seed diverged.",
-               plots.learning_curves),
-    FigureSpec("gradient_profile", "Std of the back-propagated gradient δ and the weight-gradient norm per layer at the start and the end "
-               "(geometric mean over seeds): a slope means vanishing or exploding gradients.",
-               plots.gradient_profile, ("layers",), ("delta_std", "grad_norm")),
-    FigureSpec("activation_profile", "Mean and std of the activations per layer at the start and the end: whether the signal keeps its "
-               "scale through depth (SELU's fixed point is mean 0, std 1).",
-               plots.activation_profile, ("layers",), ("act_mean", "act_std")),
-    FigureSpec("grad_norm_heatmap", "Weight-gradient norm by layer and step, one panel per cell; hatched after a seed diverged.",
-               plots.grad_norm_heatmap, ("layers",), ("grad_norm",), channels=PANEL_CHANNELS),
-    FigureSpec("activations", "Mean and std of each layer's activations over training, one panel per cell, one line per layer.",
-               plots.activation_over_training, ("layers",), ("act_mean", "act_std"), channels=PANEL_CHANNELS),
-    FigureSpec("saturation", "Saturated (bounded activations) and dead (ReLU) fractions per layer over training.",
-               plots.saturation_over_training, ("layers",), ("saturated_frac", "dead_frac"), channels=PANEL_CHANNELS),
-    FigureSpec("mean_shift", "Median over units of each unit's mean activation per layer over training (the mean shift ELUs reduce).",
-               plots.unit_mean_median_over_training, ("layers",), ("unit_mean_median",), channels=PANEL_CHANNELS),
-    FigureSpec("histograms", "Histograms of activations and of δ per layer at the recorded steps (full statistics tier).",
-               plots.histograms, ("hists",), channels=PANEL_CHANNELS),
-    FigureSpec("preactivation_percentiles", "15th/50th/85th percentiles of the first and last layers' pre-activation over training.",
-               plots.preactivation_percentiles, ("layers",), ("z_p15", "z_p50", "z_p85"), channels=PANEL_CHANNELS),
+    FigureSpec(
+        "learning_curves",
+        "Training loss and test accuracy against step: mean over seeds with a 95% t band; ✕ where a seed diverged.",
+        plots.learning_curves,
+    ),
+    FigureSpec(
+        "gradient_profile",
+        "Std of the back-propagated gradient δ and the weight-gradient norm per layer at the start and the end "
+        "(geometric mean over seeds): a slope means vanishing or exploding gradients.",
+        plots.gradient_profile,
+        ("layers",),
+        ("delta_std", "grad_norm"),
+    ),
+    FigureSpec(
+        "activation_profile",
+        "Mean and std of the activations per layer at the start and the end: whether the signal keeps its "
+        "scale through depth (SELU's fixed point is mean 0, std 1).",
+        plots.activation_profile,
+        ("layers",),
+        ("act_mean", "act_std"),
+    ),
+    FigureSpec(
+        "grad_norm_heatmap",
+        "Weight-gradient norm by layer and step, one panel per cell; hatched after a seed diverged.",
+        plots.grad_norm_heatmap,
+        ("layers",),
+        ("grad_norm",),
+        channels=PANEL_CHANNELS,
+    ),
+    FigureSpec(
+        "activations",
+        "Mean and std of each layer's activations over training, one panel per cell, one line per layer.",
+        plots.activation_over_training,
+        ("layers",),
+        ("act_mean", "act_std"),
+        channels=PANEL_CHANNELS,
+    ),
+    FigureSpec(
+        "saturation",
+        "Saturated (bounded activations) and dead (ReLU) fractions per layer over training.",
+        plots.saturation_over_training,
+        ("layers",),
+        ("saturated_frac", "dead_frac"),
+        channels=PANEL_CHANNELS,
+    ),
+    FigureSpec(
+        "mean_shift",
+        "Median over units of each unit's mean activation per layer over training (the mean shift ELUs reduce).",
+        plots.unit_mean_median_over_training,
+        ("layers",),
+        ("unit_mean_median",),
+        channels=PANEL_CHANNELS,
+    ),
+    FigureSpec(
+        "histograms",
+        "Histograms of activations and of δ per layer at the recorded steps (full statistics tier).",
+        plots.histograms,
+        ("hists",),
+        channels=PANEL_CHANNELS,
+    ),
+    FigureSpec(
+        "preactivation_percentiles",
+        "15th/50th/85th percentiles of the first and last layers' pre-activation over training.",
+        plots.preactivation_percentiles,
+        ("layers",),
+        ("z_p15", "z_p50", "z_p85"),
+        channels=PANEL_CHANNELS,
+    ),
 )

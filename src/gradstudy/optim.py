@@ -26,8 +26,9 @@ def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> opta
     """
 
     def init_fn(params):
-        return optax.ScaleByAdamState(count=jnp.zeros([], jnp.int32), mu=optax.tree.zeros_like(params),
-                                      nu=optax.tree.zeros_like(params))
+        return optax.ScaleByAdamState(
+            count=jnp.zeros([], jnp.int32), mu=optax.tree.zeros_like(params), nu=optax.tree.zeros_like(params)
+        )
 
     def update_fn(updates, state, params=None):
         del params

@@ -98,7 +98,11 @@ class Measure:
 def _keyed(study: Study, data: pd.DataFrame, enc: Encoding) -> pd.DataFrame:
     """``data`` with the config keys the encoding uses and a label column per channel."""
     used = [k for k in (*enc.hue, *enc.style, *enc.col, *enc.row) if k not in data.columns]
-    frame = data.merge(study.cells[[*KEY, *dict.fromkeys(k for k in used if k != "study")]], on=KEY) if used else data.copy()
+    frame = (
+        data.merge(study.cells[[*KEY, *dict.fromkeys(k for k in used if k != "study")]], on=KEY)
+        if used
+        else data.copy()
+    )
     order = [k for k in (*enc.row, *enc.col, *enc.hue, *enc.style)]
     frame = frame.sort_values([*dict.fromkeys(order)], kind="stable") if order else frame
     for channel, named in (("hue", False), ("style", False), ("col", True), ("row", True)):
@@ -147,7 +151,7 @@ def _signed_log_axis(ax: plt.Axes, bins: pd.DataFrame) -> None:
     ax.set_xscale("symlog", linthresh=linthresh)
     ax.xaxis.set_minor_locator(NullLocator())
     decades = np.arange(np.ceil(np.log10(linthresh)) + 3, np.log10(top) + 1e-9, 3)
-    ticks = [*(-(10.0 ** decades[::-1])), 0.0, *(10.0 ** decades)]
+    ticks = [*(-(10.0 ** decades[::-1])), 0.0, *(10.0**decades)]
     ax.set_xticks(ticks, ["0" if t == 0 else f"{'-' if t < 0 else ''}1e{int(round(np.log10(abs(t))))}" for t in ticks])
 
 
@@ -186,7 +190,9 @@ def _line_figure(
     styles = styles_for(_levels(frame, "_style")) if enc.style else {}
     diverged = _diverged_in_panels(study, frame, enc)
     if divergence == "line":  # a diverged seed's last evaluation is its ✕, not a point of the mean
-        last = frame.merge(diverged[[*KEY, "seed", "diverged_at"]].drop_duplicates(), on=[*KEY, "seed"], how="left")["diverged_at"]
+        last = frame.merge(diverged[[*KEY, "seed", "diverged_at"]].drop_duplicates(), on=[*KEY, "seed"], how="left")[
+            "diverged_at"
+        ]
         frame = frame[~(last.to_numpy() == frame[x].to_numpy())]
     plan = layout(_levels(frame, "_row"), _levels(frame, "_col"), [m.name for m in measures], enc.wrap)
     unshared = [m.name for m in measures if not _comparable(frame[frame["measure"] == m.name])]
@@ -198,10 +204,19 @@ def _line_figure(
             if measure.name in shared and measure.name not in unshared:
                 ax.sharey(shared[measure.name])
             shared.setdefault(measure.name, ax)
-            rows = frame[(frame["_row"] == panel.row) & (frame["_col"] == panel.col) & (frame["measure"] == measure.name)]
+            rows = frame[
+                (frame["_row"] == panel.row) & (frame["_col"] == panel.col) & (frame["measure"] == measure.name)
+            ]
             if rows.empty:
-                ax.text(0.5, 0.5, _why_empty(study, frame[(frame["_row"] == panel.row) & (frame["_col"] == panel.col)]),
-                        ha="center", va="center", transform=ax.transAxes, fontsize=8)
+                ax.text(
+                    0.5,
+                    0.5,
+                    _why_empty(study, frame[(frame["_row"] == panel.row) & (frame["_col"] == panel.col)]),
+                    ha="center",
+                    va="center",
+                    transform=ax.transAxes,
+                    fontsize=8,
+                )
             summary = _summarize(rows, ["_hue", "_style", x], measure.summary).sort_values(x)
             n_hidden += _coinciding(summary, x)
             for (hue, style), line in summary.groupby(["_hue", "_style"], sort=False):
@@ -209,16 +224,32 @@ def _line_figure(
                 linestyle, marker = styles.get(style, ("-", None))
                 shown = line.assign(y=line["y"].where(line["y"] > 0)) if (measure.log or drop_zero) else line
                 single = shown["y"].notna().sum() == 1  # a lone point (a cell that diverged early) still shows
-                ax.plot(shown[x], shown["y"], color=colour, linestyle=linestyle, marker=marker or ("o" if single else None), markersize=3,
-                        label=hue or "_all", gid=style)
+                ax.plot(
+                    shown[x],
+                    shown["y"],
+                    color=colour,
+                    linestyle=linestyle,
+                    marker=marker or ("o" if single else None),
+                    markersize=3,
+                    label=hue or "_all",
+                    gid=style,
+                )
                 if band and shown["low"].notna().any():
                     ax.fill_between(shown[x], shown["low"], shown["high"], color=colour, alpha=0.2, linewidth=0)
                 zeros = line[line["y"] == 0]
                 if len(zeros) and not drop_zero and measure.log:
                     n_zero += len(zeros)
-                    ax.plot(zeros[x], np.full(len(zeros), 0.02), transform=ax.get_xaxis_transform(), color=colour, **ZERO_MARK)
+                    ax.plot(
+                        zeros[x],
+                        np.full(len(zeros), 0.02),
+                        transform=ax.get_xaxis_transform(),
+                        color=colour,
+                        **ZERO_MARK,
+                    )
             if divergence is not None:
-                n_marked += _mark_divergence(ax, data[data["measure"] == measure.name], diverged, panel, x, colours, divergence)
+                n_marked += _mark_divergence(
+                    ax, data[data["measure"] == measure.name], diverged, panel, x, colours, divergence
+                )
             ax.set(xlabel=xlabel, ylabel=measure.ylabel, title=panel.title)
             ax.set_yscale("log" if measure.log else "linear")
             if signed_log_x and len(rows):
@@ -234,12 +265,16 @@ def _line_figure(
         pages.append(fig)
     notes = []
     if unshared:
-        notes.append(f"Y axes not shared for {', '.join(unshared)}: the panels' ranges differ by more than {SHARED_SCALE_DECADES:g} decades.")
+        notes.append(
+            f"Y axes not shared for {', '.join(unshared)}: the panels' ranges differ by more than {SHARED_SCALE_DECADES:g} decades."
+        )
     if n_marked:
         notes.append(f"✕ marks where each of the {len(_diverged(study))} diverged seed(s) diverged.")
     if n_hidden:
-        notes.append(f"{n_hidden} line(s) coincide exactly with another line of their panel and are hidden under it "
-                     "(for example cells that share their initialization, at step 0).")
+        notes.append(
+            f"{n_hidden} line(s) coincide exactly with another line of their panel and are hidden under it "
+            "(for example cells that share their initialization, at step 0)."
+        )
     if n_zero:
         notes.append(f"{n_zero} value(s) exactly 0 drawn as ▽ at the axis floor.")
     return Plot(pages, enc, notes)
@@ -256,7 +291,9 @@ def _why_empty(study: Study, panel_rows: pd.DataFrame) -> str:
 
 def _coinciding(summary: pd.DataFrame, x: str) -> int:
     """How many of a panel's lines repeat another line's points exactly (so only one of them shows)."""
-    shapes = [tuple(zip(g[x], g["y"].round(12), strict=True)) for _, g in summary.groupby(["_hue", "_style"], sort=False)]
+    shapes = [
+        tuple(zip(g[x], g["y"].round(12), strict=True)) for _, g in summary.groupby(["_hue", "_style"], sort=False)
+    ]
     return len(shapes) - len(set(shapes))
 
 
@@ -275,8 +312,9 @@ def _comparable(rows: pd.DataFrame) -> bool:
     return len(peaks) < 2 or float(np.log10(peaks.max() / peaks.min())) <= SHARED_SCALE_DECADES
 
 
-def _mark_divergence(ax: plt.Axes, rows: pd.DataFrame, diverged: pd.DataFrame, panel: Panel, x: str,
-                     colours: Colours | None, where: str) -> int:
+def _mark_divergence(
+    ax: plt.Axes, rows: pd.DataFrame, diverged: pd.DataFrame, panel: Panel, x: str, colours: Colours | None, where: str
+) -> int:
     """✕ at each diverged seed of the panel, at the step it diverged: at the height of its last
     recorded value (``line``) or on the x axis (``axis``)."""
     mine = diverged[(diverged["_row"] == panel.row) & (diverged["_col"] == panel.col)]
@@ -284,7 +322,9 @@ def _mark_divergence(ax: plt.Axes, rows: pd.DataFrame, diverged: pd.DataFrame, p
     for seed in mine.to_dict("records"):
         colour = colours[seed["_hue"]] if colours is not None and seed.get("_hue") in colours.colours else "0.6"
         if where == "line":
-            own = rows[(rows["study"] == seed["study"]) & (rows["cell"] == seed["cell"]) & (rows["seed"] == seed["seed"])]
+            own = rows[
+                (rows["study"] == seed["study"]) & (rows["cell"] == seed["cell"]) & (rows["seed"] == seed["seed"])
+            ]
             if own.empty:
                 continue
             ax.plot([seed["diverged_at"]], [own.loc[own[x].idxmax(), "value"]], color=colour, **DIVERGED_MARK)
@@ -294,45 +334,74 @@ def _mark_divergence(ax: plt.Axes, rows: pd.DataFrame, diverged: pd.DataFrame, p
     return count
 
 
-def learning_curves(study: Study, hue: Keys = None, style: Keys = None, col: Keys = None, row: Keys = None, wrap: int = WRAP) -> Plot:
+def learning_curves(
+    study: Study, hue: Keys = None, style: Keys = None, col: Keys = None, row: Keys = None, wrap: int = WRAP
+) -> Plot:
     """Training loss (log) and test accuracy against step: mean over seeds with a 95% t band, ✕
     where a seed diverged (on its last evaluation, the frozen state at its last healthy step)."""
     data = study.curves.assign(measure=study.curves["split"] + " " + study.curves["metric"])
-    measures = [Measure("train loss", "training loss (cross-entropy, nats)", log=True),
-                Measure("test accuracy", "test accuracy (fraction)")]
+    measures = [
+        Measure("train loss", "training loss (cross-entropy, nats)", log=True),
+        Measure("test accuracy", "test accuracy (fraction)"),
+    ]
     enc = encode(study, data, hue, style, col, row, wrap)
     return _line_figure(study, data, measures, "step", STEP_LABEL, "Learning curves (mean over seeds, 95% t band)", enc)
 
 
-def _profile(study: Study, stats: Sequence[tuple[str, str, bool]], title: str, hue: Keys, style: Keys, col: Keys, row: Keys, wrap: int) -> Plot:
+def _profile(
+    study: Study,
+    stats: Sequence[tuple[str, str, bool]],
+    title: str,
+    hue: Keys,
+    style: Keys,
+    col: Keys,
+    row: Keys,
+    wrap: int,
+) -> Plot:
     """Rows: each stat at the start and at the end (``analysis.phase_layers``); x: layer."""
     phased = analysis.phase_layers(study)
     phased = phased[phased["stat"].isin([s for s, _, _ in stats])]
     data = phased.assign(measure=phased["stat"] + "@" + phased["phase"])
-    when = {"start": "start (step 0)", "end": "end (each seed's last healthy step)" if phased["ended_early"].any() else "end"}
-    measures = [Measure(f"{stat}@{phase}", f"{label}\n{when[phase]}", log, "gmean" if log else "mean")
-                for phase in ("start", "end") for stat, label, log in stats]
+    when = {
+        "start": "start (step 0)",
+        "end": "end (each seed's last healthy step)" if phased["ended_early"].any() else "end",
+    }
+    measures = [
+        Measure(f"{stat}@{phase}", f"{label}\n{when[phase]}", log, "gmean" if log else "mean")
+        for phase in ("start", "end")
+        for stat, label, log in stats
+    ]
     enc = encode(study, data, hue, style, col, row, wrap)
     plot = _line_figure(study, data, measures, "layer", LAYER_LABEL, title, enc, divergence=None, integer_x=True)
-    plot.notes.append(f"Lines: geometric mean over seeds of positive magnitudes, mean otherwise; 95% t band. "
-                      f"End: {analysis.end_steps_text(phased)}.")
+    plot.notes.append(
+        f"Lines: geometric mean over seeds of positive magnitudes, mean otherwise; 95% t band. "
+        f"End: {analysis.end_steps_text(phased)}."
+    )
     return plot
 
 
-def gradient_profile(study: Study, hue: Keys = None, style: Keys = None, col: Keys = None, row: Keys = None, wrap: int = WRAP) -> Plot:
+def gradient_profile(
+    study: Study, hue: Keys = None, style: Keys = None, col: Keys = None, row: Keys = None, wrap: int = WRAP
+) -> Plot:
     """Std of the back-propagated gradient δ and the weight-gradient norm against layer, at the
     start and the end (log scale, geometric mean over seeds): a slope means vanishing or exploding gradients."""
     stats = [("delta_std", "std of δ = B·∂L/∂z", True), ("grad_norm", "‖∂L/∂W‖", True)]
-    return _profile(study, stats, "Gradient profile across layers (Glorot & Bengio fig. 7 style)", hue, style, col, row, wrap)
+    return _profile(
+        study, stats, "Gradient profile across layers (Glorot & Bengio fig. 7 style)", hue, style, col, row, wrap
+    )
 
 
-def activation_profile(study: Study, hue: Keys = None, style: Keys = None, col: Keys = None, row: Keys = None, wrap: int = WRAP) -> Plot:
+def activation_profile(
+    study: Study, hue: Keys = None, style: Keys = None, col: Keys = None, row: Keys = None, wrap: int = WRAP
+) -> Plot:
     """Mean (linear) and standard deviation (log, geometric mean over seeds) of the activations against layer, at the start and the end."""
     stats = [("act_mean", "activation mean", False), ("act_std", "activation std", True)]
     return _profile(study, stats, "Activation profile across layers", hue, style, col, row, wrap)
 
 
-def _over_training(study: Study, stats: Sequence[tuple[str, str]], title: str, hue: Keys, style: Keys, col: Keys, row: Keys, wrap: int) -> Plot:
+def _over_training(
+    study: Study, stats: Sequence[tuple[str, str]], title: str, hue: Keys, style: Keys, col: Keys, row: Keys, wrap: int
+) -> Plot:
     """Rows: ``stats``; by default one panel per cell with one line per layer (mean over seeds) against step."""
     data = study.layers[study.layers["stat"].isin([s for s, _ in stats])].rename(columns={"stat": "measure"})
     enc = encode(study, data, hue, style, col, row, wrap, own_keys=("layer",), own_hue="layer")
@@ -340,34 +409,46 @@ def _over_training(study: Study, stats: Sequence[tuple[str, str]], title: str, h
     return _line_figure(study, data, measures, "step", STEP_LABEL, title, enc, band=False, divergence="axis")
 
 
-def activation_over_training(study: Study, hue: Keys = None, style: Keys = None, col: Keys = None, row: Keys = None, wrap: int = WRAP) -> Plot:
+def activation_over_training(
+    study: Study, hue: Keys = None, style: Keys = None, col: Keys = None, row: Keys = None, wrap: int = WRAP
+) -> Plot:
     """Mean and standard deviation of each layer's activations over training (Glorot & Bengio fig. 2 style)."""
     stats = [("act_mean", "activation mean"), ("act_std", "activation std")]
-    return _over_training(study, stats, "Activations per layer over training (mean over seeds)", hue, style, col, row, wrap)
+    return _over_training(
+        study, stats, "Activations per layer over training (mean over seeds)", hue, style, col, row, wrap
+    )
 
 
-def unit_mean_median_over_training(study: Study, hue: Keys = None, style: Keys = None, col: Keys = None, row: Keys = None,
-                                   wrap: int = WRAP) -> Plot:
+def unit_mean_median_over_training(
+    study: Study, hue: Keys = None, style: Keys = None, col: Keys = None, row: Keys = None, wrap: int = WRAP
+) -> Plot:
     """Median over units of each unit's batch-mean activation, per layer over training (Clevert et al. 2015's mean shift)."""
     stats = [("unit_mean_median", "median over units\nof the mean activation")]
-    return _over_training(study, stats, "Mean shift of the activations per layer (mean over seeds)", hue, style, col, row, wrap)
+    return _over_training(
+        study, stats, "Mean shift of the activations per layer (mean over seeds)", hue, style, col, row, wrap
+    )
 
 
 SATURATION_STATS = {"saturated_frac": "saturated fraction\n(of unit·examples)", "dead_frac": "dead fraction (of units)"}
 
 
-def saturation_over_training(study: Study, hue: Keys = None, style: Keys = None, col: Keys = None, row: Keys = None, wrap: int = WRAP) -> Plot:
+def saturation_over_training(
+    study: Study, hue: Keys = None, style: Keys = None, col: Keys = None, row: Keys = None, wrap: int = WRAP
+) -> Plot:
     """Saturated and dead fractions per layer over training (only the statistics defined for each activation)."""
     present = [s for s in SATURATION_STATS if study.layers["stat"].eq(s).any()]
     stats = [(s, SATURATION_STATS[s]) for s in present]
-    return _over_training(study, stats, "Saturated and dead units per layer (mean over seeds)", hue, style, col, row, wrap)
+    return _over_training(
+        study, stats, "Saturated and dead units per layer (mean over seeds)", hue, style, col, row, wrap
+    )
 
 
 PERCENTILES = {"z_p15": "15th", "z_p50": "50th", "z_p85": "85th"}
 
 
-def preactivation_percentiles(study: Study, hue: Keys = None, style: Keys = None, col: Keys = None, row: Keys = None,
-                              wrap: int = WRAP) -> Plot:
+def preactivation_percentiles(
+    study: Study, hue: Keys = None, style: Keys = None, col: Keys = None, row: Keys = None, wrap: int = WRAP
+) -> Plot:
     """15th, 50th and 85th percentiles of the first and last hidden layers' pre-activation over training
     (mean over seeds; Ioffe & Szegedy fig. 1)."""
     rows = study.layers[study.layers["stat"].isin(list(PERCENTILES))]
@@ -375,12 +456,26 @@ def preactivation_percentiles(study: Study, hue: Keys = None, style: Keys = None
     rows = rows[(rows["layer"] == 1) | (rows["layer"] == depth)]
     data = rows.assign(percentile=rows["stat"].map(PERCENTILES), measure=np.where(rows["layer"] == 1, "first", "last"))
     enc = encode(study, data, hue, style, col, row, wrap, own_keys=("percentile",), own_hue="percentile")
-    measures = [Measure("first", "z percentiles,\nfirst hidden layer"), Measure("last", "z percentiles,\nlast hidden layer")]
-    return _line_figure(study, data, measures, "step", STEP_LABEL, "Pre-activation percentiles over training (mean over seeds)",
-                        enc, band=False, divergence="axis")
+    measures = [
+        Measure("first", "z percentiles,\nfirst hidden layer"),
+        Measure("last", "z percentiles,\nlast hidden layer"),
+    ]
+    return _line_figure(
+        study,
+        data,
+        measures,
+        "step",
+        STEP_LABEL,
+        "Pre-activation percentiles over training (mean over seeds)",
+        enc,
+        band=False,
+        divergence="axis",
+    )
 
 
-def histograms(study: Study, hue: Keys = None, style: Keys = None, col: Keys = None, row: Keys = None, wrap: int = WRAP) -> Plot:
+def histograms(
+    study: Study, hue: Keys = None, style: Keys = None, col: Keys = None, row: Keys = None, wrap: int = WRAP
+) -> Plot:
     """Per-layer histograms of activations and back-propagated gradients (Glorot & Bengio fig. 6 style).
 
     One line of panels per (quantity, step). The y axis is the fraction of a layer's entries in each
@@ -391,18 +486,40 @@ def histograms(study: Study, hue: Keys = None, style: Keys = None, col: Keys = N
     hists = study.hists
     totals = hists.groupby([*KEY, "seed", "step", "layer", "quantity"])["count"].transform("sum")
     bins = hists.assign(value=hists["count"] / totals)[hists["region"] == "bin"]
-    bins = bins.assign(center=(bins["bin_left"] + bins["bin_right"]) / 2,
-                       measure=bins["quantity"] + " at step " + bins["step"].astype(str))
+    bins = bins.assign(
+        center=(bins["bin_left"] + bins["bin_right"]) / 2,
+        measure=bins["quantity"] + " at step " + bins["step"].astype(str),
+    )
     names = {"activation": "activation value", "delta": "δ = B·∂L/∂z"}
-    measures = [Measure(f"{quantity} at step {step}", f"fraction per bin\n{names.get(quantity, quantity)}, step {step}", log=True)
-                for quantity, step in bins[["quantity", "step"]].drop_duplicates().sort_values(["quantity", "step"]).itertuples(index=False)]
+    measures = [
+        Measure(
+            f"{quantity} at step {step}", f"fraction per bin\n{names.get(quantity, quantity)}, step {step}", log=True
+        )
+        for quantity, step in bins[["quantity", "step"]]
+        .drop_duplicates()
+        .sort_values(["quantity", "step"])
+        .itertuples(index=False)
+    ]
     enc = encode(study, bins, hue, style, col, row, wrap, own_keys=("layer",), own_hue="layer")
-    return _line_figure(study, bins, measures, "center", "bin centre", "Activation and back-propagated gradient histograms per layer",
-                        enc, band=False, divergence=None, signed_log_x=True, drop_zero=True)
+    return _line_figure(
+        study,
+        bins,
+        measures,
+        "center",
+        "bin centre",
+        "Activation and back-propagated gradient histograms per layer",
+        enc,
+        band=False,
+        divergence=None,
+        signed_log_x=True,
+        drop_zero=True,
+    )
 
 
 # ----- heat map -------------------------------------------------------------------------------------
-def grad_norm_heatmap(study: Study, hue: Keys = None, style: Keys = None, col: Keys = None, row: Keys = None, wrap: int = WRAP) -> Plot:
+def grad_norm_heatmap(
+    study: Study, hue: Keys = None, style: Keys = None, col: Keys = None, row: Keys = None, wrap: int = WRAP
+) -> Plot:
     """Layer x step map of ‖∂L/∂W‖ (geometric mean over seeds, log colour scale), one panel per cell.
 
     One colour scale is shared by every panel unless the panels' medians span more than
@@ -413,10 +530,16 @@ def grad_norm_heatmap(study: Study, hue: Keys = None, style: Keys = None, col: K
     data = study.layers[study.layers["stat"] == "grad_norm"].assign(measure="grad_norm")
     enc = encode(study, data, hue, style, col, row, wrap, lines=False)
     frame = _keyed(study, data, enc)
-    grids = {panel: g.assign(value=np.log(g["value"].where(g["value"] > 0)))
-                     .pivot_table(index="layer", columns="step", values="value", aggfunc="mean", dropna=False)
-                     .pipe(np.exp) for panel, g in frame.groupby(["_row", "_col"])}
-    zeros = {panel: g.groupby(["layer", "step"])["value"].apply(lambda v: bool((v == 0).all())).sum() for panel, g in frame.groupby(["_row", "_col"])}
+    grids = {
+        panel: g.assign(value=np.log(g["value"].where(g["value"] > 0)))
+        .pivot_table(index="layer", columns="step", values="value", aggfunc="mean", dropna=False)
+        .pipe(np.exp)
+        for panel, g in frame.groupby(["_row", "_col"])
+    }
+    zeros = {
+        panel: g.groupby(["layer", "step"])["value"].apply(lambda v: bool((v == 0).all())).sum()
+        for panel, g in frame.groupby(["_row", "_col"])
+    }
     medians = [float(np.nanmedian(np.log10(g.to_numpy()))) for g in grids.values() if np.isfinite(g.to_numpy()).any()]
     shared = not medians or max(medians) - min(medians) <= SHARED_SCALE_DECADES
     everything = np.concatenate([g.to_numpy().ravel() for g in grids.values()]) if grids else np.array([])
@@ -436,30 +559,55 @@ def grad_norm_heatmap(study: Study, hue: Keys = None, style: Keys = None, col: K
             values = grid.to_numpy()
             finite = values[np.isfinite(values)]
             norm = shared_norm or (LogNorm(finite.min(), finite.max()) if len(finite) else None)
-            mesh = ax.pcolormesh(_edges(grid.columns), _edges(grid.index), np.ma.masked_invalid(values), norm=norm, cmap=cmap)
+            mesh = ax.pcolormesh(
+                _edges(grid.columns), _edges(grid.index), np.ma.masked_invalid(values), norm=norm, cmap=cmap
+            )
             if not shared:
                 bar = fig.colorbar(mesh, ax=ax, label="‖∂L/∂W‖", pad=0.02)
                 bar.ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.2g}"))
                 bar.ax.yaxis.set_minor_formatter(NullFormatter())
             first = diverged.loc[(diverged["_row"] == panel.row) & (diverged["_col"] == panel.col), "diverged_at"]
             if len(first):
-                ax.axvspan(first.min(), max(float(grid.columns.max()), first.min() + 1), facecolor="none", edgecolor="crimson",
-                           hatch="//", linewidth=0, zorder=3)
-                ax.plot(first, np.full(len(first), 0.03), transform=ax.get_xaxis_transform(), color="crimson", **DIVERGED_MARK)
+                ax.axvspan(
+                    first.min(),
+                    max(float(grid.columns.max()), first.min() + 1),
+                    facecolor="none",
+                    edgecolor="crimson",
+                    hatch="//",
+                    linewidth=0,
+                    zorder=3,
+                )
+                ax.plot(
+                    first,
+                    np.full(len(first), 0.03),
+                    transform=ax.get_xaxis_transform(),
+                    color="crimson",
+                    **DIVERGED_MARK,
+                )
             ax.set(xlabel=STEP_LABEL, ylabel=LAYER_LABEL, title=panel.title)
             _integer_ticks(ax, "y")
         if shared and mesh is not None:
             fig.colorbar(mesh, ax=list(panels.values()), label="‖∂L/∂W‖ (log scale)", shrink=0.8)
-        handles = [(Patch(facecolor="none", edgecolor="crimson", hatch="//"), "after a seed of the cell diverged (✕)")] if len(diverged) else []
+        handles = (
+            [(Patch(facecolor="none", edgecolor="crimson", hatch="//"), "after a seed of the cell diverged (✕)")]
+            if len(diverged)
+            else []
+        )
         if sum(zeros.values()):
             handles.append((Patch(facecolor="0.75"), "exactly 0 in every seed"))
         if handles:
-            fig.legend([h for h, _ in handles], [t for _, t in handles], loc="outside lower center", frameon=False, fontsize=8)
+            fig.legend(
+                [h for h, _ in handles], [t for _, t in handles], loc="outside lower center", frameon=False, fontsize=8
+            )
         pages.append(fig)
-    notes = [f"Colour: {'one log scale shared by every panel' if shared else 'one log scale per panel'}: the panels' medians span "
-             f"{max(medians) - min(medians) if medians else 0:.1f} decades (shared up to {SHARED_SCALE_DECADES:g})."]
+    notes = [
+        f"Colour: {'one log scale shared by every panel' if shared else 'one log scale per panel'}: the panels' medians span "
+        f"{max(medians) - min(medians) if medians else 0:.1f} decades (shared up to {SHARED_SCALE_DECADES:g})."
+    ]
     if len(diverged):
-        notes.append("Hatched: steps after the first seed of the cell diverged; later values average the remaining seeds.")
+        notes.append(
+            "Hatched: steps after the first seed of the cell diverged; later values average the remaining seeds."
+        )
     if sum(zeros.values()):
         notes.append(f"{int(sum(zeros.values()))} layer-step value(s) exactly 0 in every seed, shown grey.")
     return Plot(pages, enc, notes)
@@ -475,8 +623,17 @@ def _edges(centres: pd.Index) -> np.ndarray:
 
 
 # ----- steps to target -------------------------------------------------------------------------------
-def steps_to_target_figure(study: Study, target: float, metric: str = "accuracy", split: str = "test", hue: Keys = None,
-                           style: Keys = None, col: Keys = None, row: Keys = None, wrap: int = WRAP) -> Plot:
+def steps_to_target_figure(
+    study: Study,
+    target: float,
+    metric: str = "accuracy",
+    split: str = "test",
+    hue: Keys = None,
+    style: Keys = None,
+    col: Keys = None,
+    row: Keys = None,
+    wrap: int = WRAP,
+) -> Plot:
     """Per facet, two panels. Top: each seed's steps to target (● reached, ▷ healthy but never
     reached, drawn at its last step, ✕ diverged before reaching it, at the step it diverged) with
     the cell's lower median and bootstrap 95% CI (◆). Bottom: the fraction of seeds not yet at the
@@ -492,13 +649,17 @@ def steps_to_target_figure(study: Study, target: float, metric: str = "accuracy"
     final = float(study.curves["step"].max()) if len(study.curves) else 1.0
     relation = "≥" if metric == "accuracy" else "≤"
     plan = layout(_levels(frame, "_row"), _levels(frame, "_col"), ["times", "survival"], enc.wrap)
-    marks = [(Line2D([], [], marker="o", color="0.4", linestyle="none"), "● seed reached the target"),
-             (Line2D([], [], marker=">", color="0.4", markerfacecolor="none", linestyle="none"), "▷ healthy, never reached"),
-             (Line2D([], [], markerfacecolor="0.6", **DIVERGED_MARK), "✕ diverged before reaching it"),
-             (Line2D([], [], marker="D", color="black", linestyle="none"), "◆ lower median, bootstrap 95% CI")]
+    marks = [
+        (Line2D([], [], marker="o", color="0.4", linestyle="none"), "● seed reached the target"),
+        (Line2D([], [], marker=">", color="0.4", markerfacecolor="none", linestyle="none"), "▷ healthy, never reached"),
+        (Line2D([], [], markerfacecolor="0.6", **DIVERGED_MARK), "✕ diverged before reaching it"),
+        (Line2D([], [], marker="D", color="black", linestyle="none"), "◆ lower median, bootstrap 95% CI"),
+    ]
     pages = []
-    for fig, panels in plan.figures(f"Convergence speed: steps to {split} {metric} {relation} {target}",
-                                    legend_inches(colours, list(styles), [t for _, t in marks])):
+    for fig, panels in plan.figures(
+        f"Convergence speed: steps to {split} {metric} {relation} {target}",
+        legend_inches(colours, list(styles), [t for _, t in marks]),
+    ):
         for panel, ax in panels.items():
             rows = frame[(frame["_row"] == panel.row) & (frame["_col"] == panel.col)]
             cells = rows.drop_duplicates(KEY).to_dict("records")
@@ -511,26 +672,52 @@ def steps_to_target_figure(study: Study, target: float, metric: str = "accuracy"
                         c = conv.iloc[0]
                         low = c["steps_low"] if np.isfinite(c["steps_low"]) else c["steps_to_target"]
                         high = c["steps_high"] if np.isfinite(c["steps_high"]) else final
-                        ax.errorbar(c["steps_to_target"], y + 0.25, xerr=[[c["steps_to_target"] - low], [high - c["steps_to_target"]]],
-                                    fmt="D", color="black", markersize=4, capsize=3)
+                        ax.errorbar(
+                            c["steps_to_target"],
+                            y + 0.25,
+                            xerr=[[c["steps_to_target"] - low], [high - c["steps_to_target"]]],
+                            fmt="D",
+                            color="black",
+                            markersize=4,
+                            capsize=3,
+                        )
                 names = [" | ".join(t for t in (c["_hue"], c["_style"]) if t) or c["cell"] for c in cells]
                 ax.set_yticks(range(len(cells)), names, fontsize=7)
-                ax.set(xlim=(-0.02 * final, final * 1.05), ylim=(len(cells) - 0.4, -0.6), title=panel.title,
-                       xlabel=f"steps to {split} {metric} {relation} {target}", ylabel=" | ".join([*enc.hue, *enc.style]) or "cell")
+                ax.set(
+                    xlim=(-0.02 * final, final * 1.05),
+                    ylim=(len(cells) - 0.4, -0.6),
+                    title=panel.title,
+                    xlabel=f"steps to {split} {metric} {relation} {target}",
+                    ylabel=" | ".join([*enc.hue, *enc.style]) or "cell",
+                )
             else:
                 steps = np.sort(analysis.curves_of(study, split)["step"].unique())
                 for cell in cells:
                     own = rows[(rows["study"] == cell["study"]) & (rows["cell"] == cell["cell"])]
                     remaining = [(own["step"] > s).mean() for s in steps]
                     linestyle, _ = styles.get(cell["_style"], ("-", None))
-                    ax.step(steps, remaining, where="post", color=colours[cell["_hue"]] if colours is not None else "C0",
-                            linestyle=linestyle, label=cell["_hue"] or "_all", gid=cell["_style"])
-                ax.set(xlabel=STEP_LABEL, ylabel="fraction of seeds\nnot yet at target", ylim=(-0.02, 1.02), title=panel.title)
+                    ax.step(
+                        steps,
+                        remaining,
+                        where="post",
+                        color=colours[cell["_hue"]] if colours is not None else "C0",
+                        linestyle=linestyle,
+                        label=cell["_hue"] or "_all",
+                        gid=cell["_style"],
+                    )
+                ax.set(
+                    xlabel=STEP_LABEL,
+                    ylabel="fraction of seeds\nnot yet at target",
+                    ylim=(-0.02, 1.02),
+                    title=panel.title,
+                )
         add_legend(fig, list(panels.values()), colours, styles, ", ".join(enc.style), marks)
         pages.append(fig)
     notes = ["Median: the lower median over the healthy seeds, finite when at least half reach the target."]
     if len(_diverged(study)):
-        notes.append(f"✕: {len(_diverged(study))} seed(s) diverged; they count as never reaching the target after diverging.")
+        notes.append(
+            f"✕: {len(_diverged(study))} seed(s) diverged; they count as never reaching the target after diverging."
+        )
     return Plot(pages, enc, notes)
 
 
@@ -541,6 +728,10 @@ def _seed_marks(ax: plt.Axes, seeds: pd.DataFrame, y: float, colour: tuple) -> N
         if np.isfinite(seed.step):
             ax.plot(seed.step, y + dy, marker="o", color=colour, linestyle="none", markersize=4)
         elif pd.notna(seed.diverged_at):
-            ax.plot(seed.diverged_at, y + dy, color=colour, markerfacecolor=colour, **{**DIVERGED_MARK, "markersize": 6})
+            ax.plot(
+                seed.diverged_at, y + dy, color=colour, markerfacecolor=colour, **{**DIVERGED_MARK, "markersize": 6}
+            )
         else:
-            ax.plot(seed.last_step, y + dy, marker=">", color=colour, markerfacecolor="none", linestyle="none", markersize=5)
+            ax.plot(
+                seed.last_step, y + dy, marker=">", color=colour, markerfacecolor="none", linestyle="none", markersize=5
+            )

@@ -26,16 +26,23 @@ def _header(title: str, study: Study) -> str:
     first = Path(complete["path"].iloc[0]) if len(complete) else None
     meta = read_meta(first) if first else {}
     lines = [f"# gradstudy report: {title}", ""]
-    lines.append(f"{len(complete)} complete cell(s) of {len(study.cells)}; seeds per cell: "
-                 f"{', '.join(str(n) for n in sorted(set(complete['n_seeds'])))}.")
+    lines.append(
+        f"{len(complete)} complete cell(s) of {len(study.cells)}; seeds per cell: "
+        f"{', '.join(str(n) for n in sorted(set(complete['n_seeds'])))}."
+    )
     if meta:
         versions = ", ".join(f"{k} {v}" for k, v in meta.get("versions", {}).items() if v)
-        lines.append(f"Code {meta.get('git_hash') or 'unknown revision'}; {versions}; device {meta.get('device', {}).get('kind')}.")
+        lines.append(
+            f"Code {meta.get('git_hash') or 'unknown revision'}; {versions}; device {meta.get('device', {}).get('kind')}."
+        )
     hashes = complete["code_hash"].fillna("unknown").value_counts()
     if len(hashes) > 1:
         counts = ", ".join(f"`{h}` ({n} cells)" for h, n in hashes.items())
-        lines += ["", f"**Warning: this study mixes cells made by different code** (code_hash {counts}); "
-                      "rerun the older cells with force=true before comparing them."]
+        lines += [
+            "",
+            f"**Warning: this study mixes cells made by different code** (code_hash {counts}); "
+            "rerun the older cells with force=true before comparing them.",
+        ]
     missing = study.cells[study.cells["status"] != "complete"]
     if len(missing):
         lines += ["", "Missing (not complete):", ""]
@@ -45,7 +52,9 @@ def _header(title: str, study: Study) -> str:
     return "\n".join(lines)
 
 
-def figure_section(study: Study, specs: list[FigureSpec], out: Path, formats: tuple[str, ...], dpi: int, **encoding: Any) -> list[str]:
+def figure_section(
+    study: Study, specs: list[FigureSpec], out: Path, formats: tuple[str, ...], dpi: int, **encoding: Any
+) -> list[str]:
     """Draw each figure that applies into ``out/figures`` (numbered pages when it is too large for one)
     and return its markdown: the pages, the caption, the notes and the encoding; a figure that does
     not apply gets a one-line reason."""
@@ -58,13 +67,24 @@ def figure_section(study: Study, specs: list[FigureSpec], out: Path, formats: tu
         plot = spec.render(study, **encoding)
         paths = [p for p in plot.save(out / "figures", spec.name, formats, dpi) if p.suffix == f".{formats[0]}"]
         lines.append("")
-        lines += [f"![{spec.name}{f' page {i}' if len(paths) > 1 else ''}]({path.relative_to(out)})" for i, path in enumerate(paths, start=1)]
+        lines += [
+            f"![{spec.name}{f' page {i}' if len(paths) > 1 else ''}]({path.relative_to(out)})"
+            for i, path in enumerate(paths, start=1)
+        ]
         lines += ["", " ".join([spec.caption, *plot.notes, f"Encoding: {plot.encoding.describe()}."])]
     return lines
 
 
-def write_report(study_dirs: Path | Sequence[Path], out: Path | None = None, formats: tuple[str, ...] = ("png",), dpi: int = DPI,
-                 target: float = 0.9, metric: str = "accuracy", split: str = "test", **encoding: Any) -> Path:
+def write_report(
+    study_dirs: Path | Sequence[Path],
+    out: Path | None = None,
+    formats: tuple[str, ...] = ("png",),
+    dpi: int = DPI,
+    target: float = 0.9,
+    metric: str = "accuracy",
+    split: str = "test",
+    **encoding: Any,
+) -> Path:
     """Write figures/, the tables as CSV and report.md for one study folder or several; returns the report's path.
 
     ``out`` defaults to the study folder (required for several). ``encoding`` (``hue``, ``style``,
@@ -76,7 +96,9 @@ def write_report(study_dirs: Path | Sequence[Path], out: Path | None = None, for
         raise ValueError("several studies: say where the report goes with --out")
     study = load_study(dirs)
     if study.cells.empty:
-        raise FileNotFoundError(f"{', '.join(map(str, dirs))} holds no gradstudy cells (no <cell>/meta.json); point at results/<study>")
+        raise FileNotFoundError(
+            f"{', '.join(map(str, dirs))} holds no gradstudy cells (no <cell>/meta.json); point at results/<study>"
+        )
     out = Path(out) if out else dirs[0]
     convergence = analysis.convergence_table(study, target, metric, split)
     gradients = analysis.gradient_table(study)
@@ -88,27 +110,75 @@ def write_report(study_dirs: Path | Sequence[Path], out: Path | None = None, for
     if convergence.empty:
         sections.append("\nNo complete cell yet: no tables or figures.")
     else:
-        sections += ["", "## Convergence", "",
-                     f"Steps to {split} {metric} {target} (lower median over the healthy seeds and bootstrap 95% CI; ∞ = fewer than half of them reached it), "
-                     "area under the training loss, and final metrics (mean and 95% t interval over the seeds that did not diverge). "
-                     "A cell whose seeds all diverged has outcome `diverged` and no final metrics.", "",
-                     markdown_table(convergence, [*keys, "cell", "outcome", "steps_to_target", "steps_low", "steps_high", "n_reached", "n_healthy",
-                                                  "train_loss_auc_mean", "train_loss_mean", "test_loss_mean", "test_accuracy_mean",
-                                                  "test_accuracy_low", "test_accuracy_high", "n_seeds", "n_diverged"])]
+        sections += [
+            "",
+            "## Convergence",
+            "",
+            f"Steps to {split} {metric} {target} (lower median over the healthy seeds and bootstrap 95% CI; ∞ = fewer than half of them reached it), "
+            "area under the training loss, and final metrics (mean and 95% t interval over the seeds that did not diverge). "
+            "A cell whose seeds all diverged has outcome `diverged` and no final metrics.",
+            "",
+            markdown_table(
+                convergence,
+                [
+                    *keys,
+                    "cell",
+                    "outcome",
+                    "steps_to_target",
+                    "steps_low",
+                    "steps_high",
+                    "n_reached",
+                    "n_healthy",
+                    "train_loss_auc_mean",
+                    "train_loss_mean",
+                    "test_loss_mean",
+                    "test_accuracy_mean",
+                    "test_accuracy_low",
+                    "test_accuracy_high",
+                    "n_seeds",
+                    "n_diverged",
+                ],
+            ),
+        ]
     if not gradients.empty:
         ratios = gradients.drop_duplicates(["study", "cell", "phase"])
-        sections += ["", "## Gradients", "",
-                     "First-to-last hidden layer ratios of δ std and of the weight-gradient norm (geometric mean over seeds and the 95% t interval "
-                     "of the logs mapped back; below 1 the gradients shrink towards the input). `end` is each seed's last measured step: the end "
-                     "of training, or for a seed that diverged its last healthy step (`n_ended_early` counts those). "
-                     f"A ratio of exactly 0 shows as {ZERO_MAGNITUDE}; `_n_zero` counts such seeds. Per-layer values are in gradients.csv.", "",
-                     markdown_table(ratios, [*keys, "cell", "phase", "step", "n_ended_early", "delta_std_ratio_gmean", "delta_std_ratio_low",
-                                             "delta_std_ratio_high", "delta_std_ratio_n_zero", "grad_norm_ratio_gmean", "grad_norm_ratio_low",
-                                             "grad_norm_ratio_high", "grad_norm_ratio_n_zero"])]
+        sections += [
+            "",
+            "## Gradients",
+            "",
+            "First-to-last hidden layer ratios of δ std and of the weight-gradient norm (geometric mean over seeds and the 95% t interval "
+            "of the logs mapped back; below 1 the gradients shrink towards the input). `end` is each seed's last measured step: the end "
+            "of training, or for a seed that diverged its last healthy step (`n_ended_early` counts those). "
+            f"A ratio of exactly 0 shows as {ZERO_MAGNITUDE}; `_n_zero` counts such seeds. Per-layer values are in gradients.csv.",
+            "",
+            markdown_table(
+                ratios,
+                [
+                    *keys,
+                    "cell",
+                    "phase",
+                    "step",
+                    "n_ended_early",
+                    "delta_std_ratio_gmean",
+                    "delta_std_ratio_low",
+                    "delta_std_ratio_high",
+                    "delta_std_ratio_n_zero",
+                    "grad_norm_ratio_gmean",
+                    "grad_norm_ratio_low",
+                    "grad_norm_ratio_high",
+                    "grad_norm_ratio_n_zero",
+                ],
+            ),
+        ]
     complete = study.complete()
     if not complete.cells.empty:
-        sections += ["", "## Figures", *figure_section(complete, [steps_figure(target, metric, split), *REPORT_FIGURES], out, formats,
-                                                        dpi, **encoding)]
+        sections += [
+            "",
+            "## Figures",
+            *figure_section(
+                complete, [steps_figure(target, metric, split), *REPORT_FIGURES], out, formats, dpi, **encoding
+            ),
+        ]
     report = out / "report.md"
     report.write_text("\n".join(sections) + "\n")
     return report
@@ -124,12 +194,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("study", type=Path, nargs="+", help="a study folder, e.g. results/default, or several")
     parser.add_argument("--out", type=Path, help="write here instead of inside the study")
     parser.add_argument("--format", nargs="+", default=["png"], choices=["png", "pdf", "svg"], help="figure formats")
-    parser.add_argument("--dpi", type=int, default=DPI, help=f"figure resolution (default {DPI}: pages of at most about 2,400 px)")
+    parser.add_argument(
+        "--dpi", type=int, default=DPI, help=f"figure resolution (default {DPI}: pages of at most about 2,400 px)"
+    )
     parser.add_argument("--target", type=float, default=0.9, help="the target for steps-to-target (default 0.9)")
     parser.add_argument("--metric", choices=["accuracy", "loss"], default="accuracy")
     parser.add_argument("--split", choices=["train", "test"], default="test")
     for channel, what in (("hue", "colour"), ("style", "line style"), ("col", "panel columns"), ("row", "panel rows")):
-        parser.add_argument(f"--{channel}", metavar="KEY[,KEY]", help=f"config key(s) shown by {what} (default: chosen from the varying keys)")
+        parser.add_argument(
+            f"--{channel}",
+            metavar="KEY[,KEY]",
+            help=f"config key(s) shown by {what} (default: chosen from the varying keys)",
+        )
     parser.add_argument("--wrap", type=int, default=4, help="panels per line before wrapping (default 4)")
     args = parser.parse_args(argv)
     import matplotlib
@@ -137,8 +213,17 @@ def main(argv: list[str] | None = None) -> int:
     matplotlib.use("Agg")
     encoding = {c: _keys(getattr(args, c)) for c in ("hue", "style", "col", "row")}
     try:
-        report = write_report(args.study, args.out, tuple(args.format), args.dpi, args.target, args.metric, args.split,
-                              wrap=args.wrap, **encoding)
+        report = write_report(
+            args.study,
+            args.out,
+            tuple(args.format),
+            args.dpi,
+            args.target,
+            args.metric,
+            args.split,
+            wrap=args.wrap,
+            **encoding,
+        )
     except FileNotFoundError as err:
         print(f"gradstudy.report: {err}", file=sys.stderr)
         return 2

@@ -82,8 +82,15 @@ def plan(name: str, budget: str, results_dir: str) -> Plan:
 
 def write_plan(p: Plan) -> Path:
     path = p.study_dir / PLAN
-    write_json(path, {"paper": p.name, "budget": p.budget, "command": " ".join(["python", *run_command(p)[1:]]),
-                      "cells": [{"cell": c.cell, "overrides": list(c.overrides)} for c in p.cells]})
+    write_json(
+        path,
+        {
+            "paper": p.name,
+            "budget": p.budget,
+            "command": " ".join(["python", *run_command(p)[1:]]),
+            "cells": [{"cell": c.cell, "overrides": list(c.overrides)} for c in p.cells],
+        },
+    )
     return path
 
 
@@ -98,8 +105,15 @@ def check_data(p: Plan) -> None:
 
 
 def run_command(p: Plan) -> list[str]:
-    return [sys.executable, "-m", "gradstudy.run", "-m", f"+experiment={p.name}", f"budget={p.budget}",
-            f"results_dir={p.study_dir.parent}"]
+    return [
+        sys.executable,
+        "-m",
+        "gradstudy.run",
+        "-m",
+        f"+experiment={p.name}",
+        f"budget={p.budget}",
+        f"results_dir={p.study_dir.parent}",
+    ]
 
 
 def _verdict_rows(verdicts: list[Verdict]) -> pd.DataFrame:
@@ -107,8 +121,15 @@ def _verdict_rows(verdicts: list[Verdict]) -> pd.DataFrame:
     for v in verdicts:
         sign = "<" if v.claim.direction == "below" else ">"
         ours = v.note if v.measurement is None else str(v.measurement.interval)
-        rows.append({"claim": v.claim.text, "measured": v.claim.measured, "threshold": f"{sign} {number(v.claim.threshold)}",
-                     "ours: mean [95% CI]": ours, "verdict": f"**{v.verdict}**"})
+        rows.append(
+            {
+                "claim": v.claim.text,
+                "measured": v.claim.measured,
+                "threshold": f"{sign} {number(v.claim.threshold)}",
+                "ours: mean [95% CI]": ours,
+                "verdict": f"**{v.verdict}**",
+            }
+        )
     return pd.DataFrame(rows, columns=["claim", "measured", "threshold", "ours: mean [95% CI]", "verdict"])
 
 
@@ -119,24 +140,48 @@ def write_reproduction(paper: Paper, p: Plan, wall_s: float | None = None) -> tu
     verdicts = [check(claim, done) for claim in paper.claims]
     missing = [c.cell for c in p.cells if c.cell not in set(done.cells["cell"])]
     counts = {k: sum(v.verdict == k for v in verdicts) for k in ("supported", "contradicted", "inconclusive")}
-    lines = [f"# Reproduction: {paper.citation}", "",
-             f"Budget **{p.budget}**: {paper.differences.get(p.budget, '')}",
-             f"The paper: {paper.setup}",
-             f"Datasets used: {', '.join(sorted({str(c.data.name) for c in p.cells}))}. "
-             f"{len(p.cells) - len(missing)} of {len(p.cells)} planned cells complete"
-             + (f"; the sweep took {wall_s:.0f} s." if wall_s is not None else "."), "",
-             f"Verdicts: {counts['supported']} supported, {counts['contradicted']} contradicted, {counts['inconclusive']} inconclusive. "
-             "A claim is supported when the 95% CI over seeds lies wholly on its side of the threshold, contradicted when wholly on "
-             "the other side, inconclusive when it straddles the threshold or its cells are missing.", "",
-             "## Claims", "", markdown_table(_verdict_rows(verdicts)), "### Sources and numbers", ""]
+    lines = [
+        f"# Reproduction: {paper.citation}",
+        "",
+        f"Budget **{p.budget}**: {paper.differences.get(p.budget, '')}",
+        f"The paper: {paper.setup}",
+        f"Datasets used: {', '.join(sorted({str(c.data.name) for c in p.cells}))}. "
+        f"{len(p.cells) - len(missing)} of {len(p.cells)} planned cells complete"
+        + (f"; the sweep took {wall_s:.0f} s." if wall_s is not None else "."),
+        "",
+        f"Verdicts: {counts['supported']} supported, {counts['contradicted']} contradicted, {counts['inconclusive']} inconclusive. "
+        "A claim is supported when the 95% CI over seeds lies wholly on its side of the threshold, contradicted when wholly on "
+        "the other side, inconclusive when it straddles the threshold or its cells are missing.",
+        "",
+        "## Claims",
+        "",
+        markdown_table(_verdict_rows(verdicts)),
+        "### Sources and numbers",
+        "",
+    ]
     for v in verdicts:
-        numbers = "" if v.measurement is None else "; ".join(f"{k} = {number(float(x))}" for k, x in v.measurement.numbers.items())
-        lines.append(f"- **{v.claim.key}** ({v.verdict}): {v.claim.source}" + (f" Numbers: {numbers}." if numbers else ""))
+        numbers = (
+            ""
+            if v.measurement is None
+            else "; ".join(f"{k} = {number(float(x))}" for k, x in v.measurement.numbers.items())
+        )
+        lines.append(
+            f"- **{v.claim.key}** ({v.verdict}): {v.claim.source}" + (f" Numbers: {numbers}." if numbers else "")
+        )
     if missing:
         lines += ["", "Missing cells (not complete): " + ", ".join(f"`{c}`" for c in missing)]
     if paper.paper_table is not None and paper.ours_table is not None and not done.cells.empty:
-        lines += ["", "## Paper and ours", "", f"Paper ({paper.paper_table_source}):", "", markdown_table(paper.paper_table, index=True),
-                  "Ours:", "", markdown_table(paper.ours_table(done), index=True)]
+        lines += [
+            "",
+            "## Paper and ours",
+            "",
+            f"Paper ({paper.paper_table_source}):",
+            "",
+            markdown_table(paper.paper_table, index=True),
+            "Ours:",
+            "",
+            markdown_table(paper.ours_table(done), index=True),
+        ]
     if not done.cells.empty:
         lines += ["## Figures", *figure_section(done, list(paper.figures), p.study_dir, ("png",), DPI)]
     report = p.study_dir / REPORT
@@ -160,8 +205,10 @@ def reproduce(name: str, budget: str, results_dir: str, run: bool = True) -> int
         result = subprocess.run(run_command(p))
         wall_s = time.time() - started
         if result.returncode != 0:
-            print(f"gradstudy.reproduce: the sweep exited with status {result.returncode}; unfinished cells make their claims inconclusive",
-                  file=sys.stderr)
+            print(
+                f"gradstudy.reproduce: the sweep exited with status {result.returncode}; unfinished cells make their claims inconclusive",
+                file=sys.stderr,
+            )
             status = 3
     report, verdicts = write_reproduction(paper, p, wall_s)
     for v in verdicts:
@@ -188,8 +235,11 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [n for n in chosen if n not in names]
     if not chosen or unknown:
         parser.print_usage(sys.stderr)
-        print(f"gradstudy.reproduce: {'unknown paper ' + ', '.join(unknown) if unknown else 'name a paper or pass --all'}; "
-              f"papers: {', '.join(names)}", file=sys.stderr)
+        print(
+            f"gradstudy.reproduce: {'unknown paper ' + ', '.join(unknown) if unknown else 'name a paper or pass --all'}; "
+            f"papers: {', '.join(names)}",
+            file=sys.stderr,
+        )
         return 2
     statuses = [reproduce(name, args.budget, args.results_dir, run=not args.no_run) for name in chosen]
     return max(statuses)

@@ -73,8 +73,13 @@ def _train(cfg: DictConfig, cell: str, seeds: list[int], dataset, console: Conso
 
     engine = Engine(cfg, dataset)
     state = engine.init(seeds)
-    columns = (TextColumn("{task.description}"), BarColumn(bar_width=20), MofNCompleteColumn(),
-               TextColumn("loss {task.fields[loss]:.4f}"), TimeElapsedColumn())
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(bar_width=20),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.4f}"),
+        TimeElapsedColumn(),
+    )
     with Progress(*columns, console=console) as progress:
         task = progress.add_task(cell, total=cfg.train.steps, loss=float("nan"))
         result = engine.run(state, seeds, on_chunk=lambda step, loss: progress.update(task, completed=step, loss=loss))
@@ -124,7 +129,15 @@ def run_cell(cfg: DictConfig, arm: str | None = None) -> str:
     if failure is None and previous.get("status") == STATUS_COMPLETE and not cfg.force:
         console.print(_skip_line(cell, previous))
         return str(cell_dir)
-    meta = {"study": cfg.study, "cell": cell, ARM: arm, "status": STATUS_RUNNING, "seeds": [], "diverged": {}, "config": full}
+    meta = {
+        "study": cfg.study,
+        "cell": cell,
+        ARM: arm,
+        "status": STATUS_RUNNING,
+        "seeds": [],
+        "diverged": {},
+        "config": full,
+    }
     started = time.time()
     try:
         if failure is not None:
@@ -146,7 +159,9 @@ def run_cell(cfg: DictConfig, arm: str | None = None) -> str:
         meta.update(status=STATUS_COMPLETE, outcome=outcome, diverged=diverged, wall_s=round(time.time() - started, 2))
         write_json(cell_dir / META, meta)
         if diverged:
-            console.print(f"gradstudy: {cell}: {len(diverged)} of {len(meta['seeds'])} seed(s) diverged, at steps {diverged}")
+            console.print(
+                f"gradstudy: {cell}: {len(diverged)} of {len(meta['seeds'])} seed(s) diverged, at steps {diverged}"
+            )
     except Exception as err:
         message = str(err) if isinstance(err, ConfigError | MissingDataError) else f"{type(err).__name__}: {err}"
         meta.update(status=STATUS_FAILED, message=message, traceback=traceback.format_exc())

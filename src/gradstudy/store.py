@@ -54,14 +54,24 @@ SWEEPS = ".sweeps"
 CURVE_COLUMNS = ["seed", "step", "split", "metric", "value"]
 LAYER_COLUMNS = ["seed", "step", "layer", "stat", "value"]
 HIST_DTYPES = {
-    "seed": "int64", "step": "int64", "layer": "int64", "quantity": "object", "region": "object",
-    "bin_left": "float64", "bin_right": "float64", "count": "int64",
+    "seed": "int64",
+    "step": "int64",
+    "layer": "int64",
+    "quantity": "object",
+    "region": "object",
+    "bin_left": "float64",
+    "bin_right": "float64",
+    "count": "int64",
 }
 HIST_COLUMNS = list(HIST_DTYPES)
 SEED_COLUMNS = ["seed", "diverged_at", "last_healthy_step"]
 STEP_COLUMNS = ["seed", "step", "loss"]
 TABLE_COLUMNS = {
-    CURVES: CURVE_COLUMNS, LAYERS: LAYER_COLUMNS, HISTS: HIST_COLUMNS, SEEDS: SEED_COLUMNS, STEPS: STEP_COLUMNS,
+    CURVES: CURVE_COLUMNS,
+    LAYERS: LAYER_COLUMNS,
+    HISTS: HIST_COLUMNS,
+    SEEDS: SEED_COLUMNS,
+    STEPS: STEP_COLUMNS,
 }
 #: Split and metric of each column of the engine's evaluations.
 EVAL_METRICS = (("train", "loss"), ("train", "accuracy"), ("test", "loss"), ("test", "accuracy"))
@@ -144,7 +154,9 @@ def mark_in_sweep(results_dir: Path, sweep: str, cell_dir: Path) -> None:
 def sweep_cells(results_dir: Path, sweep: str) -> list[Path]:
     """The cell folders that ``mark_in_sweep`` recorded for ``sweep``."""
     folder = Path(results_dir) / SWEEPS / sweep
-    return sorted(Path(p.read_text()) for p in folder.iterdir() if not p.name.startswith(".")) if folder.is_dir() else []
+    return (
+        sorted(Path(p.read_text()) for p in folder.iterdir() if not p.name.startswith(".")) if folder.is_dir() else []
+    )
 
 
 # ----- provenance ---------------------------------------------------------------------------------
@@ -218,7 +230,9 @@ class Study:
     def sorted_cells(self) -> pd.DataFrame:
         """``cells`` sorted by its varying keys (numbers numerically), then by study and cell."""
         keys = self.varying_keys
-        return self.cells.sort_values([*keys, "study", "cell"], kind="stable", na_position="last").reset_index(drop=True)
+        return self.cells.sort_values([*keys, "study", "cell"], kind="stable", na_position="last").reset_index(
+            drop=True
+        )
 
     def subset(self, keys: Iterable[CellKey]) -> Study:
         """The part of the study that concerns the cells ``keys`` ((study, cell id) pairs)."""
@@ -270,7 +284,10 @@ def varying_keys(cells: pd.DataFrame) -> list[str]:
     varying = [c for c in config if cells[c].astype(str).nunique() > 1]
 
     def fixed_by(choice: str, key: str) -> bool:
-        return choice in varying and cells.groupby(choice, dropna=False)[key].agg(lambda v: v.astype(str).nunique()).max() <= 1
+        return (
+            choice in varying
+            and cells.groupby(choice, dropna=False)[key].agg(lambda v: v.astype(str).nunique()).max() <= 1
+        )
 
     def implied(key: str) -> bool:
         if key == ARM:
@@ -296,7 +313,13 @@ def _cell_row(study: str, cell_dir: Path, meta: dict[str, Any]) -> dict[str, Any
     row: dict[str, Any] = {"study": study, "cell": cell_dir.name, ARM: meta.get(ARM)}
     row.update({g: config.get(g, {}).get("name") for g in GROUPS})
     flat = _flatten(config)
-    row.update({k: (str(v) if isinstance(v, list) else v) for k, v in flat.items() if k.split(".")[0] not in GROUPS or not k.endswith(".name")})
+    row.update(
+        {
+            k: (str(v) if isinstance(v, list) else v)
+            for k, v in flat.items()
+            if k.split(".")[0] not in GROUPS or not k.endswith(".name")
+        }
+    )
     row["status"] = meta.get("status")
     row["outcome"] = meta.get("outcome", OUTCOME_OK) if meta.get("status") == STATUS_COMPLETE else None
     row["n_seeds"] = len(meta.get("seeds", []))
@@ -308,11 +331,13 @@ def _cell_row(study: str, cell_dir: Path, meta: dict[str, Any]) -> dict[str, Any
 
 def seeds_table(seeds: list[int], diverged: dict[int, int], steps: int) -> pd.DataFrame:
     """seed, diverged_at (null when healthy), last_healthy_step (``steps`` when healthy)."""
-    return pd.DataFrame({
-        "seed": pd.array(seeds, dtype="int64"),
-        "diverged_at": pd.array([diverged.get(s) for s in seeds], dtype="Int64"),
-        "last_healthy_step": pd.array([diverged.get(s, steps) for s in seeds], dtype="int64"),
-    })
+    return pd.DataFrame(
+        {
+            "seed": pd.array(seeds, dtype="int64"),
+            "diverged_at": pd.array([diverged.get(s) for s in seeds], dtype="Int64"),
+            "last_healthy_step": pd.array([diverged.get(s, steps) for s in seeds], dtype="int64"),
+        }
+    )
 
 
 def _seeds_from_meta(cell_dir: Path, meta: dict[str, Any]) -> pd.DataFrame:

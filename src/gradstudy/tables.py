@@ -39,7 +39,9 @@ from gradstudy.store import (
 )
 
 
-def long_table(steps: np.ndarray, values: np.ndarray, seeds: list[int], axes: Iterable[tuple[str, list[Any]]]) -> pd.DataFrame:
+def long_table(
+    steps: np.ndarray, values: np.ndarray, seeds: list[int], axes: Iterable[tuple[str, list[Any]]]
+) -> pd.DataFrame:
     """Long table of ``values`` with shape (len(steps), len(seeds), *[len(labels) for _, labels in axes])."""
     axes = list(axes)
     names = ["step", "seed"] + [name for name, _ in axes]
@@ -58,7 +60,9 @@ def _healthy(frame: pd.DataFrame, last_healthy: dict[int, int]) -> pd.DataFrame:
     return frame[(frame["step"] <= limit) & np.isfinite(value)].reset_index(drop=True)
 
 
-def curves_table(eval_steps: np.ndarray, evals: np.ndarray, seeds: list[int], last_healthy: dict[int, int]) -> pd.DataFrame:
+def curves_table(
+    eval_steps: np.ndarray, evals: np.ndarray, seeds: list[int], last_healthy: dict[int, int]
+) -> pd.DataFrame:
     """Evaluations up to each seed's last healthy step, and the frozen state's evaluation at that step."""
     frames = [long_table(eval_steps, evals, seeds, [("metric_id", list(range(len(EVAL_METRICS))))])]
     for i, seed in enumerate(seeds):
@@ -66,8 +70,14 @@ def curves_table(eval_steps: np.ndarray, evals: np.ndarray, seeds: list[int], la
         later = np.flatnonzero(eval_steps >= step)
         if step in eval_steps or not len(later):
             continue
-        frames.append(long_table(np.array([step]), evals[later[0], i][None, None], [seed],
-                                 [("metric_id", list(range(len(EVAL_METRICS))))]))
+        frames.append(
+            long_table(
+                np.array([step]),
+                evals[later[0], i][None, None],
+                [seed],
+                [("metric_id", list(range(len(EVAL_METRICS))))],
+            )
+        )
     curves = _healthy(pd.concat(frames, ignore_index=True), last_healthy)
     metric_ids = curves.pop("metric_id").to_numpy()
     curves["split"] = [EVAL_METRICS[i][0] for i in metric_ids]
@@ -90,7 +100,11 @@ def layers_table(
     layers = list(range(1, stats.shape[2] + 1))
     frames = [long_table(stats_steps, stats, seeds, [("layer", layers), ("stat", list(stat_names))])]
     if init_stat_names:
-        frames.append(long_table(np.zeros(1, np.int64), init_stats[None], seeds, [("layer", layers), ("stat", list(init_stat_names))]))
+        frames.append(
+            long_table(
+                np.zeros(1, np.int64), init_stats[None], seeds, [("layer", layers), ("stat", list(init_stat_names))]
+            )
+        )
     table = pd.concat(frames, ignore_index=True)
     table = _healthy(table[table["stat"].isin(applicable)], last_healthy)
     table["value"] = table["value"].astype(np.float64)
@@ -123,7 +137,9 @@ def hists_table(
         slot = frame.pop("slot").to_numpy()
         is_bin = slot < n_bins
         frame["quantity"] = quantity
-        frame["region"] = np.where(is_bin, "bin", np.asarray(("bin", *HIST_REGIONS), dtype=object)[np.maximum(slot - n_bins + 1, 0)])
+        frame["region"] = np.where(
+            is_bin, "bin", np.asarray(("bin", *HIST_REGIONS), dtype=object)[np.maximum(slot - n_bins + 1, 0)]
+        )
         frame["bin_left"] = np.where(is_bin, left[np.minimum(slot, n_bins - 1)], np.nan)
         frame["bin_right"] = np.where(is_bin, right[np.minimum(slot, n_bins - 1)], np.nan)
         frames.append(frame)
@@ -142,8 +158,16 @@ def cell_tables(result: Any, applicable: set[str], steps: int) -> tuple[dict[str
     edges = {q: bins.edges() for q, bins in result.hist_bins.items()}
     tables = {
         CURVES: curves_table(result.eval_steps, result.evals, seeds, last_healthy),
-        LAYERS: layers_table(result.stats_steps, result.stats, result.stat_names, result.init_stats,
-                             result.init_stat_names, seeds, applicable, last_healthy),
+        LAYERS: layers_table(
+            result.stats_steps,
+            result.stats,
+            result.stat_names,
+            result.init_stats,
+            result.init_stat_names,
+            seeds,
+            applicable,
+            last_healthy,
+        ),
         STEPS: steps_table(result.losses, seeds, last_healthy),
         HISTS: hists_table(result.hist_steps, result.hist_counts, edges, seeds, last_healthy),
         SEEDS: seeds_table(seeds, diverged, steps),

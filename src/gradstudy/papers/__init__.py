@@ -180,8 +180,11 @@ def ratio(a: pd.Series | np.ndarray, b: pd.Series | np.ndarray, **numbers: float
     interval of the difference of the logs mapped back."""
     a, b = (np.asarray(v, np.float64) for v in (a, b))
     logs = difference(np.log(a[np.isfinite(a) & (a > 0)]), np.log(b[np.isfinite(b) & (b > 0)]))
-    numbers = {"gmean a": float(np.exp(logs.numbers["a"])) if "a" in logs.numbers else np.nan,
-               "gmean b": float(np.exp(logs.numbers["b"])) if "b" in logs.numbers else np.nan, **numbers}
+    numbers = {
+        "gmean a": float(np.exp(logs.numbers["a"])) if "a" in logs.numbers else np.nan,
+        "gmean b": float(np.exp(logs.numbers["b"])) if "b" in logs.numbers else np.nan,
+        **numbers,
+    }
     return Measurement(*(float(np.exp(v)) for v in (logs.estimate, logs.low, logs.high)), numbers)
 
 

@@ -29,8 +29,10 @@ ARMS = {"ELU": ("elu", None), "ReLU": ("relu", None), "Leaky ReLU (α=0.1)": ("l
 
 #: Fig. 1 (MNIST, 8 x 128): what the paper reports, qualitatively (curves, no table).
 PAPER_TABLE = pd.DataFrame(
-    {"median unit activation (fig. 1 left)": ["closest to zero", "positive, larger", "positive, larger"],
-     "training loss (fig. 1 right)": ["falls fastest", "slower", "slower"]},
+    {
+        "median unit activation (fig. 1 left)": ["closest to zero", "positive, larger", "positive, larger"],
+        "training loss (fig. 1 right)": ["falls fastest", "slower", "slower"],
+    },
     index=list(ARMS),
 )
 
@@ -70,14 +72,42 @@ def _falls_faster(other: str):
 _SHIFT = "fig. 1 (left) and §2-3: ELUs push the mean activation toward zero, which speeds up learning. Threshold: ELU minus {} below 0."
 _SPEED = "fig. 1 (right): ELU's training loss decreases faster. Threshold: area under the training-loss curve, ELU minus {}, below 0."
 CLAIMS = (
-    Claim("elu_median_closer_to_zero_than_relu", "ELU's median unit activation stays closer to zero than ReLU's.", _SHIFT.format("ReLU"),
-          "|median unit activation| averaged over layers and steps, ELU - ReLU", "below", 0.0, _closer_to_zero("relu")),
-    Claim("elu_median_closer_to_zero_than_leaky", "ELU's median unit activation stays closer to zero than leaky ReLU's.", _SHIFT.format("leaky ReLU"),
-          "|median unit activation| averaged over layers and steps, ELU - leaky ReLU", "below", 0.0, _closer_to_zero("leaky_relu")),
-    Claim("elu_loss_faster_than_relu", "ELU's training loss falls faster than ReLU's.", _SPEED.format("ReLU"),
-          "training-loss AUC, ELU - ReLU", "below", 0.0, _falls_faster("relu")),
-    Claim("elu_loss_faster_than_leaky", "ELU's training loss falls faster than leaky ReLU's.", _SPEED.format("leaky ReLU"),
-          "training-loss AUC, ELU - leaky ReLU", "below", 0.0, _falls_faster("leaky_relu")),
+    Claim(
+        "elu_median_closer_to_zero_than_relu",
+        "ELU's median unit activation stays closer to zero than ReLU's.",
+        _SHIFT.format("ReLU"),
+        "|median unit activation| averaged over layers and steps, ELU - ReLU",
+        "below",
+        0.0,
+        _closer_to_zero("relu"),
+    ),
+    Claim(
+        "elu_median_closer_to_zero_than_leaky",
+        "ELU's median unit activation stays closer to zero than leaky ReLU's.",
+        _SHIFT.format("leaky ReLU"),
+        "|median unit activation| averaged over layers and steps, ELU - leaky ReLU",
+        "below",
+        0.0,
+        _closer_to_zero("leaky_relu"),
+    ),
+    Claim(
+        "elu_loss_faster_than_relu",
+        "ELU's training loss falls faster than ReLU's.",
+        _SPEED.format("ReLU"),
+        "training-loss AUC, ELU - ReLU",
+        "below",
+        0.0,
+        _falls_faster("relu"),
+    ),
+    Claim(
+        "elu_loss_faster_than_leaky",
+        "ELU's training loss falls faster than leaky ReLU's.",
+        _SPEED.format("leaky ReLU"),
+        "training-loss AUC, ELU - leaky ReLU",
+        "below",
+        0.0,
+        _falls_faster("leaky_relu"),
+    ),
 )
 
 
@@ -105,9 +135,16 @@ PAPER = Paper(
     paper_table_source="Fig. 1 (MNIST, 8 hidden layers of 128 units); the paper shows curves, not numbers. Ours: mean [95% t CI] over seeds.",
     ours_table=ours_table,
     figures=(
-        FigureSpec("fig1_median_activation", "Median over units of the batch-mean activation, per layer over training (their fig. 1, left).",
-                   plots.unit_mean_median_over_training, ("layers",), ("unit_mean_median",)),
-        FigureSpec("fig1_learning_curves", "Training loss and test accuracy (their fig. 1, right).", plots.learning_curves),
+        FigureSpec(
+            "fig1_median_activation",
+            "Median over units of the batch-mean activation, per layer over training (their fig. 1, left).",
+            plots.unit_mean_median_over_training,
+            ("layers",),
+            ("unit_mean_median",),
+        ),
+        FigureSpec(
+            "fig1_learning_curves", "Training loss and test accuracy (their fig. 1, right).", plots.learning_curves
+        ),
     ),
     setup="MNIST, 8 hidden layers of 128 units, He init, SGD lr 0.01, minibatch 64, 5 runs, 300 epochs.",
     differences={

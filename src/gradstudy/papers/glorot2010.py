@@ -117,47 +117,116 @@ def _sigmoid_worst(data: str | None):
         name = data or _mnist(study)
         others = {row: _test_error(study, *ARMS[row], name) for row in TABLE_1.index if row != "Sigmoid"}
         worst_other = max(others, key=lambda row: others[row].mean())
-        return difference(_test_error(study, "sigmoid", "standard", name), others[worst_other],
-                          **{f"runner-up is {worst_other}": float(others[worst_other].mean())})
+        return difference(
+            _test_error(study, "sigmoid", "standard", name),
+            others[worst_other],
+            **{f"runner-up is {worst_other}": float(others[worst_other].mean())},
+        )
 
     return measure
 
 
 CLAIMS = (
-    Claim("sigmoid_top_saturates", "With sigmoid (standard init), the top hidden layer's mean activation falls toward 0 early in training.",
-          "§3.1, fig. 2: the top layer quickly saturates at 0. Threshold: below half the sigmoid's midpoint 0.5 within the first half of training.",
-          "lowest mean activation of the top hidden layer in the first half of training", "below", 0.25, _sigmoid_top_layer),
-    Claim("sigmoid_lower_layers_stay", "With sigmoid (standard init), the lower hidden layers stay near or above 0.5 meanwhile.",
-          "§3.1, fig. 2: lower layers keep a mean around 0.5. Threshold: no lower layer's mean activation drops below 0.4 in the first half of training.",
-          "lowest mean activation over hidden layers 1..L-1 in the first half of training", "above", 0.4, _sigmoid_lower_layers),
-    Claim("standard_init_gradients_shrink", "With the standard init (tanh), back-propagated gradients ∂L/∂z shrink on their way down to the input.",
-          "§4.2.2, fig. 7 (top): the gradients' spread decreases from the top layer to the bottom. Threshold: layer 1's δ std below half of the top layer's, at step 0.",
-          "δ std of layer 1 / δ std of layer L at step 0 (tanh, standard init)", "below", 0.5, _delta_ratio("standard")),
-    Claim("normalized_init_gradients_flat", "With the normalized init (tanh), the back-propagated gradients stay much flatter across layers.",
-          "§4.2.2, fig. 7 (bottom). Threshold: layer 1's δ std keeps more than half of the top layer's, at step 0.",
-          "δ std of layer 1 / δ std of layer L at step 0 (tanh, normalized init)", "above", 0.5, _delta_ratio("xavier")),
-    Claim("weight_gradients_constant", "The weight gradients stay roughly constant across layers even with the standard init.",
-          "§4.2.2, fig. 8: 'even though with standard initialization the back-propagated gradients get smaller, the weight gradients do not'. "
-          "Threshold: the largest ‖∂L/∂W_l‖ over hidden layers 2..L is less than 2x the smallest at step 0 (tanh, standard init).",
-          "max/min of ‖∂L/∂W_l‖ over layers 2..L at step 0", "below", 2.0, _weight_gradient_spread),
-    Claim("jacobian_standard_about_0.5", "The layer Jacobians' mean singular value is about 0.5 with the standard init.",
-          "§4.2.2: 'the average singular value ... 0.5' for the standard init (tanh). Threshold: within 0.1 of 0.5, averaged over layers 2..L at step 0.",
-          "|mean singular value - 0.5|", "below", 0.1, _jacobian("standard", 0.5)),
-    Claim("jacobian_normalized_about_0.8", "The layer Jacobians' mean singular value is about 0.8 with the normalized init.",
-          "§4.2.2: 0.8 for the normalized init (tanh). Threshold: within 0.1 of 0.8, averaged over layers 2..L at step 0.",
-          "|mean singular value - 0.8|", "below", 0.1, _jacobian("xavier", 0.8)),
-    Claim("tanh_normalized_better_shapeset", "The normalized init gives tanh a lower test error (Shapeset).",
-          "Table 1: Tanh 27.15% vs Tanh N 15.60% on Shapeset. Threshold: error difference N - standard below 0.",
-          "test error % (tanh, normalized) - (tanh, standard), Shapeset", "below", 0.0, _tanh_normalized_better("shapeset")),
-    Claim("tanh_normalized_better_mnist", "The normalized init gives tanh a lower test error (MNIST).",
-          "Table 1: Tanh 1.76% vs Tanh N 1.64% on MNIST. Threshold: error difference N - standard below 0.",
-          "test error % (tanh, normalized) - (tanh, standard), MNIST", "below", 0.0, _tanh_normalized_better(None)),
-    Claim("sigmoid_worst_shapeset", "Sigmoid has the worst test error (Shapeset).",
-          "Table 1: Sigmoid 82.61% on Shapeset, the worst row. Threshold: sigmoid's error minus the worst other Table-1 arm's above 0.",
-          "test error % sigmoid - worst other arm, Shapeset", "above", 0.0, _sigmoid_worst("shapeset")),
-    Claim("sigmoid_worst_mnist", "Sigmoid has the worst test error (MNIST).",
-          "Table 1: Sigmoid 2.21% on MNIST, the worst row. Threshold: sigmoid's error minus the worst other Table-1 arm's above 0.",
-          "test error % sigmoid - worst other arm, MNIST", "above", 0.0, _sigmoid_worst(None)),
+    Claim(
+        "sigmoid_top_saturates",
+        "With sigmoid (standard init), the top hidden layer's mean activation falls toward 0 early in training.",
+        "§3.1, fig. 2: the top layer quickly saturates at 0. Threshold: below half the sigmoid's midpoint 0.5 within the first half of training.",
+        "lowest mean activation of the top hidden layer in the first half of training",
+        "below",
+        0.25,
+        _sigmoid_top_layer,
+    ),
+    Claim(
+        "sigmoid_lower_layers_stay",
+        "With sigmoid (standard init), the lower hidden layers stay near or above 0.5 meanwhile.",
+        "§3.1, fig. 2: lower layers keep a mean around 0.5. Threshold: no lower layer's mean activation drops below 0.4 in the first half of training.",
+        "lowest mean activation over hidden layers 1..L-1 in the first half of training",
+        "above",
+        0.4,
+        _sigmoid_lower_layers,
+    ),
+    Claim(
+        "standard_init_gradients_shrink",
+        "With the standard init (tanh), back-propagated gradients ∂L/∂z shrink on their way down to the input.",
+        "§4.2.2, fig. 7 (top): the gradients' spread decreases from the top layer to the bottom. Threshold: layer 1's δ std below half of the top layer's, at step 0.",
+        "δ std of layer 1 / δ std of layer L at step 0 (tanh, standard init)",
+        "below",
+        0.5,
+        _delta_ratio("standard"),
+    ),
+    Claim(
+        "normalized_init_gradients_flat",
+        "With the normalized init (tanh), the back-propagated gradients stay much flatter across layers.",
+        "§4.2.2, fig. 7 (bottom). Threshold: layer 1's δ std keeps more than half of the top layer's, at step 0.",
+        "δ std of layer 1 / δ std of layer L at step 0 (tanh, normalized init)",
+        "above",
+        0.5,
+        _delta_ratio("xavier"),
+    ),
+    Claim(
+        "weight_gradients_constant",
+        "The weight gradients stay roughly constant across layers even with the standard init.",
+        "§4.2.2, fig. 8: 'even though with standard initialization the back-propagated gradients get smaller, the weight gradients do not'. "
+        "Threshold: the largest ‖∂L/∂W_l‖ over hidden layers 2..L is less than 2x the smallest at step 0 (tanh, standard init).",
+        "max/min of ‖∂L/∂W_l‖ over layers 2..L at step 0",
+        "below",
+        2.0,
+        _weight_gradient_spread,
+    ),
+    Claim(
+        "jacobian_standard_about_0.5",
+        "The layer Jacobians' mean singular value is about 0.5 with the standard init.",
+        "§4.2.2: 'the average singular value ... 0.5' for the standard init (tanh). Threshold: within 0.1 of 0.5, averaged over layers 2..L at step 0.",
+        "|mean singular value - 0.5|",
+        "below",
+        0.1,
+        _jacobian("standard", 0.5),
+    ),
+    Claim(
+        "jacobian_normalized_about_0.8",
+        "The layer Jacobians' mean singular value is about 0.8 with the normalized init.",
+        "§4.2.2: 0.8 for the normalized init (tanh). Threshold: within 0.1 of 0.8, averaged over layers 2..L at step 0.",
+        "|mean singular value - 0.8|",
+        "below",
+        0.1,
+        _jacobian("xavier", 0.8),
+    ),
+    Claim(
+        "tanh_normalized_better_shapeset",
+        "The normalized init gives tanh a lower test error (Shapeset).",
+        "Table 1: Tanh 27.15% vs Tanh N 15.60% on Shapeset. Threshold: error difference N - standard below 0.",
+        "test error % (tanh, normalized) - (tanh, standard), Shapeset",
+        "below",
+        0.0,
+        _tanh_normalized_better("shapeset"),
+    ),
+    Claim(
+        "tanh_normalized_better_mnist",
+        "The normalized init gives tanh a lower test error (MNIST).",
+        "Table 1: Tanh 1.76% vs Tanh N 1.64% on MNIST. Threshold: error difference N - standard below 0.",
+        "test error % (tanh, normalized) - (tanh, standard), MNIST",
+        "below",
+        0.0,
+        _tanh_normalized_better(None),
+    ),
+    Claim(
+        "sigmoid_worst_shapeset",
+        "Sigmoid has the worst test error (Shapeset).",
+        "Table 1: Sigmoid 82.61% on Shapeset, the worst row. Threshold: sigmoid's error minus the worst other Table-1 arm's above 0.",
+        "test error % sigmoid - worst other arm, Shapeset",
+        "above",
+        0.0,
+        _sigmoid_worst("shapeset"),
+    ),
+    Claim(
+        "sigmoid_worst_mnist",
+        "Sigmoid has the worst test error (MNIST).",
+        "Table 1: Sigmoid 2.21% on MNIST, the worst row. Threshold: sigmoid's error minus the worst other Table-1 arm's above 0.",
+        "test error % sigmoid - worst other arm, MNIST",
+        "above",
+        0.0,
+        _sigmoid_worst(None),
+    ),
 )
 
 
@@ -176,13 +245,31 @@ def ours_table(study: Study) -> pd.DataFrame:
 
 
 FIGURES = (
-    FigureSpec("fig2_sigmoid_activations", "Mean and std of each layer's sigmoid activations over training, standard init (their fig. 2): "
-               "the top layer saturates toward 0.", plots.activation_over_training, ("layers",), ("act_mean", "act_std"),
-               where={"act": "sigmoid", "init": "standard"}),
-    FigureSpec("fig6_7_tanh_histograms", "Histograms of activations and δ per layer for tanh on Shapeset at the start and the end, "
-               "standard vs normalized init (their figs. 6-7).", plots.histograms, ("hists",), where={"act": "tanh", "data": FIGURE_DATA}),
-    FigureSpec("fig7_8_gradient_profile", "δ std and ‖∂L/∂W‖ per layer for tanh on Shapeset, standard vs normalized init (their figs. 7-8).",
-               plots.gradient_profile, ("layers",), ("delta_std", "grad_norm"), where={"act": "tanh", "data": FIGURE_DATA}),
+    FigureSpec(
+        "fig2_sigmoid_activations",
+        "Mean and std of each layer's sigmoid activations over training, standard init (their fig. 2): "
+        "the top layer saturates toward 0.",
+        plots.activation_over_training,
+        ("layers",),
+        ("act_mean", "act_std"),
+        where={"act": "sigmoid", "init": "standard"},
+    ),
+    FigureSpec(
+        "fig6_7_tanh_histograms",
+        "Histograms of activations and δ per layer for tanh on Shapeset at the start and the end, "
+        "standard vs normalized init (their figs. 6-7).",
+        plots.histograms,
+        ("hists",),
+        where={"act": "tanh", "data": FIGURE_DATA},
+    ),
+    FigureSpec(
+        "fig7_8_gradient_profile",
+        "δ std and ‖∂L/∂W‖ per layer for tanh on Shapeset, standard vs normalized init (their figs. 7-8).",
+        plots.gradient_profile,
+        ("layers",),
+        ("delta_std", "grad_norm"),
+        where={"act": "tanh", "data": FIGURE_DATA},
+    ),
     FigureSpec("learning_curves", "Training loss and test accuracy of every arm.", plots.learning_curves),
 )
 

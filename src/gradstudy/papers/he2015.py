@@ -41,8 +41,10 @@ INIT_NAMES = {"lecun": "Xavier (their definition: std sqrt(1/fan_in) = our lecun
 
 #: Figs. 2-3: what the paper reports, qualitatively (curves, no numbers).
 PAPER_TABLE = pd.DataFrame(
-    {"22 layers": ["converges", "converges, starts reducing the error earlier"],
-     "30 layers": ["stalls: no progress", "converges"]},
+    {
+        "22 layers": ["converges", "converges, starts reducing the error earlier"],
+        "30 layers": ["stalls: no progress", "converges"],
+    },
     index=["Xavier", "He"],
 )
 
@@ -60,7 +62,9 @@ def _start_earlier(study: Study) -> Measurement:
     target = START_FRACTION * CHANCE_LOSS
     diff = compare_cells(study, he, xavier, target, metric="loss", split="train")
     times = steps_to_target(study.curves, target, metric="loss", split="train")
-    medians = {f"median steps {name}": lower_median(rows_of(times, c)["step"]) for name, c in (("he", he), ("xavier", xavier))}
+    medians = {
+        f"median steps {name}": lower_median(rows_of(times, c)["step"]) for name, c in (("he", he), ("xavier", xavier))
+    }
     return Measurement(diff["difference"], diff["low"], diff["high"], medians)
 
 
@@ -73,30 +77,72 @@ def _activation_ratio(init: str):
 
 
 CLAIMS = (
-    Claim("xavier_30_stalls", "At 30 layers, Xavier init completely stalls: the training loss stays at chance.",
-          "§2.2 and fig. 3: the 30-layer model with Xavier init 'completely stalls'. Threshold: final training loss above 95% of ln(10).",
-          "final training loss, lecun init, 30 layers", "above", STALL_FRACTION * CHANCE_LOSS, _final_loss("lecun", 30)),
-    Claim("he_30_trains", "At 30 layers, He init trains.",
-          "§2.2 and fig. 3: 'our method converges'. Threshold: final training loss below half of ln(10).",
-          "final training loss, he init, 30 layers", "below", TRAIN_FRACTION * CHANCE_LOSS, _final_loss("he", 30)),
-    Claim("xavier_22_trains", "At 22 layers, Xavier init trains.",
-          "§2.2 and fig. 2: both inits converge at 22 layers. Threshold: final training loss below half of ln(10).",
-          "final training loss, lecun init, 22 layers", "below", TRAIN_FRACTION * CHANCE_LOSS, _final_loss("lecun", 22)),
-    Claim("he_22_trains", "At 22 layers, He init trains.",
-          "§2.2 and fig. 2. Threshold: final training loss below half of ln(10).",
-          "final training loss, he init, 22 layers", "below", TRAIN_FRACTION * CHANCE_LOSS, _final_loss("he", 22)),
-    Claim("he_22_starts_earlier", "At 22 layers, He init starts reducing the loss earlier than Xavier.",
-          "§2.2 and fig. 2: 'ours starts reducing error earlier'. Threshold: steps until the training loss is 10% below ln(10), "
-          "He minus Xavier (lower medians, bootstrap CI), below 0.",
-          "steps to training loss 0.9·ln(10), he - lecun, 22 layers", "below", 0.0, _start_earlier),
-    Claim("xavier_activations_decay", "Under Xavier init, the activation scale decays with depth.",
-          "§2.2: with std sqrt(1/fan_in) each ReLU layer halves the signal's second moment. Threshold: top-layer activation std "
-          "below 0.1x the first layer's at step 0 (30 layers).",
-          "act std layer 30 / layer 1 at step 0, lecun init", "below", 0.1, _activation_ratio("lecun")),
-    Claim("he_activations_kept", "Under He init, the activation scale is kept through depth.",
-          "§2.2, eq. 10: with std sqrt(2/fan_in) the second moment is preserved. Threshold: top-layer activation std above 0.5x "
-          "the first layer's at step 0 (30 layers).",
-          "act std layer 30 / layer 1 at step 0, he init", "above", 0.5, _activation_ratio("he")),
+    Claim(
+        "xavier_30_stalls",
+        "At 30 layers, Xavier init completely stalls: the training loss stays at chance.",
+        "§2.2 and fig. 3: the 30-layer model with Xavier init 'completely stalls'. Threshold: final training loss above 95% of ln(10).",
+        "final training loss, lecun init, 30 layers",
+        "above",
+        STALL_FRACTION * CHANCE_LOSS,
+        _final_loss("lecun", 30),
+    ),
+    Claim(
+        "he_30_trains",
+        "At 30 layers, He init trains.",
+        "§2.2 and fig. 3: 'our method converges'. Threshold: final training loss below half of ln(10).",
+        "final training loss, he init, 30 layers",
+        "below",
+        TRAIN_FRACTION * CHANCE_LOSS,
+        _final_loss("he", 30),
+    ),
+    Claim(
+        "xavier_22_trains",
+        "At 22 layers, Xavier init trains.",
+        "§2.2 and fig. 2: both inits converge at 22 layers. Threshold: final training loss below half of ln(10).",
+        "final training loss, lecun init, 22 layers",
+        "below",
+        TRAIN_FRACTION * CHANCE_LOSS,
+        _final_loss("lecun", 22),
+    ),
+    Claim(
+        "he_22_trains",
+        "At 22 layers, He init trains.",
+        "§2.2 and fig. 2. Threshold: final training loss below half of ln(10).",
+        "final training loss, he init, 22 layers",
+        "below",
+        TRAIN_FRACTION * CHANCE_LOSS,
+        _final_loss("he", 22),
+    ),
+    Claim(
+        "he_22_starts_earlier",
+        "At 22 layers, He init starts reducing the loss earlier than Xavier.",
+        "§2.2 and fig. 2: 'ours starts reducing error earlier'. Threshold: steps until the training loss is 10% below ln(10), "
+        "He minus Xavier (lower medians, bootstrap CI), below 0.",
+        "steps to training loss 0.9·ln(10), he - lecun, 22 layers",
+        "below",
+        0.0,
+        _start_earlier,
+    ),
+    Claim(
+        "xavier_activations_decay",
+        "Under Xavier init, the activation scale decays with depth.",
+        "§2.2: with std sqrt(1/fan_in) each ReLU layer halves the signal's second moment. Threshold: top-layer activation std "
+        "below 0.1x the first layer's at step 0 (30 layers).",
+        "act std layer 30 / layer 1 at step 0, lecun init",
+        "below",
+        0.1,
+        _activation_ratio("lecun"),
+    ),
+    Claim(
+        "he_activations_kept",
+        "Under He init, the activation scale is kept through depth.",
+        "§2.2, eq. 10: with std sqrt(2/fan_in) the second moment is preserved. Threshold: top-layer activation std above 0.5x "
+        "the first layer's at step 0 (30 layers).",
+        "act std layer 30 / layer 1 at step 0, he init",
+        "above",
+        0.5,
+        _activation_ratio("he"),
+    ),
 )
 
 
@@ -125,15 +171,29 @@ PAPER = Paper(
     claims=CLAIMS,
     paper_table=PAPER_TABLE,
     paper_table_source="Figs. 2 (22 layers) and 3 (30 layers) on ImageNet; the paper shows curves, not numbers. "
-                       "'Xavier' is their std sqrt(1/fan_in) Gaussian, our init=lecun.",
+    "'Xavier' is their std sqrt(1/fan_in) Gaussian, our init=lecun.",
     ours_table=ours_table,
     figures=(
-        FigureSpec("fig2_3_learning_curves", "Training loss and test accuracy at 22 and 30 layers, Xavier (lecun) vs He (their figs. 2-3).",
-                   plots.learning_curves),
-        FigureSpec("activation_profile", "Activation std per layer at step 0: decays with depth under Xavier (lecun), kept under He.",
-                   plots.activation_profile, ("layers",), ("act_std",)),
-        FigureSpec("gradient_profile_30", "δ std and ‖∂L/∂W‖ per layer at 30 layers, at the start and the end.",
-                   plots.gradient_profile, ("layers",), ("delta_std", "grad_norm"), where={"model__depth": 30}),
+        FigureSpec(
+            "fig2_3_learning_curves",
+            "Training loss and test accuracy at 22 and 30 layers, Xavier (lecun) vs He (their figs. 2-3).",
+            plots.learning_curves,
+        ),
+        FigureSpec(
+            "activation_profile",
+            "Activation std per layer at step 0: decays with depth under Xavier (lecun), kept under He.",
+            plots.activation_profile,
+            ("layers",),
+            ("act_std",),
+        ),
+        FigureSpec(
+            "gradient_profile_30",
+            "δ std and ‖∂L/∂W‖ per layer at 30 layers, at the start and the end.",
+            plots.gradient_profile,
+            ("layers",),
+            ("delta_std", "grad_norm"),
+            where={"model__depth": 30},
+        ),
     ),
     setup="22- and 30-layer ReLU conv nets on ImageNet, SGD with momentum 0.9.",
     differences={

@@ -32,8 +32,10 @@ TARGET_ACCURACY = 0.9
 PERCENTILES = ("z_p15", "z_p50", "z_p85")
 
 PAPER_TABLE = pd.DataFrame(
-    {"test accuracy (fig. 1a)": ["reaches ~0.97 more slowly", "higher, sooner"],
-     "sigmoid input 15/50/85th percentiles (fig. 1b, c)": ["drift during training", "stable"]},
+    {
+        "test accuracy (fig. 1a)": ["reaches ~0.97 more slowly", "higher, sooner"],
+        "sigmoid input 15/50/85th percentiles (fig. 1b, c)": ["drift during training", "stable"],
+    },
     index=["Without BN", "With BN"],
 )
 
@@ -69,18 +71,36 @@ def _bn_stable(study: Study) -> Measurement:
 
 
 CLAIMS = (
-    Claim("bn_reaches_accuracy_sooner", f"With BN the network reaches {TARGET_ACCURACY:.0%} test accuracy in fewer steps.",
-          "§4.1, fig. 1(a): the BN network trains faster and reaches a higher accuracy. Threshold: steps to 0.9 test accuracy, "
-          "BN minus no BN (lower medians, bootstrap CI), below 0.",
-          "steps to test accuracy 0.9, BN - no BN", "below", 0.0, _bn_faster),
-    Claim("percentiles_drift_without_bn", "Without BN, the sigmoid input's 15/50/85th percentiles drift more than with BN.",
-          "§4.1, fig. 1(b, c). Threshold: drift (largest move from step 0, in units of the step-0 15-85 spread, last hidden layer) "
-          "without BN divided by with BN (ratio of geometric means over seeds, log-scale interval), above 1.",
-          "percentile drift, no BN / BN", "above", 1.0, _drift_larger),
-    Claim("percentiles_stable_with_bn", "With BN, the sigmoid input's distribution stays stable.",
-          "§4.1, fig. 1(c): with BN the distribution is much more stable. Threshold: percentiles move less than a quarter of their "
-          "step-0 15-85 spread.",
-          "percentile drift with BN", "below", 0.25, _bn_stable),
+    Claim(
+        "bn_reaches_accuracy_sooner",
+        f"With BN the network reaches {TARGET_ACCURACY:.0%} test accuracy in fewer steps.",
+        "§4.1, fig. 1(a): the BN network trains faster and reaches a higher accuracy. Threshold: steps to 0.9 test accuracy, "
+        "BN minus no BN (lower medians, bootstrap CI), below 0.",
+        "steps to test accuracy 0.9, BN - no BN",
+        "below",
+        0.0,
+        _bn_faster,
+    ),
+    Claim(
+        "percentiles_drift_without_bn",
+        "Without BN, the sigmoid input's 15/50/85th percentiles drift more than with BN.",
+        "§4.1, fig. 1(b, c). Threshold: drift (largest move from step 0, in units of the step-0 15-85 spread, last hidden layer) "
+        "without BN divided by with BN (ratio of geometric means over seeds, log-scale interval), above 1.",
+        "percentile drift, no BN / BN",
+        "above",
+        1.0,
+        _drift_larger,
+    ),
+    Claim(
+        "percentiles_stable_with_bn",
+        "With BN, the sigmoid input's distribution stays stable.",
+        "§4.1, fig. 1(c): with BN the distribution is much more stable. Threshold: percentiles move less than a quarter of their "
+        "step-0 15-85 spread.",
+        "percentile drift with BN",
+        "below",
+        0.25,
+        _bn_stable,
+    ),
 )
 
 
@@ -111,9 +131,18 @@ PAPER = Paper(
     paper_table_source="Fig. 1 (MNIST, 3 x 100 sigmoid, 50,000 steps of minibatch 60); curves, not numbers. Ours: mean [95% t CI] over seeds.",
     ours_table=ours_table,
     figures=(
-        FigureSpec("fig1a_learning_curves", "Training loss and test accuracy with and without BN (their fig. 1a).", plots.learning_curves),
-        FigureSpec("fig1bc_percentiles", "15/50/85th percentiles of the first and last hidden layers' sigmoid input over training (their fig. 1b, c).",
-                   plots.preactivation_percentiles, ("layers",), ("z_p15", "z_p50", "z_p85")),
+        FigureSpec(
+            "fig1a_learning_curves",
+            "Training loss and test accuracy with and without BN (their fig. 1a).",
+            plots.learning_curves,
+        ),
+        FigureSpec(
+            "fig1bc_percentiles",
+            "15/50/85th percentiles of the first and last hidden layers' sigmoid input over training (their fig. 1b, c).",
+            plots.preactivation_percentiles,
+            ("layers",),
+            ("z_p15", "z_p50", "z_p85"),
+        ),
     ),
     setup="MNIST, 3 hidden layers of 100 sigmoid units, small random Gaussian init, minibatch 60, 50,000 steps, BN before the nonlinearity.",
     differences={

@@ -37,7 +37,13 @@ MEAN_TOLERANCE = 0.1
 VARIANCE_TOLERANCE = 0.25
 
 PAPER_TABLE = pd.DataFrame(
-    {f"{d} layers": ["trains; loss falls faster" if d == 32 else "trains", "trains, loss falls more slowly and noisily"] for d in DEPTHS},
+    {
+        f"{d} layers": [
+            "trains; loss falls faster" if d == 32 else "trains",
+            "trains, loss falls more slowly and noisily",
+        ]
+        for d in DEPTHS
+    },
     index=["SNN (SELU)", "ReLU + BatchNorm"],
 )
 
@@ -53,7 +59,9 @@ def _worst_layer(depth: int, stat: str, target: float):
 
 def _trains(depth: int):
     def measure(study: Study) -> Measurement:
-        return of_seeds(final_values(study, cell(study, act="selu", model__depth=depth), "train", "loss"), chance=CHANCE_LOSS)
+        return of_seeds(
+            final_values(study, cell(study, act="selu", model__depth=depth), "train", "loss"), chance=CHANCE_LOSS
+        )
 
     return measure
 
@@ -69,21 +77,45 @@ def _faster_at_32(study: Study) -> Measurement:
 
 
 CLAIMS = (
-    Claim("selu_mean_zero_at_init", "At init, SELU activations keep mean ≈ 0 through all layers (32 layers).",
-          "§3 (fixed point (0, 1) of the mean/variance map) and fig. 1's networks. Threshold: the largest |activation mean| over layers below 0.1 at step 0.",
-          "max over layers of |act mean| at step 0, SNN, 32 layers", "below", MEAN_TOLERANCE, _worst_layer(32, "act_mean", 0.0)),
-    Claim("selu_variance_one_at_init", "At init, SELU activations keep variance ≈ 1 through all layers (32 layers).",
-          "§3, fixed point variance 1. Threshold: the largest |activation variance - 1| over layers below 0.25 at step 0.",
-          "max over layers of |act variance - 1| at step 0, SNN, 32 layers", "below", VARIANCE_TOLERANCE, _worst_layer(32, "act_std", 1.0)),
+    Claim(
+        "selu_mean_zero_at_init",
+        "At init, SELU activations keep mean ≈ 0 through all layers (32 layers).",
+        "§3 (fixed point (0, 1) of the mean/variance map) and fig. 1's networks. Threshold: the largest |activation mean| over layers below 0.1 at step 0.",
+        "max over layers of |act mean| at step 0, SNN, 32 layers",
+        "below",
+        MEAN_TOLERANCE,
+        _worst_layer(32, "act_mean", 0.0),
+    ),
+    Claim(
+        "selu_variance_one_at_init",
+        "At init, SELU activations keep variance ≈ 1 through all layers (32 layers).",
+        "§3, fixed point variance 1. Threshold: the largest |activation variance - 1| over layers below 0.25 at step 0.",
+        "max over layers of |act variance - 1| at step 0, SNN, 32 layers",
+        "below",
+        VARIANCE_TOLERANCE,
+        _worst_layer(32, "act_std", 1.0),
+    ),
     *(
-        Claim(f"selu_trains_{d}", f"SELU trains at {d} layers.",
-              "Fig. 1: SNNs train at 8, 16 and 32 layers. Threshold: final training loss below half of ln(10).",
-              f"final training loss, SNN, {d} layers", "below", 0.5 * CHANCE_LOSS, _trains(d))
+        Claim(
+            f"selu_trains_{d}",
+            f"SELU trains at {d} layers.",
+            "Fig. 1: SNNs train at 8, 16 and 32 layers. Threshold: final training loss below half of ln(10).",
+            f"final training loss, SNN, {d} layers",
+            "below",
+            0.5 * CHANCE_LOSS,
+            _trains(d),
+        )
         for d in DEPTHS
     ),
-    Claim("selu_faster_than_bn_at_32", "At 32 layers, SELU trains faster than ReLU + batch norm.",
-          "Fig. 1: the SNN training loss falls faster than BatchNorm's. Threshold: area under the training-loss curve, SNN minus ReLU+BN, below 0.",
-          "training-loss AUC, SNN - ReLU+BN, 32 layers", "below", 0.0, _faster_at_32),
+    Claim(
+        "selu_faster_than_bn_at_32",
+        "At 32 layers, SELU trains faster than ReLU + batch norm.",
+        "Fig. 1: the SNN training loss falls faster than BatchNorm's. Threshold: area under the training-loss curve, SNN minus ReLU+BN, below 0.",
+        "training-loss AUC, SNN - ReLU+BN, 32 layers",
+        "below",
+        0.0,
+        _faster_at_32,
+    ),
 )
 
 
@@ -109,10 +141,19 @@ PAPER = Paper(
     paper_table_source="Fig. 1 (MNIST and CIFAR-10, 8/16/32 layers, SGD); curves, not numbers. Ours: mean [95% t CI] over seeds, AUC = area under the training loss.",
     ours_table=ours_table,
     figures=(
-        FigureSpec("fig1_learning_curves", "Training loss and test accuracy, SNN vs ReLU + BN at 8, 16 and 32 layers (their fig. 1).",
-                   plots.learning_curves),
-        FigureSpec("selu_activation_profile", "SELU activation mean and std per layer at step 0 and at the end: the fixed point (0, 1).",
-                   plots.activation_profile, ("layers",), ("act_mean", "act_std"), where={"act": "selu"}),
+        FigureSpec(
+            "fig1_learning_curves",
+            "Training loss and test accuracy, SNN vs ReLU + BN at 8, 16 and 32 layers (their fig. 1).",
+            plots.learning_curves,
+        ),
+        FigureSpec(
+            "selu_activation_profile",
+            "SELU activation mean and std per layer at step 0 and at the end: the fixed point (0, 1).",
+            plots.activation_profile,
+            ("layers",),
+            ("act_mean", "act_std"),
+            where={"act": "selu"},
+        ),
     ),
     setup="MNIST and CIFAR-10, SNN (SELU, LeCun-normal init, standardized inputs) vs ReLU + BatchNorm at 8, 16 and 32 layers, SGD.",
     differences={
