@@ -155,21 +155,33 @@ def main() -> None:
         print(
             f"{name:<16} median {statistics.median(samples):7.3f} s  ({model_steps / statistics.median(samples):9.0f} model-steps/s)"
         )
-    print(_ratio_line("engine / naive loop (speed-up)", [n / e for n, e in zip(times["naive"], times["engine"])]))
-    print(
-        _ratio_line("one vmap per device / engine (time)", [v / e for v, e in zip(times["one_vmap"], times["engine"])])
-    )
     print(
         _ratio_line(
-            "stats.every=10 / no stats (time)", [s / e for s, e in zip(times["stats_every_10"], times["engine"])]
+            "engine / naive loop (speed-up)", [n / e for n, e in zip(times["naive"], times["engine"], strict=True)]
         )
     )
     print(
-        _ratio_line("stats.every=1 / no stats (time)", [s / e for s, e in zip(times["stats_every_1"], times["engine"])])
+        _ratio_line(
+            "one vmap per device / engine (time)",
+            [v / e for v, e in zip(times["one_vmap"], times["engine"], strict=True)],
+        )
     )
     print(
         _ratio_line(
-            "full, every=10 / no stats (time)", [s / e for s, e in zip(times["full_every_10"], times["engine"])]
+            "stats.every=10 / no stats (time)",
+            [s / e for s, e in zip(times["stats_every_10"], times["engine"], strict=True)],
+        )
+    )
+    print(
+        _ratio_line(
+            "stats.every=1 / no stats (time)",
+            [s / e for s, e in zip(times["stats_every_1"], times["engine"], strict=True)],
+        )
+    )
+    print(
+        _ratio_line(
+            "full, every=10 / no stats (time)",
+            [s / e for s, e in zip(times["full_every_10"], times["engine"], strict=True)],
         )
     )
     print(f"matmul peak {peak:8.1f} GFLOP/s; engine {achieved:6.1f} GFLOP/s = {achieved / peak:.1%} of peak")

@@ -20,7 +20,7 @@ from gradstudy.store import Study
 
 def _curves(cell, seed, accs, losses, steps=(0, 10, 20, 30)):
     rows = []
-    for step, acc, loss in zip(steps, accs, losses):
+    for step, acc, loss in zip(steps, accs, losses, strict=True):
         for split in ("train", "test"):
             rows += [(cell, seed, step, split, "accuracy", acc), (cell, seed, step, split, "loss", loss)]
     return rows

@@ -90,13 +90,13 @@ def test_shapeset_pixels_are_background_or_an_object_grey_from_separate_ranges()
     from gradstudy.shapeset import generate
 
     s = generate(200, seed=3)
-    for image, masks in zip(s.images, s.masks):
+    for image, masks in zip(s.images, s.masks, strict=True):
         background = image[~masks.any(axis=0)]
         assert np.ptp(background) == 0
         obj = image[masks[0]]
         level = background[0]
         assert (level < 0.4 and obj.min() > 0.6) or (level > 0.6 and obj.max() < 0.4)
-    light = [img[~m.any(axis=0)][0] > 0.5 for img, m in zip(s.images, s.masks)]
+    light = [img[~m.any(axis=0)][0] > 0.5 for img, m in zip(s.images, s.masks, strict=True)]
     assert 0.3 < np.mean(light) < 0.7  # the ranges are swapped about half of the time
 
 

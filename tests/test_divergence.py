@@ -59,7 +59,9 @@ def test_no_diverged_seed_reaches_a_final_metric(lr_study):
     study = load_study(lr_study)
     healthy = study.seeds.loc[study.seeds["diverged_at"].isna(), ["cell", "seed"]]
     for frame in (final_metrics(study), loss_auc(study)):
-        assert set(zip(frame["cell"], frame["seed"])) <= set(zip(healthy["cell"], healthy["seed"]))
+        assert set(zip(frame["cell"], frame["seed"], strict=True)) <= set(
+            zip(healthy["cell"], healthy["seed"], strict=True)
+        )
     table = convergence_table(study, target=0.5).set_index("optim.lr")
     assert table.index.tolist() == list(LRS)  # sorted by the varying key, numerically
     assert pd.isna(table.loc[50.0, "test_accuracy_mean"]) and table.loc[50.0, "test_accuracy_n"] == 0

@@ -106,7 +106,7 @@ def test_adam_and_clipping_match_optax(clip):
     theirs = optax.adam(0.01) if clip is None else optax.chain(optax.clip_by_global_norm(clip), optax.adam(0.01))
     p_ours, p_theirs = params, params
     s_ours, s_theirs = ours.init(params), theirs.init(params)
-    for step in range(50):
+    for _step in range(50):
         grads = {"w": jnp.asarray(rng.standard_normal((8, 5)), jnp.float32)}
         u, s_ours = ours.update(grads, s_ours, p_ours)
         p_ours = optax.apply_updates(p_ours, u)

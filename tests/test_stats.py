@@ -50,32 +50,32 @@ def test_statistics_match_explicit_chain_rule(tiny_cfg, act):
         x, y = dataset.x_train[idx].astype(np.float64), dataset.y_train[idx]
         p = {k: {n: v[i].astype(np.float64) for n, v in layer.items()} for k, layer in params.items()}
         hs, zs = [x], []
-        for l in range(1, depth + 1):
-            zs.append(hs[-1] @ p[hidden_name(l)]["kernel"] + p[hidden_name(l)]["bias"])
+        for k in range(1, depth + 1):
+            zs.append(hs[-1] @ p[hidden_name(k)]["kernel"] + p[hidden_name(k)]["bias"])
             hs.append(phi(zs[-1]))
         logits = hs[-1] @ p["output"]["kernel"] + p["output"]["bias"]
         prob = np.exp(logits - logits.max(1, keepdims=True))
         prob /= prob.sum(1, keepdims=True)
         dh = ((prob - np.eye(logits.shape[1])[y]) / batch) @ p["output"]["kernel"].T
-        for l in range(depth, 0, -1):
-            dz = dh * dphi(zs[l - 1])
-            grad_w = hs[l - 1].T @ dz
-            h = hs[l]
-            np.testing.assert_allclose(_stat(stats, "grad_norm")[i, l - 1], np.linalg.norm(grad_w), rtol=2e-4)
-            np.testing.assert_allclose(_stat(stats, "delta_std")[i, l - 1], np.std(batch * dz), rtol=2e-4)
-            np.testing.assert_allclose(_stat(stats, "act_mean")[i, l - 1], h.mean(), rtol=1e-4, atol=1e-6)
-            np.testing.assert_allclose(_stat(stats, "act_std")[i, l - 1], h.std(), rtol=1e-4)
-            dh = dz @ p[hidden_name(l)]["kernel"].T
+        for k in range(depth, 0, -1):
+            dz = dh * dphi(zs[k - 1])
+            grad_w = hs[k - 1].T @ dz
+            h = hs[k]
+            np.testing.assert_allclose(_stat(stats, "grad_norm")[i, k - 1], np.linalg.norm(grad_w), rtol=2e-4)
+            np.testing.assert_allclose(_stat(stats, "delta_std")[i, k - 1], np.std(batch * dz), rtol=2e-4)
+            np.testing.assert_allclose(_stat(stats, "act_mean")[i, k - 1], h.mean(), rtol=1e-4, atol=1e-6)
+            np.testing.assert_allclose(_stat(stats, "act_std")[i, k - 1], h.std(), rtol=1e-4)
+            dh = dz @ p[hidden_name(k)]["kernel"].T
             if act == "relu":
-                assert _stat(stats, "dead_frac")[i, l - 1] == pytest.approx(np.all(zs[l - 1] <= 0, axis=0).mean())
-                assert np.isnan(_stat(stats, "saturated_frac")[i, l - 1])
+                assert _stat(stats, "dead_frac")[i, k - 1] == pytest.approx(np.all(zs[k - 1] <= 0, axis=0).mean())
+                assert np.isnan(_stat(stats, "saturated_frac")[i, k - 1])
             else:
-                assert np.isnan(_stat(stats, "dead_frac")[i, l - 1])
+                assert np.isnan(_stat(stats, "dead_frac")[i, k - 1])
             if act == "sigmoid":
                 expected = ((h < 0.01) | (h > 0.99)).mean()
-                assert _stat(stats, "saturated_frac")[i, l - 1] == pytest.approx(expected, abs=1e-6)
+                assert _stat(stats, "saturated_frac")[i, k - 1] == pytest.approx(expected, abs=1e-6)
             if act == "tanh":
-                assert _stat(stats, "saturated_frac")[i, l - 1] == pytest.approx((np.abs(h) > 0.99).mean(), abs=1e-6)
+                assert _stat(stats, "saturated_frac")[i, k - 1] == pytest.approx((np.abs(h) > 0.99).mean(), abs=1e-6)
 
 
 @pytest.mark.parametrize("norm", ["none", "batchnorm", "layernorm"])
@@ -93,7 +93,7 @@ def test_weight_gradient_norms_match_unbatched_jax_grad(tiny_cfg, norm):
             return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
 
         grads = jax.grad(loss)(seed_params)
-        expected = [np.linalg.norm(np.asarray(grads[hidden_name(l)]["kernel"])) for l in range(1, cfg.model.depth + 1)]
+        expected = [np.linalg.norm(np.asarray(grads[hidden_name(k)]["kernel"])) for k in range(1, cfg.model.depth + 1)]
         np.testing.assert_allclose(_stat(stats, "grad_norm")[i], expected, rtol=1e-4)
 
 
@@ -222,14 +222,14 @@ def test_optional_statistics_match_numpy(tiny_cfg, act, width):
         p = {k: {n: v[i] for n, v in layer.items()} for k, layer in params.items()}
         idx = batch_indices(seed, len(dataset.y_train), cfg.train.batch_size, 0, 1)[0]
         h, fixed = dataset.x_train[idx], dataset.x_train[:JACOBIAN_EXAMPLES]
-        for l in range(1, cfg.model.depth + 1):
-            w, b = p[hidden_name(l)]["kernel"], p[hidden_name(l)]["bias"]
+        for k in range(1, cfg.model.depth + 1):
+            w, b = p[hidden_name(k)]["kernel"], p[hidden_name(k)]["bias"]
             h = np.asarray(phi(h @ w + b))
-            np.testing.assert_allclose(median[i, l - 1], np.median(h.mean(axis=0)), rtol=1e-4, atol=1e-6)
+            np.testing.assert_allclose(median[i, k - 1], np.median(h.mean(axis=0)), rtol=1e-4, atol=1e-6)
             layer = lambda v: phi(v @ w + b)  # noqa: E731
             jacobians = [np.asarray(jax.jacobian(layer)(v)) for v in fixed]
             expected = np.mean([np.linalg.svd(j, compute_uv=False).mean() for j in jacobians])
-            np.testing.assert_allclose(result.init_stats[i, l - 1, 0], expected, rtol=1e-3)
+            np.testing.assert_allclose(result.init_stats[i, k - 1, 0], expected, rtol=1e-3)
             fixed = np.asarray(layer(fixed))
 
 

@@ -42,7 +42,7 @@ def test_complete_cell_and_study_schema(cell_cfg, tmp_path):
         "seeds.parquet",
         "steps.parquet",
     ]
-    meta = json.loads(open(os.path.join(cell_dir, "meta.json")).read())
+    meta = json.loads(Path(os.path.join(cell_dir, "meta.json")).read_text())
     assert meta["seeds"] == [0, 1, 2] and meta["diverged"] == {} and meta["outcome"] == "ok"
     assert {"versions", "git_hash", "code_hash", "device", "config"} <= set(meta)
 
@@ -127,7 +127,7 @@ def test_diverged_seed_writes_no_rows_after_its_step(cell_cfg):
         "init=normal", "init.sigma=3", "act=linear", "optim.lr=5", "train.steps=60", "train.eval_every=20", "stats=full"
     )
     cell_dir = run_cell(cfg)
-    meta = json.loads(open(os.path.join(cell_dir, "meta.json")).read())
+    meta = json.loads(Path(os.path.join(cell_dir, "meta.json")).read_text())
     assert meta["status"] == "complete" and meta["diverged"]
     study = load_study(os.path.dirname(cell_dir))
     assert study.cells["n_diverged"].iloc[0] == len(meta["diverged"])
@@ -145,7 +145,7 @@ def test_diverged_seed_writes_no_rows_after_its_step(cell_cfg):
 
 def test_failed_cell_is_recorded_not_raised(cell_cfg):
     cell_dir = run_cell(cell_cfg("model.depth=0"))
-    meta = json.loads(open(os.path.join(cell_dir, "meta.json")).read())
+    meta = json.loads(Path(os.path.join(cell_dir, "meta.json")).read_text())
     assert meta["status"] == "failed" and meta["message"].startswith("model.depth:")
     assert load_study(os.path.dirname(cell_dir)).cells["status"].tolist() == ["failed"]
 
@@ -163,7 +163,7 @@ def test_resume_skips_complete_cells_and_force_reruns(cell_cfg):
 def test_interrupted_cell_is_not_complete_and_reruns(cell_cfg):
     cell_dir = run_cell(cell_cfg())
     meta_path = os.path.join(cell_dir, "meta.json")
-    meta = json.loads(open(meta_path).read())
+    meta = json.loads(Path(meta_path).read_text())
     write_json(Path(meta_path), {**meta, "status": "running"})
     assert not is_complete(cell_dir)
     assert load_study(os.path.dirname(cell_dir)).curves.empty
@@ -174,7 +174,7 @@ def test_interrupted_cell_is_not_complete_and_reruns(cell_cfg):
 def test_atomic_write_leaves_nothing_behind_on_failure(tmp_path):
     class Boom(pd.DataFrame):
         def to_parquet(self, *args, **kwargs):
-            open(args[0], "w").write("partial")
+            Path(args[0]).write_text("partial")
             raise OSError("disk full")
 
     with pytest.raises(OSError):

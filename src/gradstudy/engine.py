@@ -232,7 +232,7 @@ class Engine:
         Returns (loss, batch statistics after the pass, parameter gradients, [dL/dz_l], [z_l], [h_l]).
         """
         x, y = self.x_train[idx], self.y_train[idx]
-        probes = {f"z{l}": jnp.zeros((idx.shape[0], self.width), self.x_train.dtype) for l in self._layers}
+        probes = {f"z{k}": jnp.zeros((idx.shape[0], self.width), self.x_train.dtype) for k in self._layers}
         (loss, aux), (grads, dz) = jax.value_and_grad(self._loss, argnums=(0, 2), has_aux=True)(
             state.params, state.batch_stats, probes, x, y, True
         )
@@ -241,15 +241,15 @@ class Engine:
             loss,
             aux.get("batch_stats", {}),
             grads,
-            [dz[f"z{l}"] for l in self._layers],
-            [inter[f"z{l}"][0] for l in self._layers],
-            [inter[f"h{l}"][0] for l in self._layers],
+            [dz[f"z{k}"] for k in self._layers],
+            [inter[f"z{k}"][0] for k in self._layers],
+            [inter[f"h{k}"][0] for k in self._layers],
         )
 
     def measured_step(self, state: TrainState, step, idx) -> tuple[TrainState, jax.Array, jax.Array]:
         """``plain_step`` plus the per-layer statistics, from the same forward and backward pass."""
         loss, batch_stats, grads, dzs, zs, hs = self._probed(state, idx)
-        kernel_grads = [grads[hidden_name(l)]["kernel"] for l in self._layers]
+        kernel_grads = [grads[hidden_name(k)]["kernel"] for k in self._layers]
         stats = network_stats(kernel_grads, dzs, zs, hs, self.act, self.percentiles, self.extra)
         return self._update(state, step, loss, grads, batch_stats), loss, stats
 
@@ -342,8 +342,8 @@ class Engine:
         """``jacobian_sv_mean`` of every hidden layer of one seed on the examples ``x``: (depth, 1)."""
         variables = {"params": state.params, "batch_stats": state.batch_stats}
         _, updates = self.model.apply(variables, x, train=True, mutable=["batch_stats", "intermediates"])
-        zs = [updates["intermediates"][f"z{l}"][0] for l in self._layers]
-        kernels = [state.params[hidden_name(l)]["kernel"] for l in self._layers]
+        zs = [updates["intermediates"][f"z{k}"][0] for k in self._layers]
+        kernels = [state.params[hidden_name(k)]["kernel"] for k in self._layers]
         return jnp.stack([mean_singular_value(w, z, self.act_fn) for w, z in zip(kernels, zs, strict=True)])[:, None]
 
     def _jacobians_fn(self, state: TrainState, x):
