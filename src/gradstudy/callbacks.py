@@ -24,15 +24,24 @@ class SummaryCallback(Callback):
     def __init__(self) -> None:
         self.sweep = ""
 
-    def _start(self) -> None:
+    def _start(self, config: DictConfig) -> None:
+        """Stop before anything is written when ``budget``, ``study`` or ``results_dir`` cannot work:
+        one line naming the key, exit status 2 (an exception here would only become a warning)."""
+        from gradstudy.config import ConfigError, check_run_keys
+
+        try:
+            check_run_keys(config)
+        except ConfigError as err:
+            print(f"gradstudy: {err}", file=sys.stderr)
+            sys.exit(2)
         self.sweep = uuid.uuid4().hex[:12]
         os.environ[SWEEP_ENV] = self.sweep
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        self._start()
+        self._start(config)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        self._start()
+        self._start(config)
 
     def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
         self._finish(config)
@@ -41,22 +50,34 @@ class SummaryCallback(Callback):
         self._finish(config)
 
     def _finish(self, config: DictConfig) -> None:
+        """Print the summary and exit 1 unless every cell is complete. Never raises: anything that
+        goes wrong reading the results is printed and counts as a failure."""
+        os.environ.pop(SWEEP_ENV, None)
+        try:
+            ok = self._summarize(config)
+        except Exception as err:
+            print(
+                f"gradstudy: the end-of-sweep summary could not be made: {type(err).__name__}: {err}", file=sys.stderr
+            )
+            ok = False
+        if not ok:
+            sys.exit(1)
+
+    def _summarize(self, config: DictConfig) -> bool:
         from gradstudy.store import load_study, sweep_cells
         from gradstudy.summary import summary_table
 
-        os.environ.pop(SWEEP_ENV, None)
         cells = sweep_cells(Path(config.results_dir), self.sweep)
         if not cells:
             print("gradstudy: no cell of this sweep reached the results folder", file=sys.stderr)
-            sys.exit(1)
+            return False
         by_study: dict[Path, list[str]] = {}
         for cell in cells:
             by_study.setdefault(cell.parent, []).append(cell.name)
         tables = [summary_table(load_study(study, cells=names)) for study, names in by_study.items()]
         table = pd.concat(tables, ignore_index=True)
         print_summary(table)
-        if (table["status"] != "complete").any():
-            sys.exit(1)
+        return bool((table["status"] == "complete").all())
 
 
 def print_summary(table: pd.DataFrame) -> None:
@@ -73,5 +94,6 @@ def print_summary(table: pd.DataFrame) -> None:
     for column in ("config", "cell", "status", "test accuracy", "diverged", "results"):
         out.add_column(column, overflow="fold")
     for _, row in table.iterrows():
-        out.add_row(row["config"], row["cell"], row["status"], accuracy_text(row), diverged_text(row), row["path"])
+        status = row["status"] if pd.isna(row["reason"]) else f"{row['status']}: {row['reason']}"
+        out.add_row(row["config"], row["cell"], status, accuracy_text(row), diverged_text(row), row["path"])
     Console(width=200).print(out)

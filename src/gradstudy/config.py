@@ -7,7 +7,9 @@ against their ranges. It runs before any data is loaded or any program compiled.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+import os
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -180,9 +182,76 @@ def _check_choice(key: str, value: str, valid: Any) -> None:
     _check(value in valid, key, f"must be one of {sorted(valid)}", value)
 
 
+#: The schema of each top-level node, for rejecting keys added with ``+`` and required keys deleted with ``~``.
+SCHEMA = {
+    "init": InitConfig,
+    "act": ActConfig,
+    "norm": NormConfig,
+    "data": DataConfig,
+    "model": ModelConfig,
+    "optim": OptimConfig,
+    "train": TrainConfig,
+    "stats": StatsConfig,
+}
+
+
+def check_run_keys(cfg: DictConfig) -> None:
+    """What must hold before a sweep writes anything: ``budget`` (checked before anything
+    interpolates it), ``study`` (one safe folder name) and ``results_dir`` (a folder that can be
+    created and written). Raises ConfigError naming the key."""
+    budgets = cfg.get("budgets") or {}
+    valid = sorted(budgets) if budgets else list(BUDGETS)
+    _check(cfg.budget in valid, "budget", f"must be one of {valid}", cfg.budget)
+    study = str(cfg.study)
+    _check(
+        study not in ("", ".", "..") and "/" not in study and "\\" not in study and not Path(study).is_absolute(),
+        "study",
+        "must be one folder name (not empty, not . or .., no / or \\)",
+        study,
+    )
+    results = Path(str(cfg.results_dir)).expanduser()
+    _check(not results.exists() or results.is_dir(), "results_dir", "is a file, not a folder", str(cfg.results_dir))
+    existing = next(p for p in (results, *results.absolute().parents) if p.exists())
+    _check(
+        existing.is_dir() and os.access(existing, os.W_OK | os.X_OK),
+        "results_dir",
+        f"cannot be written ({existing} is not a writable folder)",
+        str(cfg.results_dir),
+    )
+
+
+def check_keys(cfg: DictConfig) -> None:
+    """Reject keys that the schema does not have (added with ``+``) and required keys that are
+    missing (deleted with ``~``); the dataclasses already reject plain typos."""
+    top = {f.name for f in fields(Config)} | {"hydra"}
+    for key in cfg:
+        _check(key in top, str(key), f"is not a gradstudy key; top-level keys: {sorted(top - {'hydra'})}", cfg[key])
+    for group, schema in SCHEMA.items():
+        _check(group in cfg, group, "is required", None)
+        names = {f.name for f in fields(schema)}
+        for key in cfg[group]:
+            _check(
+                key in names, f"{group}.{key}", f"is not a key of {group}; its keys: {sorted(names)}", cfg[group][key]
+            )
+        for key in names:
+            _check(key in cfg[group], f"{group}.{key}", "is required (deleted with ~?)", None)
+
+
+def _floats(node: Any, prefix: str = "") -> list[tuple[str, float]]:
+    if isinstance(node, dict):
+        return [item for k, v in node.items() for item in _floats(v, f"{prefix}{k}.")]
+    if isinstance(node, list):
+        return [item for i, v in enumerate(node) for item in _floats(v, f"{prefix[:-1]}[{i}].")]
+    return [(prefix[:-1], node)] if isinstance(node, float) else []
+
+
 def validate(cfg: DictConfig) -> None:
     """Reject names and values that cannot run. Raises ConfigError naming the key."""
     from gradstudy import activations, data, inits, model, optim, stats
+
+    check_keys(cfg)
+    for key, value in _floats(resolved(cfg)):
+        _check(math.isfinite(value), key, "must be a finite number", value)
 
     _check_choice("init.name", cfg.init.name, inits.INITIALIZERS)
     _check_choice("init.mode", cfg.init.mode, inits.FAN_MODES)
@@ -194,7 +263,7 @@ def validate(cfg: DictConfig) -> None:
     _check_choice("norm.position", cfg.norm.position, model.NORM_POSITIONS)
     _check(0 <= cfg.norm.momentum < 1, "norm.momentum", "must be in [0, 1)", cfg.norm.momentum)
     _check(cfg.norm.epsilon > 0, "norm.epsilon", "must be > 0", cfg.norm.epsilon)
-    _check_choice("budget", cfg.budget, BUDGETS)
+    check_run_keys(cfg)
     _check_choice("data.name", cfg.data.name, data.DATASETS)
     for key in ("n_train", "n_test"):
         size = cfg.data[key]

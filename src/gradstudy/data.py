@@ -18,6 +18,7 @@ import numpy as np
 from sklearn.model_selection import train_test_split
 
 from gradstudy import datafiles
+from gradstudy.config import ConfigError
 
 #: Fixed so that every run, seed and cell sees the same split.
 SPLIT_SEED = 0
@@ -133,6 +134,9 @@ def load_dataset(cfg: Any) -> Dataset:
     """Load the dataset of the ``data`` node as float32 inputs and int32 labels."""
     x_train, x_test, y_train, y_test = DATASETS[cfg.name](cfg)
     n_train, n_test = cfg.get("n_train"), cfg.get("n_test")
+    for key, wanted, available in (("n_train", n_train, len(y_train)), ("n_test", n_test, len(y_test))):
+        if wanted is not None and wanted > available:
+            raise ConfigError(f"data.{key}: data={cfg.name} has {available} examples in that split, got {wanted}")
     x_train, y_train = x_train[:n_train], y_train[:n_train]
     x_test, y_test = x_test[:n_test], y_test[:n_test]
     if cfg.standardize:

@@ -46,7 +46,10 @@ def _header(title: str, study: Study) -> str:
     missing = study.cells[study.cells["status"] != "complete"]
     if len(missing):
         lines += ["", "Missing (not complete):", ""]
-        lines += [f"- `{r.cell}`: {r.status}" for r in missing.itertuples()]
+        lines += [
+            f"- `{r.cell}`: {r.status}" + (f" ({r.reason})" if isinstance(r.reason, str) else "")
+            for r in missing.itertuples()
+        ]
     if first is not None:
         lines += ["", "Config of the first cell:", "", "```yaml", (first / CONFIG).read_text().rstrip(), "```"]
     return "\n".join(lines)

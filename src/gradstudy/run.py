@@ -30,6 +30,7 @@ from gradstudy.callbacks import SWEEP_ENV
 from gradstudy.config import (
     ConfigError,
     canonical,
+    check_run_keys,
     conf_dir,
     register_configs,
     resolved,
@@ -45,14 +46,16 @@ from gradstudy.store import (
     OUTCOME_DIVERGED,
     OUTCOME_OK,
     STATUS_COMPLETE,
+    STATUS_CORRUPT,
     STATUS_FAILED,
     STATUS_RUNNING,
     cell_id,
+    cell_state,
     code_hash,
     config_hash,
     mark_in_sweep,
     provenance,
-    read_meta,
+    table_record,
     write_json,
     write_table,
     write_yaml,
@@ -112,6 +115,11 @@ def run_cell(cfg: DictConfig, arm: str | None = None) -> str:
     if not console.is_terminal:
         console = Console(stderr=True, width=160)
     try:
+        check_run_keys(cfg)
+    except ConfigError as err:  # nowhere safe to record it: say so, write nothing
+        console.print(f"[red]gradstudy: not run: {err}[/red]")
+        return ""
+    try:
         full = resolved(cfg)
         plain = canonical(full)
         cell = cell_id(plain)
@@ -122,13 +130,19 @@ def run_cell(cfg: DictConfig, arm: str | None = None) -> str:
     else:
         failure = None
     cell_dir = Path(cfg.results_dir) / cfg.study / cell
-    cell_dir.mkdir(parents=True, exist_ok=True)
-    if os.environ.get(SWEEP_ENV):
-        mark_in_sweep(Path(cfg.results_dir), os.environ[SWEEP_ENV], cell_dir)
-    previous = read_meta(cell_dir) or {}
-    if failure is None and previous.get("status") == STATUS_COMPLETE and not cfg.force:
-        console.print(_skip_line(cell, previous))
+    try:
+        cell_dir.mkdir(parents=True, exist_ok=True)
+        if os.environ.get(SWEEP_ENV):
+            mark_in_sweep(Path(cfg.results_dir), os.environ[SWEEP_ENV], cell_dir)
+    except OSError as err:
+        console.print(f"[red]gradstudy: not run: results_dir: cannot create {cell_dir}: {err}[/red]")
+        return ""
+    previous = cell_state(cell_dir)
+    if failure is None and previous is not None and previous.status == STATUS_COMPLETE and not cfg.force:
+        console.print(_skip_line(cell, previous.meta))
         return str(cell_dir)
+    if previous is not None and previous.status == STATUS_CORRUPT:
+        console.print(f"gradstudy: {cell} was corrupt ({previous.reason}); running it again")
     meta = {
         "study": cfg.study,
         "cell": cell,
@@ -155,6 +169,7 @@ def run_cell(cfg: DictConfig, arm: str | None = None) -> str:
         tables, diverged = cell_tables(result, _applicable_stats(cfg), cfg.train.steps)
         for name, frame in tables.items():
             write_table(cell_dir / name, frame)
+        meta["tables"] = {name: table_record(cell_dir / name) for name in tables}
         outcome = OUTCOME_DIVERGED if len(diverged) == len(meta["seeds"]) else OUTCOME_OK
         meta.update(status=STATUS_COMPLETE, outcome=outcome, diverged=diverged, wall_s=round(time.time() - started, 2))
         write_json(cell_dir / META, meta)

@@ -38,6 +38,9 @@ import yaml
 STATUS_RUNNING = "running"
 STATUS_COMPLETE = "complete"
 STATUS_FAILED = "failed"
+#: A cell whose files do not prove themselves: an unreadable ``meta.json``, or a table that is
+#: missing or differs from the size, row count or SHA-256 its ``meta.json`` lists. A rerun redoes it.
+STATUS_CORRUPT = "corrupt"
 #: A complete cell's outcome: ``ok`` when at least one seed trained to the end, else ``diverged``.
 OUTCOME_OK = "ok"
 OUTCOME_DIVERGED = "diverged"
@@ -106,12 +109,22 @@ def cell_id(canonical: dict[str, Any]) -> str:
 
 
 # ----- atomic writes ------------------------------------------------------------------------
+@functools.lru_cache(maxsize=1)
+def _file_mode() -> int:
+    """The mode a new file gets under the user's umask (``mkstemp`` alone would give 0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Write through ``write(tmp)`` to a temporary file beside ``path``, then rename it into place."""
+    """Write through ``write(tmp)`` to a temporary file beside ``path``, then rename it into place.
+    A failed write (a full disk) leaves neither the temporary file nor a partial ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     os.close(fd)
     try:
+        os.chmod(tmp, _file_mode())
         write(Path(tmp))
         os.replace(tmp, path)
     except BaseException:
@@ -135,14 +148,94 @@ def write_table(path: Path, frame: pd.DataFrame) -> None:
     _atomic_write(path, lambda p: frame.to_parquet(p, index=False))
 
 
+def table_record(path: Path) -> dict[str, Any]:
+    """What ``meta.json`` lists for a written table: its byte size, row count and SHA-256."""
+    import pyarrow.parquet as pq
+
+    data = Path(path).read_bytes()
+    return {"bytes": len(data), "rows": pq.read_metadata(path).num_rows, "sha256": hashlib.sha256(data).hexdigest()}
+
+
 def read_meta(cell_dir: Path) -> dict[str, Any] | None:
+    """The cell's ``meta.json``; None when there is none. Raises ``CorruptCell`` naming the file
+    when it is not a JSON object."""
     path = Path(cell_dir) / META
-    return json.loads(path.read_text()) if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CorruptCell(f"{path}: not readable as JSON ({err})") from err
+    if not isinstance(meta, dict):
+        raise CorruptCell(f"{path}: not a JSON object")
+    return meta
+
+
+class CorruptCell(ValueError):
+    """A cell's files do not prove themselves; the message names the file and the reason."""
+
+
+#: Tables every complete cell has; cells written before ``seeds``/``steps``/``hists`` existed may lack those.
+REQUIRED_TABLES = (CURVES, LAYERS)
+
+
+def verify_cell(cell_dir: Path, meta: dict[str, Any]) -> None:
+    """Raise ``CorruptCell`` unless the complete cell's tables match what ``meta.json`` lists
+    (byte size, row count, SHA-256). A cell written before the tables were listed passes when its
+    required tables read."""
+    import pyarrow.parquet as pq
+
+    listed = meta.get("tables")
+    if listed is None:
+        for name in REQUIRED_TABLES:
+            try:
+                pq.read_metadata(Path(cell_dir) / name)
+            except Exception as err:
+                raise CorruptCell(f"{Path(cell_dir) / name}: {type(err).__name__}: {err}") from err
+        return
+    for name, expected in listed.items():
+        path = Path(cell_dir) / name
+        if not path.is_file():
+            raise CorruptCell(f"{path}: missing (meta.json lists it)")
+        try:
+            found = table_record(path)
+        except Exception as err:
+            raise CorruptCell(f"{path}: {type(err).__name__}: {err}") from err
+        for field in ("bytes", "rows", "sha256"):
+            if found[field] != expected.get(field):
+                raise CorruptCell(f"{path}: {field} {found[field]} where meta.json says {expected.get(field)}")
+
+
+@dataclass(frozen=True)
+class CellState:
+    """A cell folder's state: ``status`` (running, failed, corrupt or complete), why it is failed or
+    corrupt, and its ``meta.json`` (empty when unreadable)."""
+
+    status: str
+    reason: str
+    meta: dict[str, Any]
+
+
+def cell_state(cell_dir: Path) -> CellState | None:
+    """The state of the cell in ``cell_dir``, checking a complete cell's files; None when the folder
+    has no ``meta.json``. Never raises on a damaged cell."""
+    try:
+        meta = read_meta(cell_dir)
+    except CorruptCell as err:
+        return CellState(STATUS_CORRUPT, str(err), {})
+    if meta is None:
+        return None
+    if meta.get("status") == STATUS_COMPLETE:
+        try:
+            verify_cell(cell_dir, meta)
+        except CorruptCell as err:
+            return CellState(STATUS_CORRUPT, str(err), meta)
+    return CellState(str(meta.get("status")), str(meta.get("message", "")), meta)
 
 
 def is_complete(cell_dir: Path) -> bool:
-    meta = read_meta(cell_dir)
-    return meta is not None and meta.get("status") == STATUS_COMPLETE
+    state = cell_state(cell_dir)
+    return state is not None and state.status == STATUS_COMPLETE
 
 
 def mark_in_sweep(results_dir: Path, sweep: str, cell_dir: Path) -> None:
@@ -207,7 +300,7 @@ def code_hash() -> str:
 
 # ----- loading --------------------------------------------------------------------------------------
 #: Columns of ``Study.cells`` that describe the cell's run and files, not its config.
-CELL_INFO = ("study", "cell", "status", "outcome", "n_seeds", "n_diverged", "code_hash", "path")
+CELL_INFO = ("study", "cell", "status", "reason", "outcome", "n_seeds", "n_diverged", "code_hash", "path")
 
 
 @dataclass(frozen=True)
@@ -308,8 +401,18 @@ def _flatten(node: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _cell_row(study: str, cell_dir: Path, meta: dict[str, Any]) -> dict[str, Any]:
-    config = yaml.safe_load((cell_dir / CONFIG).read_text()) if (cell_dir / CONFIG).is_file() else {}
+def _read_config(cell_dir: Path) -> dict[str, Any]:
+    """The cell's ``config.yaml``; empty when missing or unreadable (the cell's state says why)."""
+    try:
+        config = yaml.safe_load((cell_dir / CONFIG).read_text()) if (cell_dir / CONFIG).is_file() else {}
+    except (OSError, yaml.YAMLError):
+        return {}
+    return config if isinstance(config, dict) else {}
+
+
+def _cell_row(study: str, cell_dir: Path, state: CellState) -> dict[str, Any]:
+    meta = state.meta
+    config = _read_config(cell_dir)
     row: dict[str, Any] = {"study": study, "cell": cell_dir.name, ARM: meta.get(ARM)}
     row.update({g: config.get(g, {}).get("name") for g in GROUPS})
     flat = _flatten(config)
@@ -320,8 +423,9 @@ def _cell_row(study: str, cell_dir: Path, meta: dict[str, Any]) -> dict[str, Any
             if k.split(".")[0] not in GROUPS or not k.endswith(".name")
         }
     )
-    row["status"] = meta.get("status")
-    row["outcome"] = meta.get("outcome", OUTCOME_OK) if meta.get("status") == STATUS_COMPLETE else None
+    row["status"] = state.status
+    row["reason"] = state.reason or None
+    row["outcome"] = meta.get("outcome", OUTCOME_OK) if state.status == STATUS_COMPLETE else None
     row["n_seeds"] = len(meta.get("seeds", []))
     row["n_diverged"] = len(meta.get("diverged", {}))
     row["code_hash"] = meta.get("code_hash")
@@ -342,7 +446,7 @@ def seeds_table(seeds: list[int], diverged: dict[int, int], steps: int) -> pd.Da
 
 def _seeds_from_meta(cell_dir: Path, meta: dict[str, Any]) -> pd.DataFrame:
     """The seeds table of a cell written before ``seeds.parquet`` existed, from its ``meta.json``."""
-    config = yaml.safe_load((cell_dir / CONFIG).read_text()) if (cell_dir / CONFIG).is_file() else {}
+    config = _read_config(cell_dir)
     diverged = {int(seed): int(step) for seed, step in meta.get("diverged", {}).items()}
     return seeds_table([int(s) for s in meta.get("seeds", [])], diverged, config["train"]["steps"])
 
@@ -403,14 +507,21 @@ def load_study(
             continue
         seen.add(study_dir.resolve())
         for cell_dir in sorted(p for p in study_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            meta = read_meta(cell_dir)
-            if meta is None or (wanted is not None and cell_dir.name not in wanted):
+            if wanted is not None and cell_dir.name not in wanted:
                 continue
-            study = meta.get("study", study_dir.name)
-            rows.append(_cell_row(study, cell_dir, meta))
-            if meta.get("status") == STATUS_COMPLETE:
-                for name, frames in tables.items():
-                    frames.append(_read_table(cell_dir, name, study, meta))
+            state = cell_state(cell_dir)
+            if state is None:
+                continue
+            study = state.meta.get("study", study_dir.name)
+            if state.status == STATUS_COMPLETE:
+                try:
+                    read = {name: _read_table(cell_dir, name, study, state.meta) for name in tables}
+                except Exception as err:  # a table that passed its checks and still does not read
+                    state = CellState(STATUS_CORRUPT, f"{cell_dir}: {type(err).__name__}: {err}", state.meta)
+                else:
+                    for name, frame in read.items():
+                        tables[name].append(frame)
+            rows.append(_cell_row(study, cell_dir, state))
 
     def concat(name: str) -> pd.DataFrame:
         frames = [f for f in tables[name] if not f.empty]

@@ -10,7 +10,7 @@ from gradstudy.store import Study
 
 
 def summary_table(study: Study) -> pd.DataFrame:
-    """study, cell, config, status, outcome, n_seeds, n_diverged, diverged_steps, path, acc_mean, acc_std, acc_n;
+    """study, cell, config, status, reason (why a cell failed or is corrupt), outcome, n_seeds, n_diverged, diverged_steps, path, acc_mean, acc_std, acc_n;
     one row per cell, sorted by the study's varying keys.
 
     ``config`` names the cell by its varying keys (``optim.lr=0.3``). The accuracy is the test
@@ -20,7 +20,7 @@ def summary_table(study: Study) -> pd.DataFrame:
     keys = study.varying_keys
     cells = study.sorted_cells()
     cells = cells.assign(config=[label_of(row, keys, named=True) for _, row in cells.iterrows()])
-    cells = cells[[*KEY, "config", "status", "outcome", "n_seeds", "n_diverged", "path"]]
+    cells = cells[[*KEY, "config", "status", "reason", "outcome", "n_seeds", "n_diverged", "path"]]
     finals = final_metrics(study)
     if "test_accuracy" not in finals:
         finals = finals.assign(test_accuracy=pd.Series(dtype=float))

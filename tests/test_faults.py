@@ -1,0 +1,141 @@
+"""Damaged files are detected, reported and redone; bad run keys stop a sweep before it writes; the
+end-of-sweep summary never raises; result files follow the umask."""
+
+import json
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import TINY, compose_config, run_cli
+
+from gradstudy import load_study
+from gradstudy.callbacks import SummaryCallback
+from gradstudy.run import run_cell
+from gradstudy.status import main as status_main
+from gradstudy.store import CURVES, LAYERS, META, STATUS_COMPLETE, STATUS_CORRUPT, cell_state
+
+FAST = (*TINY, "train.seeds=2", "train.steps=10")
+
+
+@pytest.fixture
+def cell(tmp_path):
+    cell_dir = Path(run_cell(compose_config(*FAST, f"results_dir={tmp_path}", "study=s")))
+    assert cell_state(cell_dir).status == STATUS_COMPLETE
+    return cell_dir
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+@pytest.mark.parametrize(
+    "damage, named",
+    [
+        (lambda d: _truncate(d / CURVES), CURVES),
+        (lambda d: (d / LAYERS).unlink(), f"{LAYERS}: missing"),
+        (lambda d: (d / META).write_text("{not json"), "meta.json: not readable as JSON"),
+        (lambda d: (d / META).write_text("[1, 2]"), "meta.json: not a JSON object"),
+    ],
+    ids=["truncated table", "deleted table", "garbage meta.json", "meta.json not an object"],
+)
+def test_damaged_cell_is_corrupt_reported_and_redone(cell, damage, named, capsys):
+    before = pd.read_parquet(cell / CURVES)
+    damage(cell)
+    state = cell_state(cell)
+    assert state.status == STATUS_CORRUPT and named in state.reason
+    study = load_study(cell.parent)  # never raises on one bad cell
+    row = study.cells.set_index("cell").loc[cell.name]
+    assert row["status"] == STATUS_CORRUPT and named in row["reason"]
+    assert study.curves.empty
+    assert status_main([str(cell.parent)]) == 1
+    assert "corrupt" in capsys.readouterr().out
+    run_cell(compose_config(*FAST, f"results_dir={cell.parent.parent}", "study=s"))
+    assert "was corrupt" in capsys.readouterr().err
+    assert cell_state(cell).status == STATUS_COMPLETE
+    pd.testing.assert_frame_equal(pd.read_parquet(cell / CURVES), before)  # redone bitwise the same
+
+
+def test_meta_lists_each_table_with_size_rows_and_hash(cell):
+    meta = json.loads((cell / META).read_text())
+    assert set(meta["tables"]) >= {CURVES, LAYERS}
+    assert meta["tables"][CURVES]["rows"] == len(pd.read_parquet(cell / CURVES))
+    # a cell written before tables were listed still counts as complete while its tables read
+    del meta["tables"]
+    (cell / META).write_text(json.dumps(meta))
+    assert cell_state(cell).status == STATUS_COMPLETE
+
+
+def test_force_reruns_whatever_state_the_folder_is_in(cell):
+    (cell / META).write_text("garbage")
+    run_cell(compose_config(*FAST, f"results_dir={cell.parent.parent}", "study=s", "force=true"))
+    assert cell_state(cell).status == STATUS_COMPLETE
+
+
+def test_result_files_follow_the_umask(cell):
+    for name in (CURVES, META):
+        assert (cell / name).stat().st_mode & 0o777 == 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def test_the_summary_never_raises(tmp_path, monkeypatch, capsys):
+    callback = SummaryCallback()
+    config = compose_config(*FAST, f"results_dir={tmp_path}")
+    callback.on_multirun_start(config)
+
+    def broken(*args, **kwargs):
+        raise OSError("disk gone")
+
+    monkeypatch.setattr("gradstudy.store.sweep_cells", broken)
+    with pytest.raises(SystemExit) as exit_info:
+        callback.on_multirun_end(config)
+    assert exit_info.value.code == 1
+    assert "summary could not be made: OSError: disk gone" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [("study=../escape", "study"), ("study=.", "study"), ("budget=bogus", "budget")],
+)
+def test_bad_run_keys_stop_before_anything_is_written(tmp_path, override, key, capsys):
+    callback = SummaryCallback()
+    with pytest.raises(SystemExit) as exit_info:
+        callback.on_multirun_start(compose_config(*FAST, f"results_dir={tmp_path / 'r'}", override))
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.startswith(f"gradstudy: {key}:")
+    assert run_cell(compose_config(*FAST, f"results_dir={tmp_path / 'r'}", override)) == ""
+    assert not (tmp_path / "r").exists() and not (tmp_path / "escape").exists()
+
+
+def test_a_results_dir_that_is_a_file_exits_2_with_one_line(tmp_path):
+    target = tmp_path / "results"
+    target.write_text("not a folder")
+    out = run_cli(["-m", *FAST, f"results_dir={target}"], cwd=tmp_path)
+    assert out.returncode == 2
+    assert "gradstudy: results_dir: is a file, not a folder" in out.stderr
+    assert "Traceback" not in out.stderr and target.read_text() == "not a folder"
+
+
+def test_a_damaged_sweep_is_redone_by_the_rerun_and_status_tells(tmp_path):
+    first = run_cli(["-m", *FAST, "init=xavier,he", "study=d"], cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    cell = sorted((tmp_path / "results" / "d").glob("he-*"))[0]
+    _truncate(cell / CURVES)
+    status = run_cli_module("gradstudy.status", [str(tmp_path / "results" / "d")], tmp_path)
+    assert status.returncode == 1 and "corrupt" in status.stdout and CURVES in status.stdout
+    again = run_cli(["-m", *FAST, "init=xavier,he", "study=d"], cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "was corrupt" in again.stderr
+    assert run_cli_module("gradstudy.status", [str(tmp_path / "results" / "d")], tmp_path).returncode == 0
+
+
+def run_cli_module(module: str, args: list[str], cwd: Path):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, capture_output=True, text=True, timeout=120)
