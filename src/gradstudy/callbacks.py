@@ -64,10 +64,11 @@ class SummaryCallback(Callback):
             sys.exit(1)
 
     def _summarize(self, config: DictConfig) -> bool:
-        from gradstudy.store import load_study, sweep_cells
+        from gradstudy.store import load_study, sweep_cells, sweep_rejections
         from gradstudy.summary import summary_table
 
         cells = sweep_cells(Path(config.results_dir), self.sweep)
+        rejections = sweep_rejections(Path(config.results_dir), self.sweep)
         if not cells:
             print("gradstudy: no cell of this sweep reached the results folder", file=sys.stderr)
             return False
@@ -77,7 +78,9 @@ class SummaryCallback(Callback):
         tables = [summary_table(load_study(study, cells=names)) for study, names in by_study.items()]
         table = pd.concat(tables, ignore_index=True)
         print_summary(table)
-        return bool((table["status"] == "complete").all())
+        for cell, why in rejections.items():
+            print(f"gradstudy: a run of {cell} was refused: {why}", file=sys.stderr)
+        return bool((table["status"] == "complete").all()) and not rejections
 
 
 def print_summary(table: pd.DataFrame) -> None:

@@ -145,6 +145,22 @@ def canonical(plain: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def ignored_overrides(cfg: DictConfig, overrides: list[str]) -> list[str]:
+    """One line per command-line override of a key that the chosen option ignores (``optim.momentum``
+    under ``optim=sgd``): the cell runs, and is identified, without it."""
+    lines = []
+    for override in overrides:
+        key = override.split("=", 1)[0].lstrip("+~")
+        group, _, sub = key.partition(".")
+        if group not in OPTION_GROUPS or not sub or "." in sub or sub == OPTION_GROUPS[group]:
+            continue
+        option = str(cfg[group][OPTION_GROUPS[group]])
+        used = option_keys(group, option)
+        if used is not None and sub not in used:
+            lines.append(f"{key} is ignored by {group}={option}: this cell runs, and is identified, without it")
+    return lines
+
+
 def register_configs() -> None:
     """Register the schema so that ``conf/config.yaml`` and every group file are type-checked."""
     ConfigStore.instance().store(name="gradstudy_schema", node=Config)

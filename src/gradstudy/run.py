@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import sys
 import time
 import traceback
 from pathlib import Path
@@ -32,6 +33,7 @@ from gradstudy.config import (
     canonical,
     check_run_keys,
     conf_dir,
+    ignored_overrides,
     register_configs,
     resolved,
     seeds_of,
@@ -128,17 +130,26 @@ def run_cell(cfg: DictConfig, arm: str | None = None) -> str:
         cell = f"unresolved-{config_hash({'yaml': OmegaConf.to_yaml(cfg)})}"
         failure: Exception | None = err
     else:
-        failure = None
+        try:
+            validate(cfg)
+            failure = None
+        except Exception as err:
+            failure = err
     cell_dir = Path(cfg.results_dir) / cfg.study / cell
+    previous = cell_state(cell_dir)
+    complete = previous is not None and previous.status == STATUS_COMPLETE
+    rejected = f"{failure}; the complete cell was left as it is" if failure is not None and complete else None
     try:
         cell_dir.mkdir(parents=True, exist_ok=True)
         if os.environ.get(SWEEP_ENV):
-            mark_in_sweep(Path(cfg.results_dir), os.environ[SWEEP_ENV], cell_dir)
+            mark_in_sweep(Path(cfg.results_dir), os.environ[SWEEP_ENV], cell_dir, rejected)
     except OSError as err:
         console.print(f"[red]gradstudy: not run: results_dir: cannot create {cell_dir}: {err}[/red]")
         return ""
-    previous = cell_state(cell_dir)
-    if failure is None and previous is not None and previous.status == STATUS_COMPLETE and not cfg.force:
+    if rejected is not None:  # an invalid run never touches a complete cell, even with force=true
+        console.print(f"[red]gradstudy: {cell}: not run: {rejected}[/red]")
+        return str(cell_dir)
+    if complete and not cfg.force:
         console.print(_skip_line(cell, previous.meta))
         return str(cell_dir)
     if previous is not None and previous.status == STATUS_CORRUPT:
@@ -157,7 +168,6 @@ def run_cell(cfg: DictConfig, arm: str | None = None) -> str:
         if failure is not None:
             raise failure
         write_yaml(cell_dir / CONFIG, plain)
-        validate(cfg)
         meta["seeds"] = seeds_of(cfg)
         dataset = _dataset(OmegaConf.to_yaml(cfg.data, resolve=True))
         validate_against_data(cfg, len(dataset.y_train))
@@ -196,7 +206,10 @@ def main(cfg: DictConfig) -> str:
     use_host_devices()
     logging.getLogger("jax").setLevel(logging.WARNING)
     enable_compile_cache()
-    return run_cell(cfg, arm=HydraConfig.get().runtime.choices.get(ARM))
+    hydra_cfg = HydraConfig.get()
+    for warning in ignored_overrides(cfg, list(hydra_cfg.overrides.task)):
+        print(f"gradstudy: warning: {warning}", file=sys.stderr)
+    return run_cell(cfg, arm=hydra_cfg.runtime.choices.get(ARM))
 
 
 if __name__ == "__main__":
