@@ -165,9 +165,10 @@ def run_cell(cfg: DictConfig, arm: str | None = None) -> str:
     }
     started = time.time()
     try:
+        if plain:  # the config the cell would run, also kept for a failed one
+            write_yaml(cell_dir / CONFIG, plain)
         if failure is not None:
             raise failure
-        write_yaml(cell_dir / CONFIG, plain)
         meta["seeds"] = seeds_of(cfg)
         dataset = _dataset(OmegaConf.to_yaml(cfg.data, resolve=True))
         validate_against_data(cfg, len(dataset.y_train))
