@@ -139,3 +139,106 @@ def run_cli_module(module: str, args: list[str], cwd: Path):
     import sys
 
     return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, capture_output=True, text=True, timeout=120)
+
+
+# ----- locks, liveness and signals ------------------------------------------------------------------
+def test_a_live_lock_leaves_the_cell_alone_and_a_stale_one_is_taken_over(tmp_path, capsys):
+    from gradstudy import locks
+
+    cfg = compose_config(*FAST, f"results_dir={tmp_path}", "study=s")
+    cell_dir = Path(run_cell(cfg))
+    meta = json.loads((cell_dir / META).read_text())
+    (cell_dir / META).write_text(json.dumps({**meta, "status": "running"}))
+    held = locks.claim(cell_dir)
+    assert held is not None and locks.claim(cell_dir) is None
+    state = cell_state(cell_dir)
+    assert state.status == "running" and f"pid {os.getpid()}" in state.reason
+    run_cell(cfg)
+    assert "is running in pid" in capsys.readouterr().err
+    assert json.loads((cell_dir / META).read_text())["status"] == "running"  # left alone
+    held.release()
+    assert cell_state(cell_dir).status == "interrupted"  # running, and no process holds it
+    stale = {**held.info, "heartbeat": 0.0, "token": "old"}
+    (cell_dir / locks.LOCK).write_text(json.dumps(stale))
+    run_cell(cfg)
+    assert "was interrupted" in capsys.readouterr().err
+    assert cell_state(cell_dir).status == STATUS_COMPLETE and not (cell_dir / locks.LOCK).exists()
+
+
+SLOW_CELL = (*TINY, "train.seeds=2", "train.steps=3000", "train.eval_every=1000", "stats.every=1000", "study=sig")
+
+
+def _start_and_wait_for_training(tmp_path: Path):
+    import subprocess
+    import sys
+    import time
+
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"} | {"JAX_PLATFORMS": "cpu"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gradstudy.run", "-m", *SLOW_CELL],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        metas = list((tmp_path / "results" / "sig").glob("*/meta.json"))
+        if metas and "provenance" not in metas[0].read_text() and '"versions"' in metas[0].read_text():
+            break
+        time.sleep(0.2)
+    time.sleep(1.0)  # inside the compiled chunks
+    return proc, metas[0].parent
+
+
+@pytest.mark.parametrize("signum, status", [(2, 130), (15, 143)], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_marks_the_cell_interrupted_prints_the_summary_and_a_rerun_finishes(tmp_path, signum, status):
+    proc, cell_dir = _start_and_wait_for_training(tmp_path)
+    proc.send_signal(signum)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == status, err[-2000:]
+    assert json.loads((cell_dir / META).read_text())["status"] == "interrupted"
+    assert "gradstudy summary" in out and "interrupted" in out
+    assert not (cell_dir / ".lock").exists()
+    again = run_cli(["-m", *SLOW_CELL], cwd=tmp_path)
+    assert again.returncode == 0 and "was interrupted" in again.stderr
+    assert cell_state(cell_dir).status == STATUS_COMPLETE
+
+
+def test_kill_9_leaves_a_cell_that_reads_interrupted_and_a_rerun_finishes(tmp_path):
+    proc, cell_dir = _start_and_wait_for_training(tmp_path)
+    proc.kill()
+    proc.communicate(timeout=60)
+    state = cell_state(cell_dir)
+    assert state.status == "interrupted" and "stopped without finishing" in state.reason
+    assert status_main([str(cell_dir.parent)]) == 1
+    again = run_cli(["-m", *SLOW_CELL], cwd=tmp_path)
+    assert again.returncode == 0 and cell_state(cell_dir).status == STATUS_COMPLETE
+
+
+def test_two_identical_sweeps_at_once_train_each_cell_once(tmp_path):
+    import subprocess
+    import sys
+
+    args = ["-m", *TINY, "train.seeds=2", "train.steps=400", "init=xavier,he", "study=twice"]
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"} | {"JAX_PLATFORMS": "cpu"}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "gradstudy.run", *args],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1][-1500:] for o in outs]
+    cells = sorted(d.name for d in (tmp_path / "results" / "twice").iterdir() if d.is_dir())
+    stderr = "".join(err for _, err in outs)
+    for cell in cells:
+        trained = sum(1 for line in stderr.splitlines() if line.startswith(cell) and "400/400" in line)
+        assert trained == 1, (cell, stderr[-3000:])
+        assert cell_state(tmp_path / "results" / "twice" / cell).status == STATUS_COMPLETE

@@ -64,23 +64,29 @@ class SummaryCallback(Callback):
             sys.exit(1)
 
     def _summarize(self, config: DictConfig) -> bool:
-        from gradstudy.store import load_study, sweep_cells, sweep_rejections
-        from gradstudy.summary import summary_table
+        return summarize_sweep(Path(config.results_dir), self.sweep)
 
-        cells = sweep_cells(Path(config.results_dir), self.sweep)
-        rejections = sweep_rejections(Path(config.results_dir), self.sweep)
-        if not cells:
-            print("gradstudy: no cell of this sweep reached the results folder", file=sys.stderr)
-            return False
-        by_study: dict[Path, list[str]] = {}
-        for cell in cells:
-            by_study.setdefault(cell.parent, []).append(cell.name)
-        tables = [summary_table(load_study(study, cells=names)) for study, names in by_study.items()]
-        table = pd.concat(tables, ignore_index=True)
-        print_summary(table)
-        for cell, why in rejections.items():
-            print(f"gradstudy: a run of {cell} was refused: {why}", file=sys.stderr)
-        return bool((table["status"] == "complete").all()) and not rejections
+
+def summarize_sweep(results_dir: Path, sweep: str) -> bool:
+    """Print the summary of the cells ``sweep`` touched; True when each is complete or running in
+    another live process (the state table in the README), and no run was refused."""
+    from gradstudy.store import STATUS_COMPLETE, STATUS_RUNNING, load_study, sweep_cells, sweep_rejections
+    from gradstudy.summary import summary_table
+
+    cells = sweep_cells(results_dir, sweep)
+    rejections = sweep_rejections(results_dir, sweep)
+    if not cells:
+        print("gradstudy: no cell of this sweep reached the results folder", file=sys.stderr)
+        return False
+    by_study: dict[Path, list[str]] = {}
+    for cell in cells:
+        by_study.setdefault(cell.parent, []).append(cell.name)
+    tables = [summary_table(load_study(study, cells=names)) for study, names in by_study.items()]
+    table = pd.concat(tables, ignore_index=True)
+    print_summary(table)
+    for cell, why in rejections.items():
+        print(f"gradstudy: a run of {cell} was refused: {why}", file=sys.stderr)
+    return bool(table["status"].isin([STATUS_COMPLETE, STATUS_RUNNING]).all()) and not rejections
 
 
 def print_summary(table: pd.DataFrame) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import signal
 import sys
 import time
 import traceback
@@ -27,7 +28,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from gradstudy.callbacks import SWEEP_ENV
+from gradstudy.callbacks import SWEEP_ENV, summarize_sweep
 from gradstudy.config import (
     ConfigError,
     canonical,
@@ -41,6 +42,7 @@ from gradstudy.config import (
     validate_against_data,
 )
 from gradstudy.datafiles import MissingDataError
+from gradstudy.locks import claim, describe, read_lock
 from gradstudy.store import (
     ARM,
     CONFIG,
@@ -50,7 +52,9 @@ from gradstudy.store import (
     STATUS_COMPLETE,
     STATUS_CORRUPT,
     STATUS_FAILED,
+    STATUS_INTERRUPTED,
     STATUS_RUNNING,
+    CellState,
     cell_id,
     cell_state,
     code_hash,
@@ -152,8 +156,35 @@ def run_cell(cfg: DictConfig, arm: str | None = None) -> str:
     if complete and not cfg.force:
         console.print(_skip_line(cell, previous.meta))
         return str(cell_dir)
-    if previous is not None and previous.status == STATUS_CORRUPT:
-        console.print(f"gradstudy: {cell} was corrupt ({previous.reason}); running it again")
+    lock = claim(cell_dir)
+    if lock is None:
+        console.print(f"gradstudy: {cell} is running in {describe(read_lock(cell_dir) or {})}; left alone")
+        return str(cell_dir)
+    try:
+        return _run_claimed(cfg, cell, cell_dir, previous, full, plain, failure, arm, console)
+    finally:
+        lock.release()
+
+
+def _run_claimed(
+    cfg: DictConfig,
+    cell: str,
+    cell_dir: Path,
+    previous: CellState | None,
+    full: dict,
+    plain: dict,
+    failure: Exception | None,
+    arm: str | None,
+    console: Console,
+) -> str:
+    """``run_cell`` once this process holds the cell's lock: look again (another process may have
+    finished it meanwhile), then train and write it. ``previous`` is the state before the claim."""
+    latest = cell_state(cell_dir)
+    if latest is not None and latest.status == STATUS_COMPLETE and not cfg.force:
+        console.print(_skip_line(cell, latest.meta))
+        return str(cell_dir)
+    if previous is not None and previous.status in (STATUS_CORRUPT, STATUS_INTERRUPTED):
+        console.print(f"gradstudy: {cell} was {previous.status} ({previous.reason}); running it again")
     meta = {
         "study": cfg.study,
         "cell": cell,
@@ -188,12 +219,30 @@ def run_cell(cfg: DictConfig, arm: str | None = None) -> str:
             console.print(
                 f"gradstudy: {cell}: {len(diverged)} of {len(meta['seeds'])} seed(s) diverged, at steps {diverged}"
             )
+    except CellInterrupted as stop:
+        meta.update(status=STATUS_INTERRUPTED, message=f"stopped by {stop.name}")
+        write_json(cell_dir / META, meta)
+        console.print(f"[red]gradstudy: {cell} interrupted by {stop.name}; a rerun starts it again[/red]")
+        raise
     except Exception as err:
         message = str(err) if isinstance(err, ConfigError | MissingDataError) else f"{type(err).__name__}: {err}"
         meta.update(status=STATUS_FAILED, message=message, traceback=traceback.format_exc())
         write_json(cell_dir / META, meta)
         console.print(f"[red]gradstudy: cell {cell} failed: {message}[/red]")
     return str(cell_dir)
+
+
+class CellInterrupted(BaseException):
+    """SIGINT or SIGTERM arrived while a cell ran (a BaseException, so that no job code swallows it)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+        self.name = signal.Signals(signum).name
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise CellInterrupted(signum)
 
 
 register_configs()
@@ -210,7 +259,14 @@ def main(cfg: DictConfig) -> str:
     hydra_cfg = HydraConfig.get()
     for warning in ignored_overrides(cfg, list(hydra_cfg.overrides.task)):
         print(f"gradstudy: warning: {warning}", file=sys.stderr)
-    return run_cell(cfg, arm=hydra_cfg.runtime.choices.get(ARM))
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _interrupt)
+    try:
+        return run_cell(cfg, arm=hydra_cfg.runtime.choices.get(ARM))
+    except CellInterrupted as stop:  # the sweep stops here: summary so far, then 128 + the signal
+        if os.environ.get(SWEEP_ENV):
+            summarize_sweep(Path(cfg.results_dir), os.environ[SWEEP_ENV])
+        sys.exit(128 + stop.signum)
 
 
 if __name__ == "__main__":

@@ -41,6 +41,9 @@ STATUS_FAILED = "failed"
 #: A cell whose files do not prove themselves: an unreadable ``meta.json``, or a table that is
 #: missing or differs from the size, row count or SHA-256 its ``meta.json`` lists. A rerun redoes it.
 STATUS_CORRUPT = "corrupt"
+#: A cell whose run stopped before it finished: stopped by SIGINT/SIGTERM, or ``running`` with no
+#: live process holding its lock (killed, or its machine went away). A rerun redoes it.
+STATUS_INTERRUPTED = "interrupted"
 #: A complete cell's outcome: ``ok`` when at least one seed trained to the end, else ``diverged``.
 OUTCOME_OK = "ok"
 OUTCOME_DIVERGED = "diverged"
@@ -230,6 +233,18 @@ def cell_state(cell_dir: Path) -> CellState | None:
             verify_cell(cell_dir, meta)
         except CorruptCell as err:
             return CellState(STATUS_CORRUPT, str(err), meta)
+    if meta.get("status") == STATUS_RUNNING:
+        from gradstudy.locks import describe, is_live, read_lock
+
+        lock = read_lock(cell_dir)
+        if is_live(lock):
+            return CellState(STATUS_RUNNING, f"running in {describe(lock)}", meta)
+        gone = (
+            f"its process ({describe(lock)}) stopped without finishing"
+            if lock
+            else "its process stopped without finishing"
+        )
+        return CellState(STATUS_INTERRUPTED, gone, meta)
     return CellState(str(meta.get("status")), str(meta.get("message", "")), meta)
 
 
