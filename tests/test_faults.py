@@ -242,3 +242,31 @@ def test_two_identical_sweeps_at_once_train_each_cell_once(tmp_path):
         trained = sum(1 for line in stderr.splitlines() if line.startswith(cell) and "400/400" in line)
         assert trained == 1, (cell, stderr[-3000:])
         assert cell_state(tmp_path / "results" / "twice" / cell).status == STATUS_COMPLETE
+
+
+# ----- memory preflight ---------------------------------------------------------------------------
+def test_an_over_memory_config_is_refused_before_anything_is_allocated(tmp_path):
+    big = ("model.width=20000", "model.depth=50", "train.seeds=100")
+    cell_dir = Path(run_cell(compose_config(*TINY, *big, f"results_dir={tmp_path}")))
+    meta = json.loads((cell_dir / META).read_text())
+    assert meta["status"] == "failed" and "GiB are available" in meta["message"]
+    assert all(key in meta["message"] for key in ("model.width=20000", "model.depth=50", "train.seeds=100"))
+    assert not any(cell_dir.glob("*.parquet"))
+
+
+def test_the_memory_need_is_xla_s_and_covers_the_state():
+    import jax
+
+    from gradstudy.data import load_dataset
+    from gradstudy.engine import Engine
+    from gradstudy.memory import OutOfMemory, cell_need, preflight
+
+    cfg = compose_config(*FAST, "stats=full")
+    engine = Engine(cfg, load_dataset(cfg.data))
+    seeds = [0, 1]
+    need = cell_need(engine, cfg, seeds)
+    state_bytes = sum(leaf.nbytes for leaf in jax.tree.leaves(engine.init(seeds)))
+    assert need.exact and need.program >= state_bytes > 0
+    assert preflight(engine, cfg, seeds, available=10 * 2**40) is None  # far below: the rough size is enough
+    with pytest.raises(OutOfMemory, match="model.width"):
+        preflight(engine, cfg, seeds, available=need.total - 1)

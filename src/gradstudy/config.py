@@ -18,7 +18,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
 #: Top-level keys that say where and how to run, not what is run; they are left out of a cell's id.
-RUN_KEYS = ("hydra", "study", "results_dir", "force", "budget", "budgets")
+RUN_KEYS = ("hydra", "study", "results_dir", "force", "check_memory", "budget", "budgets")
 #: Config groups whose chosen option (``conf/<group>/<option>.yaml``) lists the keys it uses; the
 #: option is named by ``name`` (``tier`` for stats).
 OPTION_GROUPS = {"init": "name", "act": "name", "norm": "name", "data": "name", "optim": "name", "stats": "tier"}
@@ -108,6 +108,8 @@ class Config:
     study: str = "default"
     results_dir: str = "results"
     force: bool = False
+    #: Refuse a cell that cannot fit in memory before allocating it (``gradstudy.memory``).
+    check_memory: bool = True
     budget: str = "cpu"
     budgets: dict[str, Any] = field(default_factory=dict)
 

@@ -79,8 +79,11 @@ def _dataset(data_yaml: str):
 def _train(cfg: DictConfig, cell: str, seeds: list[int], dataset, console: Console):
     """Train every seed of the cell with a progress bar showing the step and the mean loss."""
     from gradstudy.engine import Engine
+    from gradstudy.memory import preflight
 
     engine = Engine(cfg, dataset)
+    if cfg.check_memory:
+        preflight(engine, cfg, seeds)
     state = engine.init(seeds)
     columns = (
         TextColumn("{task.description}"),
