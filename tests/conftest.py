@@ -30,10 +30,11 @@ TINY = [
 ]
 
 
-def compose_config(*overrides: str):
+def compose_config(*overrides: str, hydra: bool = False):
+    """The config ``gradstudy.run`` would get; ``hydra=True`` keeps the ``hydra`` node (what callbacks see)."""
     register_configs()
     with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
-        return compose("config", overrides=list(overrides))
+        return compose("config", overrides=list(overrides), return_hydra_config=hydra)
 
 
 @pytest.fixture

@@ -85,8 +85,9 @@ def _umask() -> int:
 
 def test_the_summary_never_raises(tmp_path, monkeypatch, capsys):
     callback = SummaryCallback()
-    config = compose_config(*FAST, f"results_dir={tmp_path}")
+    config = compose_config(*FAST, f"results_dir={tmp_path}", f"hydra.sweep.dir={tmp_path}/multirun", hydra=True)
     callback.on_multirun_start(config)
+    assert (tmp_path / "multirun" / ".gradstudy_sweep").read_text() == callback.sweep  # how the jobs learn the sweep
 
     def broken(*args, **kwargs):
         raise OSError("disk gone")
@@ -105,11 +106,15 @@ def test_the_summary_never_raises(tmp_path, monkeypatch, capsys):
 def test_bad_run_keys_stop_before_anything_is_written(tmp_path, override, key, capsys):
     callback = SummaryCallback()
     with pytest.raises(SystemExit) as exit_info:
-        callback.on_multirun_start(compose_config(*FAST, f"results_dir={tmp_path / 'r'}", override))
+        callback.on_multirun_start(
+            compose_config(
+                *FAST, f"results_dir={tmp_path / 'r'}", f"hydra.sweep.dir={tmp_path}/m", override, hydra=True
+            )
+        )
     assert exit_info.value.code == 2
     assert capsys.readouterr().err.startswith(f"gradstudy: {key}:")
     assert run_cell(compose_config(*FAST, f"results_dir={tmp_path / 'r'}", override)) == ""
-    assert not (tmp_path / "r").exists() and not (tmp_path / "escape").exists()
+    assert not (tmp_path / "r").exists() and not (tmp_path / "escape").exists() and not (tmp_path / "m").exists()
 
 
 def test_a_results_dir_that_is_a_file_exits_2_with_one_line(tmp_path):

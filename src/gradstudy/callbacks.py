@@ -16,15 +16,34 @@ import pandas as pd
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-#: Environment variable carrying the sweep id from the callback to the jobs.
+#: The sweep id reaches the jobs through a file in Hydra's sweep (or run) folder, which every job of
+#: the sweep can read wherever it runs (cluster nodes share it); the environment variable is a
+#: fallback for jobs that run in this process.
+SWEEP_FILE = ".gradstudy_sweep"
 SWEEP_ENV = "GRADSTUDY_SWEEP"
+
+
+def hydra_output_dir(config: DictConfig, multirun: bool) -> Path:
+    """Hydra's sweep folder (``-m``) or run folder, from a config that holds the ``hydra`` node."""
+    return Path(str(config.hydra.sweep.dir if multirun else config.hydra.run.dir))
+
+
+def sweep_of_job() -> str | None:
+    """The sweep id of the running Hydra job: from the file in its sweep (or run) folder, else the environment."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    hydra_cfg = HydraConfig.get()
+    folder = Path(str(hydra_cfg.sweep.dir if hydra_cfg.mode == RunMode.MULTIRUN else hydra_cfg.run.dir))
+    path = folder / SWEEP_FILE
+    return path.read_text().strip() if path.is_file() else os.environ.get(SWEEP_ENV)
 
 
 class SummaryCallback(Callback):
     def __init__(self) -> None:
         self.sweep = ""
 
-    def _start(self, config: DictConfig) -> None:
+    def _start(self, config: DictConfig, multirun: bool) -> None:
         """Stop before anything is written when ``budget``, ``study`` or ``results_dir`` cannot work:
         one line naming the key, exit status 2 (an exception here would only become a warning)."""
         from gradstudy.config import ConfigError, check_run_keys
@@ -36,12 +55,15 @@ class SummaryCallback(Callback):
             sys.exit(2)
         self.sweep = uuid.uuid4().hex[:12]
         os.environ[SWEEP_ENV] = self.sweep
+        folder = hydra_output_dir(config, multirun)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / SWEEP_FILE).write_text(self.sweep)
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        self._start(config)
+        self._start(config, multirun=False)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        self._start(config)
+        self._start(config, multirun=True)
 
     def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
         self._finish(config)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import signal
 import sys
 import time
@@ -28,7 +27,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from gradstudy.callbacks import SWEEP_ENV, summarize_sweep
+from gradstudy.callbacks import summarize_sweep, sweep_of_job
 from gradstudy.config import (
     ConfigError,
     canonical,
@@ -116,10 +115,11 @@ def _skip_line(cell: str, meta: dict) -> str:
     return line
 
 
-def run_cell(cfg: DictConfig, arm: str | None = None) -> str:
+def run_cell(cfg: DictConfig, arm: str | None = None, sweep: str | None = None) -> str:
     """Run one cell and write its folder; returns the folder. Never raises on a bad config or a failed run.
 
-    ``arm`` is the ``+arm=`` choice that composed ``cfg``, if any: a label kept in ``meta.json``."""
+    ``arm`` is the ``+arm=`` choice that composed ``cfg``, if any: a label kept in ``meta.json``.
+    ``sweep`` is the id of the sweep the cell belongs to, for its end-of-sweep summary."""
     console = Console(stderr=True)
     if not console.is_terminal:
         console = Console(stderr=True, width=160)
@@ -148,8 +148,8 @@ def run_cell(cfg: DictConfig, arm: str | None = None) -> str:
     rejected = f"{failure}; the complete cell was left as it is" if failure is not None and complete else None
     try:
         cell_dir.mkdir(parents=True, exist_ok=True)
-        if os.environ.get(SWEEP_ENV):
-            mark_in_sweep(Path(cfg.results_dir), os.environ[SWEEP_ENV], cell_dir, rejected)
+        if sweep:
+            mark_in_sweep(Path(cfg.results_dir), sweep, cell_dir, rejected)
     except OSError as err:
         console.print(f"[red]gradstudy: not run: results_dir: cannot create {cell_dir}: {err}[/red]")
         return ""
@@ -264,13 +264,18 @@ def main(cfg: DictConfig) -> str:
         print(f"gradstudy: warning: {warning}", file=sys.stderr)
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, _interrupt)
+    sweep = sweep_of_job()
     try:
-        return run_cell(cfg, arm=hydra_cfg.runtime.choices.get(ARM))
+        return run_cell(cfg, arm=hydra_cfg.runtime.choices.get(ARM), sweep=sweep)
     except CellInterrupted as stop:  # the sweep stops here: summary so far, then 128 + the signal
-        if os.environ.get(SWEEP_ENV):
-            summarize_sweep(Path(cfg.results_dir), os.environ[SWEEP_ENV])
+        if sweep:
+            summarize_sweep(Path(cfg.results_dir), sweep)
         sys.exit(128 + stop.signum)
 
 
 if __name__ == "__main__":
-    main()
+    # Run the task function of the importable module, not of ``__main__``: launchers that pickle it
+    # into other processes (joblib, submitit) import it by its module name.
+    from gradstudy.run import main as importable_main
+
+    importable_main()
