@@ -37,3 +37,49 @@ def test_the_slurm_example_composes_with_shared_results():
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("SlurmLauncher")
     assert launcher.partition and launcher.timeout_min and launcher.array_parallelism and launcher.gpus_per_node == 1
+
+
+def test_an_interrupted_submitit_job_leaves_its_cell_interrupted_and_a_rerun_finishes(tmp_path):
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from gradstudy.store import cell_state
+
+    args = [
+        "-m",
+        "hydra/launcher=submitit_local",
+        *TINY,
+        "train.seeds=2",
+        "train.steps=3000",
+        "train.eval_every=1000",
+        "stats.every=1000",
+        "study=preempted",
+    ]
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"} | {"JAX_PLATFORMS": "cpu"}
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "gradstudy.run", *args],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline, job_pid, cell_dir = time.time() + 120, None, None
+    while time.time() < deadline and job_pid is None:
+        metas = list((tmp_path / "results" / "preempted").glob("*/meta.json"))
+        jobs = [p.name for p in (tmp_path / "multirun").glob("*/*/.submitit/*") if p.name.isdigit()]
+        if metas and jobs and '"versions"' in metas[0].read_text():
+            job_pid, cell_dir = int(jobs[0]), metas[0].parent
+        time.sleep(0.2)
+    assert job_pid is not None, launcher.communicate(timeout=60)
+    time.sleep(1.0)
+    os.kill(job_pid, signal.SIGTERM)
+    launcher.communicate(timeout=120)
+    assert json.loads((cell_dir / "meta.json").read_text())["status"] == "interrupted"
+    again = run_cli(args, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert cell_state(cell_dir).status == "complete"
