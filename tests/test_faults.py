@@ -275,3 +275,17 @@ def test_the_memory_need_is_xla_s_and_covers_the_state():
     assert preflight(engine, cfg, seeds, available=10 * 2**40) is None  # far below: the rough size is enough
     with pytest.raises(OutOfMemory, match="model.width"):
         preflight(engine, cfg, seeds, available=need.total - 1)
+
+
+def test_a_full_disk_fails_the_cell_with_the_message_and_leaves_no_partial_file(tmp_path, monkeypatch):
+    import errno
+
+    def full(self, path, *args, **kwargs):
+        Path(path).write_bytes(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(pd.DataFrame, "to_parquet", full)
+    cell_dir = Path(run_cell(compose_config(*FAST, f"results_dir={tmp_path}")))
+    meta = json.loads((cell_dir / META).read_text())
+    assert meta["status"] == "failed" and "No space left on device" in meta["message"]
+    assert not any(p.suffix == ".parquet" or p.name.startswith(".") and "parquet" in p.name for p in cell_dir.iterdir())
