@@ -54,6 +54,8 @@ CONFIG_CASES = [
     (["model.depth=-3"], "model.depth"),
     (["model.width=0"], "model.width"),
     (["model.depth=2.5"], "model.depth"),
+    (["~model.depth"], "model.depth"),
+    (["~optim.lr"], "optim.lr"),
     (["+model.dropout=0.5"], "model.dropout"),
     # optim
     (["optim=bogus"], "optim"),

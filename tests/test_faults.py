@@ -264,12 +264,14 @@ def test_the_memory_need_is_xla_s_and_covers_the_state():
 
     from gradstudy.data import load_dataset
     from gradstudy.engine import Engine
-    from gradstudy.memory import OutOfMemory, cell_need, preflight
+    from gradstudy.memory import OutOfMemory, cell_need, memory_need, preflight
 
     cfg = compose_config(*FAST, "stats=full")
-    engine = Engine(cfg, load_dataset(cfg.data))
+    engine_dataset = load_dataset(cfg.data)
+    engine = Engine(cfg, engine_dataset)
     seeds = [0, 1]
     need = cell_need(engine, cfg, seeds)
+    assert memory_need(cfg, engine_dataset, n_runs=4).program > need.program  # the need grows with the runs
     state_bytes = sum(leaf.nbytes for leaf in jax.tree.leaves(engine.init(seeds)))
     assert need.exact and need.program >= state_bytes > 0
     assert preflight(engine, cfg, seeds, available=10 * 2**40) is None  # far below: the rough size is enough

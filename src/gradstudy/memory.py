@@ -99,6 +99,13 @@ def cell_need(engine: Any, cfg: Any, seeds: list[int]) -> Need:
     return Need(sizes[largest] * devices, int(dataset), largest, exact=True)
 
 
+def memory_need(cfg: Any, dataset: Any, n_runs: int) -> Need:
+    """XLA's estimate for ``n_runs`` runs of the config ``cfg`` on ``dataset`` (a batched engine sizes its groups with it)."""
+    from gradstudy.engine import Engine
+
+    return cell_need(Engine(cfg, dataset), cfg, list(range(n_runs)))
+
+
 def preflight(engine: Any, cfg: Any, seeds: list[int], available: int | None = None) -> Need | None:
     """Raise ``OutOfMemory`` when the cell cannot fit; returns the need when XLA was asked."""
     available = available_bytes() if available is None else available

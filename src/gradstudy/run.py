@@ -116,7 +116,8 @@ def _skip_line(cell: str, meta: dict) -> str:
 
 
 def run_cell(cfg: DictConfig, arm: str | None = None, sweep: str | None = None) -> str:
-    """Run one cell and write its folder; returns the folder. Never raises on a bad config or a failed run.
+    """Run one cell and write its folder; returns the folder ("" when ``study`` or ``results_dir`` leave
+    nowhere safe to write). Never raises on a bad config or a failed run.
 
     ``arm`` is the ``+arm=`` choice that composed ``cfg``, if any: a label kept in ``meta.json``.
     ``sweep`` is the id of the sweep the cell belongs to, for its end-of-sweep summary."""
