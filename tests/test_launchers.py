@@ -83,3 +83,17 @@ def test_an_interrupted_submitit_job_leaves_its_cell_interrupted_and_a_rerun_fin
     again = run_cli(args, cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-2000:]
     assert cell_state(cell_dir).status == "complete"
+
+
+def test_a_job_without_the_environment_finds_its_sweep_in_the_sweep_folder(tmp_path, monkeypatch):
+    from hydra.core.hydra_config import HydraConfig
+
+    from gradstudy.callbacks import SWEEP_ENV, SWEEP_FILE, SummaryCallback, sweep_of_job
+
+    config = compose_config(*TINY, f"results_dir={tmp_path}", f"hydra.run.dir={tmp_path}/run", hydra=True)
+    callback = SummaryCallback()
+    callback.on_run_start(config)
+    assert (tmp_path / "run" / SWEEP_FILE).read_text() == callback.sweep
+    monkeypatch.delenv(SWEEP_ENV)  # a cluster node that did not inherit it
+    HydraConfig.instance().set_config(config)
+    assert sweep_of_job() == callback.sweep

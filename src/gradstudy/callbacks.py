@@ -16,9 +16,9 @@ import pandas as pd
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-#: The sweep id reaches the jobs through a file in Hydra's sweep (or run) folder, which every job of
-#: the sweep can read wherever it runs (cluster nodes share it); the environment variable is a
-#: fallback for jobs that run in this process.
+#: The sweep id reaches the jobs through the environment where they inherit it, and through a file
+#: in Hydra's sweep (or run) folder, which every job of the sweep can read wherever it runs (cluster
+#: nodes share it, and may not inherit the environment).
 SWEEP_FILE = ".gradstudy_sweep"
 SWEEP_ENV = "GRADSTUDY_SWEEP"
 
@@ -29,14 +29,18 @@ def hydra_output_dir(config: DictConfig, multirun: bool) -> Path:
 
 
 def sweep_of_job() -> str | None:
-    """The sweep id of the running Hydra job: from the file in its sweep (or run) folder, else the environment."""
+    """The sweep id of the running Hydra job: from the environment when the job inherited it (jobs in
+    this process, joblib workers), else from the file in its sweep (or run) folder (cluster nodes).
+    The environment comes first because two sweeps started in the same second share Hydra's folder."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
+    if os.environ.get(SWEEP_ENV):
+        return os.environ[SWEEP_ENV]
     hydra_cfg = HydraConfig.get()
     folder = Path(str(hydra_cfg.sweep.dir if hydra_cfg.mode == RunMode.MULTIRUN else hydra_cfg.run.dir))
     path = folder / SWEEP_FILE
-    return path.read_text().strip() if path.is_file() else os.environ.get(SWEEP_ENV)
+    return path.read_text().strip() if path.is_file() else None
 
 
 class SummaryCallback(Callback):
