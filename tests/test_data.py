@@ -185,3 +185,46 @@ def test_missing_files_say_which_files_where_and_where_from(tmp_path, name, expe
         load_dataset(OmegaConf.create({"name": name, "standardize": False, "root": str(tmp_path / "nowhere")}))
     message = str(err.value)
     assert expected in message and str(tmp_path / "nowhere") in message and "data.root" in message and "http" in message
+
+
+def _mnist_files(folder, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    train = rng.integers(0, 256, (6, 28, 28), dtype=np.uint8)
+    for split, images in (("train", train), ("t10k", rng.integers(0, 256, (3, 28, 28), dtype=np.uint8))):
+        _write_idx(folder / f"{split}-images-idx3-ubyte", images, False)
+        _write_idx(folder / f"{split}-labels-idx1-ubyte", rng.integers(0, 10, len(images)).astype(np.uint8), False)
+    return train
+
+
+def test_prepared_datasets_are_cached_and_rebuilt_when_their_inputs_change(tmp_path, monkeypatch):
+    import os
+
+    from gradstudy.data import dataset_key
+
+    monkeypatch.setenv("GRADSTUDY_CACHE_DIR", str(tmp_path / "cache"))
+    cfg = OmegaConf.create({"name": "digits", "standardize": True, "root": None, "n_train": 100, "n_test": None})
+    first = load_dataset(cfg)
+    cached = list((tmp_path / "cache" / "datasets").glob("digits-*.npz"))
+    assert len(cached) == 1
+    again = load_dataset(cfg)
+    for name in ("x_train", "y_train", "x_test", "y_test"):
+        np.testing.assert_array_equal(getattr(again, name), getattr(first, name))
+        assert getattr(again, name).dtype == getattr(first, name).dtype
+    assert dataset_key(cfg) != dataset_key(OmegaConf.merge(cfg, {"standardize": False}))
+    cached[0].write_bytes(b"damaged")  # a damaged cache file is rebuilt, not trusted
+    np.testing.assert_array_equal(load_dataset(cfg).x_train, first.x_train)
+
+    # local files: a new file (size or modification time) means a new key
+    files = tmp_path / "mnist"
+    files.mkdir()
+    _mnist_files(files, 0)
+    mnist = OmegaConf.create(
+        {"name": "mnist", "standardize": False, "root": str(files), "n_train": None, "n_test": None}
+    )
+    before = load_dataset(mnist)
+    train = _mnist_files(files, 1)
+    for path in files.iterdir():
+        os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
+    after = load_dataset(mnist)
+    assert not np.array_equal(before.x_train, after.x_train)
+    np.testing.assert_allclose(after.x_train, train.reshape(6, -1) / 255.0, rtol=1e-6)

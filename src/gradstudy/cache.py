@@ -1,4 +1,4 @@
-"""JAX's persistent compilation cache, so that a rerun of a cell does not compile again."""
+"""The user cache: JAX's persistent compilation cache (a rerun of a cell does not compile again) and prepared datasets."""
 
 from __future__ import annotations
 
@@ -9,12 +9,18 @@ from pathlib import Path
 CACHE_ENV = "GRADSTUDY_CACHE_DIR"
 
 
-def cache_dir() -> Path:
-    """``$GRADSTUDY_CACHE_DIR``, else ``<user cache dir>/gradstudy/jax``."""
+def cache_root() -> Path:
+    """``$GRADSTUDY_CACHE_DIR``, else ``<user cache dir>/gradstudy``: compiled programs in ``jax/``,
+    prepared datasets in ``datasets/``."""
     if os.environ.get(CACHE_ENV):
         return Path(os.environ[CACHE_ENV])
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "gradstudy" / "jax"
+    return Path(base) / "gradstudy"
+
+
+def cache_dir() -> Path:
+    """Where JAX's persistent compilation cache lives."""
+    return cache_root() / "jax"
 
 
 def enable_compile_cache() -> Path:

@@ -10,14 +10,20 @@ standard deviation (constant features become 0).
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.model_selection import train_test_split
+from omegaconf import DictConfig, OmegaConf
 
 from gradstudy import datafiles
+from gradstudy.cache import cache_root
 from gradstudy.config import ConfigError
 
 #: Fixed so that every run, seed and cell sees the same split.
@@ -43,6 +49,8 @@ class Dataset:
 
 def stratified_split(x: np.ndarray, y: np.ndarray, n_test: int) -> tuple[np.ndarray, ...]:
     """Train/test split that keeps class proportions, with a fixed seed."""
+    from sklearn.model_selection import train_test_split
+
     return train_test_split(x, y, test_size=n_test, stratify=y, random_state=SPLIT_SEED)
 
 
@@ -130,8 +138,56 @@ DATASETS: dict[str, Callable[[Any], tuple[np.ndarray, ...]]] = {
 }
 
 
-def load_dataset(cfg: Any) -> Dataset:
-    """Load the dataset of the ``data`` node as float32 inputs and int32 labels."""
+#: Bump when a loader's output changes, so that arrays cached by the old one are not reused.
+LOADER_VERSION = 1
+
+
+def dataset_key(cfg: Any) -> str:
+    """What a prepared dataset depends on: the ``data`` config, ``LOADER_VERSION`` and, for local
+    files, each file's size and modification time. Raises MissingDataError for a missing file."""
+    plain = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+    files = []
+    if plain["name"] in FILE_DATASETS:
+        for path in datafiles.source_files(plain["name"], plain.get("root")):
+            stat = path.stat()
+            files.append([str(path), stat.st_size, stat.st_mtime_ns])
+    text = json.dumps({"data": plain, "version": LOADER_VERSION, "files": files}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def load_dataset(cfg: Any, cache: bool = True) -> Dataset:
+    """The dataset of the ``data`` node as float32 inputs and int32 labels.
+
+    Prepared arrays are cached in ``<cache root>/datasets`` (``gradstudy.cache``) under
+    ``dataset_key``, so a second load reads one file instead of running the loader; a damaged cache
+    file is rebuilt.
+    """
+    path = cache_root() / "datasets" / f"{cfg.name}-{dataset_key(cfg)}.npz"
+    if cache and path.is_file():
+        try:
+            with np.load(path) as arrays:
+                return Dataset(cfg.name, *(arrays[k] for k in ARRAYS))
+        except (OSError, ValueError, KeyError):
+            path.unlink(missing_ok=True)
+    dataset = _prepare(cfg)
+    if cache:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".npz", dir=path.parent)
+        os.close(fd)
+        try:
+            np.savez(tmp, **{k: getattr(dataset, k) for k in ARRAYS})
+            os.replace(tmp, path)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+    return dataset
+
+
+#: The arrays of a ``Dataset``, in field order.
+ARRAYS = ("x_train", "y_train", "x_test", "y_test")
+
+
+def _prepare(cfg: Any) -> Dataset:
+    """Run the loader, keep ``n_train``/``n_test`` examples and standardize when asked."""
     x_train, x_test, y_train, y_test = DATASETS[cfg.name](cfg)
     n_train, n_test = cfg.get("n_train"), cfg.get("n_test")
     for key, wanted, available in (("n_train", n_train, len(y_train)), ("n_test", n_test, len(y_test))):

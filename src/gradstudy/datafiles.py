@@ -91,15 +91,26 @@ def load_idx_set(name: str, files: FileSet, root: str | None) -> tuple[np.ndarra
     return flat(x_train), flat(x_test), y_train, y_test
 
 
+def cifar10_folder(root: str | None) -> Path:
+    """``data.root`` itself, or the ``cifar-10-batches-py`` folder inside it."""
+    folder = Path(root or ".").expanduser()
+    return folder / "cifar-10-batches-py" if (folder / "cifar-10-batches-py").is_dir() else folder
+
+
+def source_files(name: str, root: str | None) -> list[Path]:
+    """The local files a file dataset reads (raises MissingDataError when one is missing)."""
+    if name == "cifar10":
+        return sorted(CIFAR10.locate(name, str(cifar10_folder(root))).values())
+    files = {"mnist": MNIST, "fashion_mnist": FASHION_MNIST}[name]
+    return sorted(files.locate(name, root).values())
+
+
 def load_cifar10(root: str | None) -> tuple[np.ndarray, ...]:
     """(x_train, x_test, y_train, y_test) from CIFAR-10's python batches, 3,072 features scaled to [0, 1].
 
     ``data.root`` may be the ``cifar-10-batches-py`` folder itself or the folder holding it.
     """
-    folder = Path(root or ".").expanduser()
-    if (folder / "cifar-10-batches-py").is_dir():
-        folder = folder / "cifar-10-batches-py"
-    paths = CIFAR10.locate("cifar10", str(folder))
+    paths = CIFAR10.locate("cifar10", str(cifar10_folder(root)))
 
     def batch(file: str) -> tuple[np.ndarray, np.ndarray]:
         content = pickle.loads(_open(paths[file]), encoding="bytes")
