@@ -97,7 +97,7 @@ CONFIG_CASES = [
     (["+foo=1"], "foo"),
     (["force=maybe"], "force"),
     # presets and budgets
-    (["+experiment=he2015", "budget=bogus"], "budget"),
+    (["+experiment=he2015", "budget=bogus"], "budget: must be one of ['cpu', 'paper', 'smoke']"),
     (["+experiment=bogus"], "experiment"),
     (["+arm=bogus"], "arm"),
 ]

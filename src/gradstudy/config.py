@@ -240,19 +240,21 @@ def check_run_keys(cfg: DictConfig) -> None:
 
 def check_keys(cfg: DictConfig) -> None:
     """Reject keys that the schema does not have (added with ``+``) and required keys that are
-    missing (deleted with ``~``); the dataclasses already reject plain typos."""
+    missing (deleted with ``~``); the dataclasses already reject plain typos. Reads key names only,
+    so no interpolation is resolved."""
     top = {f.name for f in fields(Config)} | {"hydra"}
     for key in cfg:
-        _check(key in top, str(key), f"is not a gradstudy key; top-level keys: {sorted(top - {'hydra'})}", cfg[key])
+        if key not in top:
+            raise ConfigError(f"{key}: is not a gradstudy key; top-level keys: {sorted(top - {'hydra'})}")
     for group, schema in SCHEMA.items():
-        _check(group in cfg, group, "is required", None)
+        if group not in cfg:
+            raise ConfigError(f"{group}: is required")
         names = {f.name for f in fields(schema)}
         for key in cfg[group]:
-            _check(
-                key in names, f"{group}.{key}", f"is not a key of {group}; its keys: {sorted(names)}", cfg[group][key]
-            )
-        for key in names:
-            _check(key in cfg[group], f"{group}.{key}", "is required (deleted with ~?)", None)
+            if key not in names:
+                raise ConfigError(f"{group}.{key}: is not a key of {group}; its keys: {sorted(names)}")
+        for key in names - set(cfg[group]):
+            raise ConfigError(f"{group}.{key}: is required (deleted with ~?)")
 
 
 def _floats(node: Any, prefix: str = "") -> list[tuple[str, float]]:
@@ -267,6 +269,7 @@ def validate(cfg: DictConfig) -> None:
     """Reject names and values that cannot run. Raises ConfigError naming the key."""
     from gradstudy import activations, data, inits, model, optim, stats
 
+    check_run_keys(cfg)
     check_keys(cfg)
     for key, value in _floats(resolved(cfg)):
         _check(math.isfinite(value), key, "must be a finite number", value)
@@ -281,7 +284,6 @@ def validate(cfg: DictConfig) -> None:
     _check_choice("norm.position", cfg.norm.position, model.NORM_POSITIONS)
     _check(0 <= cfg.norm.momentum < 1, "norm.momentum", "must be in [0, 1)", cfg.norm.momentum)
     _check(cfg.norm.epsilon > 0, "norm.epsilon", "must be > 0", cfg.norm.epsilon)
-    check_run_keys(cfg)
     _check_choice("data.name", cfg.data.name, data.DATASETS)
     for key in ("n_train", "n_test"):
         size = cfg.data[key]
