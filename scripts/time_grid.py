@@ -1,0 +1,81 @@
+"""Time a whole grid command as a user runs it: ``python scripts/time_grid.py [--runs 5] [--cold]``.
+
+Each run is a fresh process of ``python -m gradstudy.run -m <grid>`` writing into a fresh results
+folder, so no cell is skipped. Warm runs share a compile and dataset cache filled by one untimed run
+first; cold runs (``--cold``) each start from an empty cache. Prints the median wall time with its
+range and the whole command's rate in model-steps per second (cells x seeds x steps / wall), to set
+beside ``scripts/benchmark.py``'s engine rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+DEFAULT_GRID = ["init=xavier,he", "act=relu,elu"]
+
+
+def run_once(grid: list[str], cache: Path, results: Path) -> float:
+    env = {**os.environ, "GRADSTUDY_CACHE_DIR": str(cache), "JAX_PLATFORMS": os.environ.get("JAX_PLATFORMS", "cpu")}
+    started = time.perf_counter()
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gradstudy.run",
+            "-m",
+            *grid,
+            f"results_dir={results}",
+            "hydra.sweep.dir=" + str(results / "multirun"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    wall = time.perf_counter() - started
+    if done.returncode != 0:
+        raise SystemExit(f"the grid failed:\n{done.stderr[-3000:]}")
+    return wall
+
+
+def model_steps(grid: list[str], seeds: int, steps: int) -> int:
+    cells = 1
+    for override in grid:
+        cells *= len(override.split("=", 1)[1].split(","))
+    return cells * seeds * steps
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--cold", action="store_true", help="start every run from an empty cache")
+    parser.add_argument("--seeds", type=int, default=5, help="train.seeds of the grid (the default config's)")
+    parser.add_argument("--steps", type=int, default=1000, help="train.steps of the grid (the default config's)")
+    parser.add_argument("grid", nargs="*", default=DEFAULT_GRID, help="sweep overrides (default: the quickstart grid)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        shared = root / "cache"
+        if not args.cold:
+            run_once(args.grid, shared, root / "warmup")
+        walls = []
+        for i in range(args.runs):
+            cache = root / f"cache{i}" if args.cold else shared
+            walls.append(run_once(args.grid, cache, root / f"results{i}"))
+            print(f"run {i + 1}: {walls[-1]:.1f} s", flush=True)
+    median = statistics.median(walls)
+    rate = model_steps(args.grid, args.seeds, args.steps) / median
+    print(
+        f"{'cold' if args.cold else 'warm'} cache, {args.runs} runs of python -m gradstudy.run -m {' '.join(args.grid)}: "
+        f"median {median:.1f} s [{min(walls):.1f}, {max(walls):.1f}]; {rate:,.0f} model-steps/s for the whole command"
+    )
+
+
+if __name__ == "__main__":
+    main()
