@@ -170,8 +170,18 @@ def test_a_live_lock_leaves_the_cell_alone_and_a_stale_one_is_taken_over(tmp_pat
     assert cell_state(cell_dir).status == STATUS_COMPLETE and not (cell_dir / locks.LOCK).exists()
 
 
-#: Long enough (several seconds) that a signal sent half a second into training lands mid-cell on a fast machine.
-SLOW_CELL = (*TINY, "train.seeds=2", "train.steps=30000", "train.eval_every=10000", "stats.every=10000", "study=sig")
+#: Several seconds of training (width 256, batch 256), so that a signal sent a second in lands mid-cell
+#: even on a fast machine with the program already compiled.
+SLOW_CELL = (
+    *(o for o in TINY if not o.startswith(("model.width", "train.batch_size"))),
+    "model.width=256",
+    "train.batch_size=256",
+    "train.seeds=2",
+    "train.steps=3000",
+    "train.eval_every=1000",
+    "stats.every=1000",
+    "study=sig",
+)
 
 
 def _start_and_wait_for_training(tmp_path: Path):
