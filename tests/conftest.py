@@ -51,6 +51,19 @@ def _compile_cache(tmp_path_factory):
     enable_compile_cache()
 
 
+#: Several seconds of training (width 256, batch 256), so that a signal sent a second in lands mid-cell
+#: even on a fast machine with the program already compiled.
+SLOW_CELL = (
+    *(o for o in TINY if not o.startswith(("model.width", "train.batch_size"))),
+    "model.width=256",
+    "train.batch_size=256",
+    "train.seeds=2",
+    "train.steps=3000",
+    "train.eval_every=1000",
+    "stats.every=1000",
+)
+
+
 #: A linear net with a wide init: lr 0.005 trains every seed, lr 0.07 loses one seed, lr 50 all.
 LR_SWEEP = (
     "init=normal",

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import TINY, compose_config, run_cli
+from conftest import SLOW_CELL, TINY, compose_config, run_cli
 
 from gradstudy import load_study
 from gradstudy.callbacks import SummaryCallback
@@ -170,18 +170,7 @@ def test_a_live_lock_leaves_the_cell_alone_and_a_stale_one_is_taken_over(tmp_pat
     assert cell_state(cell_dir).status == STATUS_COMPLETE and not (cell_dir / locks.LOCK).exists()
 
 
-#: Several seconds of training (width 256, batch 256), so that a signal sent a second in lands mid-cell
-#: even on a fast machine with the program already compiled.
-SLOW_CELL = (
-    *(o for o in TINY if not o.startswith(("model.width", "train.batch_size"))),
-    "model.width=256",
-    "train.batch_size=256",
-    "train.seeds=2",
-    "train.steps=3000",
-    "train.eval_every=1000",
-    "stats.every=1000",
-    "study=sig",
-)
+SIGNALLED = (*SLOW_CELL, "study=sig")
 
 
 def _start_and_wait_for_training(tmp_path: Path):
@@ -191,7 +180,7 @@ def _start_and_wait_for_training(tmp_path: Path):
 
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"} | {"JAX_PLATFORMS": "cpu"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gradstudy.run", "-m", *SLOW_CELL],
+        [sys.executable, "-m", "gradstudy.run", "-m", *SIGNALLED],
         cwd=tmp_path,
         env=env,
         stdout=subprocess.PIPE,
@@ -218,7 +207,7 @@ def test_a_signal_marks_the_cell_interrupted_prints_the_summary_and_a_rerun_fini
     assert "gradstudy summary" in out and "interrupted" in out
     assert not (cell_dir / ".lock").exists()
     if signum == 2:  # one rerun is enough to show the path (kill -9 and the submitit test rerun too)
-        again = run_cli(["-m", *SLOW_CELL], cwd=tmp_path)
+        again = run_cli(["-m", *SIGNALLED], cwd=tmp_path)
         assert again.returncode == 0 and "was interrupted" in again.stderr
         assert cell_state(cell_dir).status == STATUS_COMPLETE
 
@@ -230,7 +219,7 @@ def test_kill_9_leaves_a_cell_that_reads_interrupted_and_a_rerun_finishes(tmp_pa
     state = cell_state(cell_dir)
     assert state.status == "interrupted" and "stopped without finishing" in state.reason
     assert status_main([str(cell_dir.parent)]) == 1
-    again = run_cli(["-m", *SLOW_CELL], cwd=tmp_path)
+    again = run_cli(["-m", *SIGNALLED], cwd=tmp_path)
     assert again.returncode == 0 and cell_state(cell_dir).status == STATUS_COMPLETE
 
 

@@ -3,7 +3,7 @@ bit for bit; the sweep id reaches the jobs through a file, not the environment."
 
 import pandas as pd
 import pytest
-from conftest import TINY, compose_config, run_cli
+from conftest import SLOW_CELL, TINY, compose_config, run_cli
 
 from gradstudy.store import CURVES, LAYERS, STEPS
 
@@ -52,13 +52,7 @@ def test_an_interrupted_submitit_job_leaves_its_cell_interrupted_and_a_rerun_fin
     args = [
         "-m",
         "hydra/launcher=submitit_local",
-        *(o for o in TINY if not o.startswith(("model.width", "train.batch_size"))),
-        "model.width=256",
-        "train.batch_size=256",
-        "train.seeds=2",
-        "train.steps=3000",
-        "train.eval_every=1000",
-        "stats.every=1000",
+        *SLOW_CELL,
         "study=preempted",
     ]
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"} | {"JAX_PLATFORMS": "cpu"}
