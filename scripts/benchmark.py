@@ -7,7 +7,8 @@ Everything runs in one process, interleaved, after a warm-up, and only ratios ar
 * the overhead of the ``scalars`` statistics at ``stats.every=10`` and ``=1``, and of the ``full``
   tier's percentiles at ``stats.every=10``, over no statistics (histograms are taken between
   chunks, at a few chosen steps, so they are not part of the per-step cost);
-* the engine's arithmetic rate as a fraction of this machine's measured float32 matmul rate;
+* the engine's arithmetic rate as a fraction of this machine's measured float32 matmul rate (a chunk
+  ends with every seed's evaluation on the full train and test sets, counted in its arithmetic);
 * the price of exact seed independence: the engine (every seed in its own ``RUN_GROUP``-seed group,
   one group after another) against one vmap over all of a device's seeds, which is not bitwise
   independent of the other seeds (``gradstudy.engine``).
@@ -40,6 +41,7 @@ from hydra import compose, initialize_config_dir
 from gradstudy.config import register_configs
 from gradstudy.data import load_dataset
 from gradstudy.engine import RUN_GROUP, Engine, batch_indices
+from gradstudy.evaluate import EVAL_BLOCK, eval_blocks
 from gradstudy.run import conf_dir
 
 
@@ -68,7 +70,8 @@ def engine_runner(args: argparse.Namespace, dataset, *overrides: str, run_group:
     state = engine.init(seeds)
 
     def run() -> None:
-        out = engine.train_chunk(state, seeds, 0, args.steps)
+        nonlocal state  # the chunk consumes (donates) the state it is given
+        state, *out = engine.train_chunk(state, seeds, 0, args.steps)
         jax.block_until_ready(out)
 
     return run
@@ -86,7 +89,7 @@ def naive_runner(args: argparse.Namespace, dataset) -> Callable[[], None]:
     def run() -> None:
         for state, idx in zip(states, indices, strict=True):
             for t in range(args.steps):
-                state, loss = step(state, t, idx[t])
+                state, loss, _ = step(state, t, idx[t])
             jax.block_until_ready(state)
 
     return run
@@ -105,10 +108,22 @@ def matmul_gflops(n: int = 1024, reps: int = 20) -> float:
     return 2 * n**3 / best / 1e9
 
 
+def _weights(args: argparse.Namespace, n_features: int, n_classes: int) -> int:
+    return n_features * args.width + (args.depth - 1) * args.width**2 + args.width * n_classes
+
+
 def flops_per_step(args: argparse.Namespace, n_features: int, n_classes: int) -> float:
     """Forward plus backward of one seed's minibatch: about 6 flops per weight per example."""
-    weights = n_features * args.width + (args.depth - 1) * args.width**2 + args.width * n_classes
-    return 6.0 * args.batch * weights
+    return 6.0 * args.batch * _weights(args, n_features, n_classes)
+
+
+def flops_per_evaluation(args: argparse.Namespace, dataset) -> float:
+    """The forward pass over every (padded) evaluation block of both splits that ends each chunk:
+    2 flops per weight per example."""
+    blocks = sum(
+        len(eval_blocks(x, y)[1]) for x, y in ((dataset.x_train, dataset.y_train), (dataset.x_test, dataset.y_test))
+    )
+    return 2.0 * blocks * EVAL_BLOCK * _weights(args, dataset.n_features, dataset.n_classes)
 
 
 def _ratio_line(name: str, ratios: list[float]) -> str:
@@ -144,9 +159,11 @@ def main() -> None:
             times[name].append(time.perf_counter() - start)
 
     model_steps = args.seeds * args.steps
-    engine_rate = model_steps / statistics.median(times["engine"])
     peak = matmul_gflops()
-    achieved = engine_rate * flops_per_step(args, dataset.n_features, dataset.n_classes) / 1e9
+    chunk_flops = args.steps * flops_per_step(args, dataset.n_features, dataset.n_classes) + flops_per_evaluation(
+        args, dataset
+    )
+    achieved = args.seeds * chunk_flops / statistics.median(times["engine"]) / 1e9
     print(
         f"{args.depth} hidden x {args.width}, batch {args.batch}, {args.seeds} seeds, {args.steps} steps, "
         f"{args.reps} interleaved reps, device {jax.devices()[0].device_kind}"

@@ -113,3 +113,36 @@ def test_adam_and_clipping_match_optax(clip):
         u, s_theirs = theirs.update(grads, s_theirs, p_theirs)
         p_theirs = optax.apply_updates(p_theirs, u)
     np.testing.assert_allclose(p_ours["w"], p_theirs["w"], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("clip", [None, 0.5])
+@pytest.mark.parametrize("name", ["sgd", "momentum", "adam"])
+def test_injected_hyperparameters_update_bitwise_as_constants(name, clip):
+    """Per-run learning rate, momentum and clip norm held in the optimizer state (what lets cells with
+    different values share one program) give bitwise the update with the values as constants."""
+    import optax
+    from omegaconf import OmegaConf
+
+    from gradstudy.optim import OPTIMIZERS, hyperparameters, make_optimizer
+
+    cfg = OmegaConf.create({"name": name, "lr": 0.03, "momentum": 0.7, "clip_norm": clip})
+    injected, constant = make_optimizer(cfg), OPTIMIZERS[name](**hyperparameters(cfg))
+    assert set(injected.init({"w": jnp.zeros(2)}).hyperparams) == set(hyperparameters(cfg))
+    rng = np.random.default_rng(1)
+    params = {"w": jnp.asarray(rng.standard_normal((16, 9)), jnp.float32), "b": jnp.zeros(9, jnp.float32)}
+    grads = [jax.tree.map(lambda p: jnp.asarray(rng.standard_normal(p.shape), jnp.float32), params) for _ in range(5)]
+
+    def train(opt):
+        @jax.jit
+        def step(p, s, g):
+            u, s = opt.update(g, s, p)
+            return optax.apply_updates(p, u), s
+
+        p, s = params, opt.init(params)
+        for g in grads:
+            p, s = step(p, s, g)
+        return p
+
+    ours, theirs = train(injected), train(constant)
+    for key in params:
+        assert np.array_equal(ours[key], theirs[key]), key

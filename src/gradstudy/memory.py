@@ -84,7 +84,7 @@ def cell_need(engine: Any, cfg: Any, seeds: list[int]) -> Need:
     length = min(cfg.train.eval_every, cfg.train.steps)
     programs = {
         "training chunk": engine._chunk.lower(
-            state, 0, jax.ShapeDtypeStruct((n, length, cfg.train.batch_size), np.int32)
+            state, 0, jax.ShapeDtypeStruct((n, length, cfg.train.batch_size), np.int32), engine.eval_sets
         ),
         "evaluation": engine._eval.lower(state, engine.eval_sets),
     }

@@ -1,4 +1,5 @@
-"""Optimizers: a registry from name to an optax builder, with optional global-norm clipping.
+"""Optimizers: a registry from name to an optax builder, with optional global-norm clipping and
+per-run hyperparameters.
 
 Adam and the clipping are optax's, with every division by a scalar written as a multiplication by
 its reciprocal: XLA compiles ``array / scalar`` differently on one and on several host devices,
@@ -7,6 +8,7 @@ which broke bitwise seed independence (``tests/test_seed_independence.py``).
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -56,16 +58,39 @@ def clip_by_global_norm(max_norm: float) -> optax.GradientTransformation:
     return optax.GradientTransformation(lambda params: optax.EmptyState(), update_fn)
 
 
-OPTIMIZERS: dict[str, Callable[[Any], optax.GradientTransformation]] = {
-    "sgd": lambda cfg: optax.sgd(cfg.lr),
-    "momentum": lambda cfg: optax.sgd(cfg.lr, momentum=cfg.momentum),
-    "adam": lambda cfg: optax.chain(scale_by_adam(), optax.scale_by_learning_rate(cfg.lr)),
-}
+def _clipped(clip_norm: float | None, opt: optax.GradientTransformation) -> optax.GradientTransformation:
+    return opt if clip_norm is None else optax.chain(clip_by_global_norm(clip_norm), opt)
+
+
+def sgd(lr: float, clip_norm: float | None = None) -> optax.GradientTransformation:
+    return _clipped(clip_norm, optax.sgd(lr))
+
+
+def momentum(lr: float, momentum: float, clip_norm: float | None = None) -> optax.GradientTransformation:
+    return _clipped(clip_norm, optax.sgd(lr, momentum=momentum))
+
+
+def adam(lr: float, clip_norm: float | None = None) -> optax.GradientTransformation:
+    return _clipped(clip_norm, optax.chain(scale_by_adam(), optax.scale_by_learning_rate(lr)))
+
+
+#: name -> factory whose arguments are ``optim`` keys; every number among them is a per-run
+#: hyperparameter (``make_optimizer``), ``clip_norm`` too when clipping is on.
+OPTIMIZERS: dict[str, Callable[..., optax.GradientTransformation]] = {"sgd": sgd, "momentum": momentum, "adam": adam}
+
+
+def hyperparameters(cfg: Any) -> dict[str, float]:
+    """The ``optim`` values that the optimizer ``cfg.name`` reads, clip_norm only when it is set."""
+    names = [n for n in inspect.signature(OPTIMIZERS[cfg.name]).parameters if n != "clip_norm"]
+    values = {n: float(cfg[n]) for n in names}
+    if cfg.clip_norm is not None:
+        values["clip_norm"] = float(cfg.clip_norm)
+    return values
 
 
 def make_optimizer(cfg: Any) -> optax.GradientTransformation:
-    """The optimizer of the ``optim`` node, clipped by global norm first when ``clip_norm`` is set."""
-    opt = OPTIMIZERS[cfg.name](cfg)
-    if cfg.clip_norm is not None:
-        opt = optax.chain(clip_by_global_norm(cfg.clip_norm), opt)
-    return opt
+    """The optimizer of the ``optim`` node (clipped by global norm first when ``clip_norm`` is set),
+    with its numbers held in the optimizer state (``optax.inject_hyperparams``) rather than baked into
+    the program: runs of one compiled program can each have their own learning rate, momentum and
+    clip norm, and a run's update is bitwise the one with constants (``tests/test_engine.py``)."""
+    return optax.inject_hyperparams(OPTIMIZERS[cfg.name])(**hyperparameters(cfg))

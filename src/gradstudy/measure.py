@@ -1,0 +1,59 @@
+"""What a measured step records, built as functions of one run's probed pass (``step.Pass``).
+
+* ``layer_statistics``: the per-layer scalars of ``stats.stat_names`` (and percentiles under
+  ``stats=full``), handed to ``step.make_step`` as its ``measure``;
+* ``histograms``: fixed-bin counts of h_l and delta_l = B * dL/dz_l at chosen steps, no update;
+* ``jacobian_statistic``: the step-0 mean singular value of each layer's Jacobian.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+
+from gradstudy.activations import Activation
+from gradstudy.model import MLP, hidden_name
+from gradstudy.stats import HIST_QUANTITIES, HistBins, histogram, mean_singular_value, network_stats
+from gradstudy.step import Measure, Pass, TrainState, probed_pass
+
+
+def layer_statistics(act: Activation, percentiles: bool, extra: Sequence[str]) -> Measure:
+    """``measure`` for ``make_step``: the statistics of every hidden layer, (depth, n_stats)."""
+
+    def measure(probed: Pass) -> jax.Array:
+        kernel_grads = [probed.grads[hidden_name(k)]["kernel"] for k in range(1, len(probed.zs) + 1)]
+        return network_stats(kernel_grads, probed.dzs, probed.zs, probed.hs, act, percentiles, extra)
+
+    return measure
+
+
+def histograms(
+    model: MLP, bins: dict[str, HistBins], x_train: jax.Array, y_train: jax.Array
+) -> Callable[[TrainState, jax.Array], tuple[jax.Array, ...]]:
+    """``(state, idx) ->`` one (depth, n_bins + len(HIST_REGIONS)) count array per quantity of
+    ``HIST_QUANTITIES``, for one run on the training rows ``idx``; no update is applied."""
+
+    def run_histograms(state: TrainState, idx: jax.Array) -> tuple[jax.Array, ...]:
+        probed = probed_pass(model, state, x_train[idx], y_train[idx])
+        values = {"activation": probed.hs, "delta": [idx.shape[0] * dz for dz in probed.dzs]}
+        return tuple(jnp.stack([histogram(v, bins[q]) for v in values[q]]) for q in HIST_QUANTITIES)
+
+    return run_histograms
+
+
+def jacobian_statistic(
+    model: MLP, act_fn: Callable[[jax.Array], jax.Array]
+) -> Callable[[TrainState, jax.Array], jax.Array]:
+    """``(state, x) ->`` ``jacobian_sv_mean`` of every hidden layer of one run on the examples x: (depth, 1)."""
+
+    def run_jacobians(state: TrainState, x: jax.Array) -> jax.Array:
+        variables = {"params": state.params, "batch_stats": state.batch_stats}
+        _, updates = model.apply(variables, x, train=True, mutable=["batch_stats", "intermediates"])
+        layers = range(1, model.depth + 1)
+        zs = [updates["intermediates"][f"z{k}"][0] for k in layers]
+        kernels = [state.params[hidden_name(k)]["kernel"] for k in layers]
+        return jnp.stack([mean_singular_value(w, z, act_fn) for w, z in zip(kernels, zs, strict=True)])[:, None]
+
+    return run_jacobians

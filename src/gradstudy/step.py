@@ -1,0 +1,121 @@
+"""The pure update of one run: loss, gradients, optimizer, and the divergence mask.
+
+``make_step`` returns the step of one run. What a measured step records is passed in as a function
+(``measure``, built by ``gradstudy.measure``), so the update itself knows nothing of statistics:
+with no ``measure`` the step is a plain forward and backward pass; with one, the same pass carries
+a zero probe on every pre-activation z_l and records z_l and h_l, and ``measure`` turns the
+gradients, dL/dz_l, z_l and h_l into the step's statistics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from gradstudy.model import MLP
+
+
+class TrainState(NamedTuple):
+    """Training state of a set of runs; every leaf has the runs on its leading axis."""
+
+    params: Any
+    batch_stats: Any
+    opt_state: Any
+    diverged_at: jax.Array  # int32, -1 while the run is finite
+
+
+class Pass(NamedTuple):
+    """One forward and backward pass of one run with a zero probe on every z_l."""
+
+    loss: jax.Array
+    batch_stats: Any
+    grads: Any
+    dzs: list[jax.Array]  # dL/dz_l
+    zs: list[jax.Array]  # z_l
+    hs: list[jax.Array]  # h_l = act(z_l)
+
+
+#: ``measure(pass)``: the per-layer statistics of one measured step, (depth, n_stats).
+Measure = Callable[[Pass], jax.Array]
+
+
+def loss_fn(model: MLP, params: Any, batch_stats: Any, probes: Any, x: jax.Array, y: jax.Array, collect: bool):
+    """Mean cross-entropy of one minibatch and the mutated collections (batch statistics, and the
+    recorded z_l, h_l when ``collect``)."""
+    variables = {"params": params, "batch_stats": batch_stats}
+    if probes is not None:
+        variables["perturbations"] = probes
+    mutable = ["batch_stats", "intermediates"] if collect else ["batch_stats"]
+    logits, updates = model.apply(variables, x, train=True, mutable=mutable)
+    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), updates
+
+
+def probed_pass(model: MLP, state: TrainState, x: jax.Array, y: jax.Array) -> Pass:
+    """The forward and backward pass of one run on (x, y), with dL/dz_l from zero probes."""
+    layers = range(1, model.depth + 1)
+    probes = {f"z{k}": jnp.zeros((x.shape[0], model.width), x.dtype) for k in layers}
+    (loss, aux), (grads, dz) = jax.value_and_grad(loss_fn, argnums=(1, 3), has_aux=True)(
+        model, state.params, state.batch_stats, probes, x, y, True
+    )
+    inter = aux["intermediates"]
+    return Pass(
+        loss=loss,
+        batch_stats=aux.get("batch_stats", {}),
+        grads=grads,
+        dzs=[dz[f"z{k}"] for k in layers],
+        zs=[inter[f"z{k}"][0] for k in layers],
+        hs=[inter[f"h{k}"][0] for k in layers],
+    )
+
+
+def all_finite(tree: Any) -> jax.Array:
+    leaves = jax.tree.leaves(tree)
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in leaves])) if leaves else jnp.array(True)
+
+
+def apply_update(
+    optimizer: optax.GradientTransformation, state: TrainState, step: jax.Array, loss, grads, batch_stats
+) -> TrainState:
+    """The optimizer's update of one run, kept only while everything stays finite: a run whose loss,
+    parameters, batch statistics or optimizer state turn non-finite keeps its last finite state and
+    records ``step`` as the step it diverged at."""
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    finite = jnp.isfinite(loss) & all_finite((params, opt_state, batch_stats))
+    alive = state.diverged_at < 0
+    keep = finite & alive
+    new = jax.tree.map(
+        lambda n, o: jnp.where(keep, n, o),
+        (params, batch_stats, opt_state),
+        (state.params, state.batch_stats, state.opt_state),
+    )
+    return TrainState(*new, diverged_at=jnp.where(alive & ~finite, step, state.diverged_at))
+
+
+def make_step(
+    model: MLP,
+    optimizer: optax.GradientTransformation,
+    x_train: jax.Array,
+    y_train: jax.Array,
+    measure: Measure | None = None,
+) -> Callable[[TrainState, jax.Array, jax.Array], tuple[TrainState, jax.Array, jax.Array | None]]:
+    """The update of one run on the minibatch of training rows ``idx``: ``(state, step, idx) ->
+    (state, loss, statistics)``, the statistics being ``measure``'s (None without one)."""
+
+    def plain(state: TrainState, step: jax.Array, idx: jax.Array):
+        x, y = x_train[idx], y_train[idx]
+        (loss, aux), grads = jax.value_and_grad(loss_fn, argnums=1, has_aux=True)(
+            model, state.params, state.batch_stats, None, x, y, False
+        )
+        return apply_update(optimizer, state, step, loss, grads, aux.get("batch_stats", {})), loss, None
+
+    def measured(state: TrainState, step: jax.Array, idx: jax.Array):
+        probed = probed_pass(model, state, x_train[idx], y_train[idx])
+        new = apply_update(optimizer, state, step, probed.loss, probed.grads, probed.batch_stats)
+        return new, probed.loss, measure(probed)
+
+    return plain if measure is None else measured
