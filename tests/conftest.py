@@ -80,11 +80,12 @@ LRS = (0.005, 0.07, 50.0)
 @pytest.fixture(scope="session")
 def lr_study(tmp_path_factory):
     """An LR sweep in which some seeds diverge and one cell diverges completely."""
-    from gradstudy.run import run_cell
+    from gradstudy.run import run_cells
 
     root = tmp_path_factory.mktemp("lr")
-    for lr in LRS:
-        run_cell(compose_config(*TINY, *LR_SWEEP, f"optim.lr={lr}", f"results_dir={root}", "study=lr"))
+    run_cells(
+        [(compose_config(*TINY, *LR_SWEEP, f"optim.lr={lr}", f"results_dir={root}", "study=lr"), None) for lr in LRS]
+    )
     return root / "lr"
 
 

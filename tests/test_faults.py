@@ -245,7 +245,11 @@ def test_two_identical_sweeps_at_once_train_each_cell_once(tmp_path):
     cells = sorted(d.name for d in (tmp_path / "results" / "twice").iterdir() if d.is_dir())
     stderr = "".join(err for _, err in outs)
     for cell in cells:
-        trained = sum(1 for line in stderr.splitlines() if line.startswith(cell) and "400/400" in line)
+        trained = sum(
+            1
+            for line in stderr.splitlines()
+            if (line.startswith(cell) and "400/400" in line) or line.startswith(f"gradstudy: {cell}: training in group")
+        )
         assert trained == 1, (cell, stderr[-3000:])
         assert cell_state(tmp_path / "results" / "twice" / cell).status == STATUS_COMPLETE
 

@@ -1,11 +1,13 @@
-"""Parallel and cluster launchers run the documented command and give the basic launcher's numbers
-bit for bit; the sweep id reaches the jobs through a file, not the environment."""
+"""Parallel and cluster launchers run the documented command, batched, and give the basic launcher's
+numbers bit for bit; the sweep id reaches the jobs through a file, not the environment."""
+
+import json
 
 import pandas as pd
 import pytest
 from conftest import SLOW_CELL, TINY, compose_config, run_cli
 
-from gradstudy.store import CURVES, LAYERS, STEPS
+from gradstudy.store import CURVES, LAYERS, META, STEPS
 
 GRID = ["-m", *TINY, "train.seeds=2", "init=xavier,he"]
 
@@ -30,6 +32,9 @@ def test_launcher_gives_the_basic_launcher_s_numbers(launcher, basic, tmp_path):
         for table in (CURVES, LAYERS, STEPS):
             pd.testing.assert_frame_equal(pd.read_parquet(study / cell / table), pd.read_parquet(basic / cell / table))
     assert list((tmp_path / "multirun").glob("*/*/.gradstudy_sweep"))
+    # the sweeper handed both cells to one job, so the launcher ran them as one program
+    groups = [json.loads((study / cell / META).read_text())["group"] for cell in cells]
+    assert groups[0] == groups[1] and groups[0]["size"] == 2
 
 
 def test_the_slurm_example_composes_with_shared_results():

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy import stats as sps
 
 from gradstudy.store import CellKey, Study, rows_of
 
@@ -43,6 +42,8 @@ def mean_ci(values: np.ndarray | pd.Series) -> tuple[float, float, float, int]:
     mean = float(x.mean())
     if n == 1:
         return mean, np.nan, np.nan, 1
+    from scipy import stats as sps  # here: the end-of-sweep summary imports this module and needs no scipy
+
     half = float(sps.t.ppf(0.975, n - 1) * x.std(ddof=1) / np.sqrt(n))
     return mean, mean - half, mean + half, n
 

@@ -18,7 +18,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
 #: Top-level keys that say where and how to run, not what is run; they are left out of a cell's id.
-RUN_KEYS = ("hydra", "study", "results_dir", "force", "check_memory", "budget", "budgets")
+RUN_KEYS = ("hydra", "study", "results_dir", "force", "check_memory", "budget", "budgets", "members")
 #: Config groups whose chosen option (``conf/<group>/<option>.yaml``) lists the keys it uses; the
 #: option is named by ``name`` (``tier`` for stats).
 OPTION_GROUPS = {"init": "name", "act": "name", "norm": "name", "data": "name", "optim": "name", "stats": "tier"}
@@ -112,6 +112,8 @@ class Config:
     check_memory: bool = True
     budget: str = "cpu"
     budgets: dict[str, Any] = field(default_factory=dict)
+    #: Set by the gradstudy sweeper: the overrides of each cell of a group job (empty: one cell).
+    members: list[Any] = field(default_factory=list)
 
 
 def conf_dir() -> str:

@@ -1,7 +1,9 @@
 """Entry point: ``python -m gradstudy.run [-m] key=value ...``.
 
-One Hydra job is one grid cell: compose, validate, train every seed in one compiled program, write
-the cell's folder. A job never raises and never exits; a failure is recorded in the cell's
+One Hydra job is one grid cell, or, under the gradstudy sweeper (``hydra_plugins.gradstudy_sweeper``),
+one group of cells that share a program shape, given by the run-only key ``members`` (each member's
+overrides). A job composes and validates each cell, trains every seed of its cells in one compiled
+program, and writes each cell's folder. A job never raises and never exits; a failure is recorded in the cell's
 ``meta.json`` and reported by ``gradstudy.callbacks.SummaryCallback`` at the end of the sweep.
 """
 
@@ -13,11 +15,12 @@ import signal
 import sys
 import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -41,7 +44,8 @@ from gradstudy.config import (
     validate_against_data,
 )
 from gradstudy.datafiles import MissingDataError
-from gradstudy.locks import claim, describe, read_lock
+from gradstudy.grouping import program_key
+from gradstudy.locks import CellLock, claim, describe, read_lock
 from gradstudy.store import (
     ARM,
     CONFIG,
@@ -53,7 +57,6 @@ from gradstudy.store import (
     STATUS_FAILED,
     STATUS_INTERRUPTED,
     STATUS_RUNNING,
-    CellState,
     cell_id,
     cell_state,
     code_hash,
@@ -75,28 +78,6 @@ def _dataset(data_yaml: str):
     return load_dataset(OmegaConf.create(data_yaml))
 
 
-def _train(cfg: DictConfig, cell: str, seeds: list[int], dataset, console: Console):
-    """Train every seed of the cell with a progress bar showing the step and the mean loss."""
-    from gradstudy.engine import Engine
-    from gradstudy.memory import preflight
-
-    engine = Engine(cfg, dataset)
-    if cfg.check_memory:
-        preflight(engine, cfg, seeds)
-    state = engine.init(seeds)
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(bar_width=20),
-        MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]:.4f}"),
-        TimeElapsedColumn(),
-    )
-    with Progress(*columns, console=console) as progress:
-        task = progress.add_task(cell, total=cfg.train.steps, loss=float("nan"))
-        result = engine.run(state, seeds, on_chunk=lambda step, loss: progress.update(task, completed=step, loss=loss))
-    return result
-
-
 def _applicable_stats(cfg: DictConfig) -> set[str]:
     """The statistics that mean something for the cell's activation (every recorded one but, e.g., ``dead_frac`` for tanh)."""
     from gradstudy.activations import ACTIVATIONS
@@ -115,15 +96,70 @@ def _skip_line(cell: str, meta: dict) -> str:
     return line
 
 
+@dataclass
+class Claim:
+    """A cell this process holds the lock of and is about to train."""
+
+    cfg: DictConfig
+    cell: str
+    cell_dir: Path
+    lock: CellLock
+    meta: dict
+    data_yaml: str = ""
+
+
+def _console() -> Console:
+    console = Console(stderr=True)
+    return console if console.is_terminal else Console(stderr=True, width=160)
+
+
 def run_cell(cfg: DictConfig, arm: str | None = None, sweep: str | None = None) -> str:
     """Run one cell and write its folder; returns the folder ("" when ``study`` or ``results_dir`` leave
     nowhere safe to write). Never raises on a bad config or a failed run.
 
     ``arm`` is the ``+arm=`` choice that composed ``cfg``, if any: a label kept in ``meta.json``.
     ``sweep`` is the id of the sweep the cell belongs to, for its end-of-sweep summary."""
-    console = Console(stderr=True)
-    if not console.is_terminal:
-        console = Console(stderr=True, width=160)
+    return run_cells([(cfg, arm)], sweep)[0]
+
+
+def run_cells(cells: list[tuple[DictConfig, str | None]], sweep: str | None = None) -> list[str]:
+    """Run a group of cells, each given as (config, arm), and write each one's folder; returns the
+    folders in order (see ``run_cell``). Never raises on a bad config or a failed run.
+
+    Each cell is checked, locked and recorded on its own: a complete cell is skipped, one that
+    another process holds is left out, an invalid one fails alone. The cells left that share a
+    program shape (``gradstudy.grouping``) train as one program, in pieces that fit in memory; each
+    cell's folder holds exactly what its solo run writes, plus the group it trained in."""
+    console = _console()
+    outcomes: list[Claim | str] = []
+    try:
+        for cfg, arm in cells:
+            outcomes.append(_claim(cfg, arm, sweep, console))
+        by_program: dict[str, list[Claim]] = {}
+        for c in _claims(outcomes):
+            by_program.setdefault(program_key(resolved(c.cfg)) + c.data_yaml, []).append(c)
+        for group in by_program.values():
+            _train_group(group, console)
+    except CellInterrupted as stop:
+        for c in _claims(outcomes):
+            if c.meta["status"] == STATUS_RUNNING:
+                c.meta.update(status=STATUS_INTERRUPTED, message=f"stopped by {stop.name}")
+                write_json(c.cell_dir / META, c.meta)
+                console.print(f"[red]gradstudy: {c.cell} interrupted by {stop.name}; a rerun starts it again[/red]")
+        raise
+    finally:
+        for c in _claims(outcomes):
+            c.lock.release()
+    return [str(c.cell_dir) if isinstance(c, Claim) else c for c in outcomes]
+
+
+def _claims(outcomes: list[Claim | str]) -> list[Claim]:
+    return [c for c in outcomes if isinstance(c, Claim)]
+
+
+def _claim(cfg: DictConfig, arm: str | None, sweep: str | None, console: Console) -> Claim | str:
+    """Check a cell, record it in its sweep and take its lock. Returns the claim of a cell to train,
+    or its folder when there is nothing to train here ("" when there is nowhere safe to write)."""
     try:
         check_run_keys(cfg)
     except ConfigError as err:  # nowhere safe to record it: say so, write nothing
@@ -164,27 +200,10 @@ def run_cell(cfg: DictConfig, arm: str | None = None, sweep: str | None = None) 
     if lock is None:
         console.print(f"gradstudy: {cell} is running in {describe(read_lock(cell_dir) or {})}; left alone")
         return str(cell_dir)
-    try:
-        return _run_claimed(cfg, cell, cell_dir, previous, full, plain, failure, arm, console)
-    finally:
-        lock.release()
-
-
-def _run_claimed(
-    cfg: DictConfig,
-    cell: str,
-    cell_dir: Path,
-    previous: CellState | None,
-    full: dict,
-    plain: dict,
-    failure: Exception | None,
-    arm: str | None,
-    console: Console,
-) -> str:
-    """``run_cell`` once this process holds the cell's lock: look again (another process may have
-    finished it meanwhile), then train and write it. ``previous`` is the state before the claim."""
+    # This process holds the lock: look again (another process may have finished the cell meanwhile).
     latest = cell_state(cell_dir)
     if latest is not None and latest.status == STATUS_COMPLETE and not cfg.force:
+        lock.release()
         console.print(_skip_line(cell, latest.meta))
         return str(cell_dir)
     if previous is not None and previous.status in (STATUS_CORRUPT, STATUS_INTERRUPTED):
@@ -198,42 +217,143 @@ def _run_claimed(
         "diverged": {},
         "config": full,
     }
-    started = time.time()
+    c = Claim(cfg, cell, cell_dir, lock, meta)
     try:
         if plain:  # the config the cell would run, also kept for a failed one
             write_yaml(cell_dir / CONFIG, plain)
         if failure is not None:
             raise failure
         meta["seeds"] = seeds_of(cfg)
-        dataset = _dataset(OmegaConf.to_yaml(cfg.data, resolve=True))
-        validate_against_data(cfg, len(dataset.y_train))
+        c.data_yaml = OmegaConf.to_yaml(cfg.data, resolve=True)
+        validate_against_data(cfg, len(_dataset(c.data_yaml).y_train))
         meta.update(provenance())
         write_json(cell_dir / META, meta)
-        result = _train(cfg, cell, meta["seeds"], dataset, console)
-        from gradstudy.tables import cell_tables
-
-        tables, diverged = cell_tables(result, _applicable_stats(cfg), cfg.train.steps)
-        for name, frame in tables.items():
-            write_table(cell_dir / name, frame)
-        meta["tables"] = {name: table_record(cell_dir / name) for name in tables}
-        outcome = OUTCOME_DIVERGED if len(diverged) == len(meta["seeds"]) else OUTCOME_OK
-        meta.update(status=STATUS_COMPLETE, outcome=outcome, diverged=diverged, wall_s=round(time.time() - started, 2))
-        write_json(cell_dir / META, meta)
-        if diverged:
-            console.print(
-                f"gradstudy: {cell}: {len(diverged)} of {len(meta['seeds'])} seed(s) diverged, at steps {diverged}"
-            )
-    except CellInterrupted as stop:
-        meta.update(status=STATUS_INTERRUPTED, message=f"stopped by {stop.name}")
-        write_json(cell_dir / META, meta)
-        console.print(f"[red]gradstudy: {cell} interrupted by {stop.name}; a rerun starts it again[/red]")
-        raise
     except Exception as err:
-        message = str(err) if isinstance(err, ConfigError | MissingDataError) else f"{type(err).__name__}: {err}"
-        meta.update(status=STATUS_FAILED, message=message, traceback=traceback.format_exc())
-        write_json(cell_dir / META, meta)
-        console.print(f"[red]gradstudy: cell {cell} failed: {message}[/red]")
-    return str(cell_dir)
+        _fail(c, err, console)
+        lock.release()
+        return str(cell_dir)
+    return c
+
+
+def _fail(c: Claim, err: Exception, console: Console) -> None:
+    """Record the cell as failed, with the message and traceback."""
+    message = str(err) if isinstance(err, ConfigError | MissingDataError) else f"{type(err).__name__}: {err}"
+    c.meta.update(status=STATUS_FAILED, message=message, traceback="".join(traceback.format_exception(err)))
+    write_json(c.cell_dir / META, c.meta)
+    console.print(f"[red]gradstudy: cell {c.cell} failed: {message}[/red]")
+
+
+def _train_group(claims: list[Claim], console: Console) -> None:
+    """Train cells that share one program together, in pieces that fit in memory; a piece that hits
+    an error runs its cells one by one, so that a failing cell fails alone."""
+    try:
+        engine = _engine(claims[0])
+        pieces, too_big = _fitting(engine, claims)
+    except Exception as err:
+        _one_by_one(claims, err, console)
+        return
+    for c, err in too_big:
+        _fail(c, err, console)
+    for piece in pieces:
+        try:
+            results = _train(engine, piece, console)
+        except Exception as err:
+            _one_by_one(piece, err, console)
+            continue
+        for c, result in zip(piece, results, strict=True):
+            try:
+                _write(c, result, console)
+            except Exception as err:
+                _fail(c, err, console)
+
+
+def _one_by_one(claims: list[Claim], err: Exception, console: Console) -> None:
+    """After ``err`` in a group: fail a lone cell, or run each cell of the group by itself."""
+    if len(claims) == 1:
+        _fail(claims[0], err, console)
+        return
+    console.print(
+        f"[red]gradstudy: a group of {len(claims)} cells failed ({type(err).__name__}: {err}); "
+        "running its cells one by one[/red]"
+    )
+    for c in claims:
+        _train_group([c], console)
+
+
+def _fitting(engine, claims: list[Claim]) -> tuple[list[list[Claim]], list[tuple[Claim, Exception]]]:
+    """``claims`` cut in halves until every piece fits in memory (``gradstudy.memory``), and the
+    cells that do not fit even alone, each with its ``OutOfMemory``."""
+    from gradstudy.memory import OutOfMemory, preflight
+
+    if not any(c.cfg.check_memory for c in claims):
+        return [claims], []
+    try:
+        preflight(engine, claims[0].cfg, [s for c in claims for s in c.meta["seeds"]])
+    except OutOfMemory as err:
+        if len(claims) == 1:
+            return [], [(claims[0], err)]
+        half = len(claims) // 2
+        first, second = _fitting(engine, claims[:half]), _fitting(engine, claims[half:])
+        return first[0] + second[0], first[1] + second[1]
+    return [claims], []
+
+
+def _train(engine, claims: list[Claim], console: Console) -> list:
+    """Train every seed of ``claims`` in one program, with a progress bar of the step and mean loss;
+    returns each cell's ``TrainResult``."""
+    group = {"id": config_hash({"cells": [c.cell for c in claims]}), "size": len(claims)}
+    for c in claims:
+        c.meta["group"] = group
+        c.meta["started"] = time.time()
+        if len(claims) > 1:
+            console.print(f"gradstudy: {c.cell}: training in group {group['id']} of {len(claims)} cells (one program)")
+    seeds = [s for c in claims for s in c.meta["seeds"]]
+    state = engine.init_runs([(c.cfg, c.meta["seeds"]) for c in claims])
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(bar_width=20),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.4f}"),
+        TimeElapsedColumn(),
+    )
+    label = claims[0].cell if len(claims) == 1 else f"group {group['id']}: {len(claims)} cells, {len(seeds)} runs"
+    with Progress(*columns, console=console) as progress:
+        task = progress.add_task(label, total=engine.steps, loss=float("nan"))
+        result = engine.run(state, seeds, on_chunk=lambda step, loss: progress.update(task, completed=step, loss=loss))
+    return result.split([len(c.meta["seeds"]) for c in claims])
+
+
+def _write(c: Claim, result, console: Console) -> None:
+    """Write a trained cell's tables, then its meta marked complete."""
+    from gradstudy.tables import cell_tables
+
+    meta, cfg = c.meta, c.cfg
+    tables, diverged = cell_tables(result, _applicable_stats(cfg), cfg.train.steps)
+    for name, frame in tables.items():
+        write_table(c.cell_dir / name, frame)
+    meta["tables"] = {name: table_record(c.cell_dir / name) for name in tables}
+    outcome = OUTCOME_DIVERGED if len(diverged) == len(meta["seeds"]) else OUTCOME_OK
+    wall_s = round(time.time() - meta.pop("started"), 2)
+    meta.update(status=STATUS_COMPLETE, outcome=outcome, diverged=diverged, wall_s=wall_s)
+    write_json(c.cell_dir / META, meta)
+    if diverged:
+        console.print(
+            f"gradstudy: {c.cell}: {len(diverged)} of {len(meta['seeds'])} seed(s) diverged, at steps {diverged}"
+        )
+
+
+_ENGINES: dict[str, object] = {}
+
+
+def _engine(c: Claim):
+    """The engine of the claim's program, built once per process: its programs are traced once,
+    however many groups of that shape the process trains."""
+    from gradstudy.engine import Engine
+
+    key = program_key(resolved(c.cfg)) + c.data_yaml
+    if key not in _ENGINES:
+        _ENGINES[key] = Engine(c.cfg, _dataset(c.data_yaml))
+    return _ENGINES[key]
 
 
 class CellInterrupted(BaseException):
@@ -252,8 +372,20 @@ def _interrupt(signum: int, frame: object) -> None:
 register_configs()
 
 
+def _member(config_name: str, overrides: list[str]) -> tuple[DictConfig, str | None]:
+    """One cell of a group job, composed from its own overrides (Hydra's compose API, inside the
+    running app), and its ``+arm=`` choice."""
+    from hydra import compose
+
+    cfg = compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
+    arm = cfg.hydra.runtime.choices.get(ARM)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg, arm
+
+
 @hydra.main(version_base="1.3", config_path=conf_dir(), config_name="config")
-def main(cfg: DictConfig) -> str:
+def main(cfg: DictConfig) -> list[str]:
     from gradstudy.cache import enable_compile_cache
     from gradstudy.devices import use_host_devices
 
@@ -261,13 +393,23 @@ def main(cfg: DictConfig) -> str:
     logging.getLogger("jax").setLevel(logging.WARNING)
     enable_compile_cache()
     hydra_cfg = HydraConfig.get()
-    for warning in ignored_overrides(cfg, list(hydra_cfg.overrides.task)):
-        print(f"gradstudy: warning: {warning}", file=sys.stderr)
+    members = OmegaConf.to_container(cfg.members)
+    # The job's own config is its first cell's (the sweeper gives a group job that cell's overrides).
+    cells = [(cfg, hydra_cfg.runtime.choices.get(ARM))]
+    if members:  # a group job of the gradstudy sweeper: one cell per member's overrides
+        with open_dict(cfg):
+            cfg.members = []
+        cells += [_member(hydra_cfg.job.config_name, m) for m in members[1:]]
+    else:
+        members = [list(hydra_cfg.overrides.task)]
+    for (cell, _), overrides in zip(cells, members, strict=True):
+        for warning in ignored_overrides(cell, overrides):
+            print(f"gradstudy: warning: {warning}", file=sys.stderr)
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, _interrupt)
     sweep = sweep_of_job()
     try:
-        return run_cell(cfg, arm=hydra_cfg.runtime.choices.get(ARM), sweep=sweep)
+        return run_cells(cells, sweep=sweep)
     except CellInterrupted as stop:  # the sweep stops here: summary so far, then 128 + the signal
         if sweep:
             summarize_sweep(Path(cfg.results_dir), sweep)

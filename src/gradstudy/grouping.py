@@ -1,0 +1,60 @@
+"""Which cells of a sweep can train as one compiled program, and in what groups.
+
+Pure Python on resolved configs (no jax): the Hydra sweeper (``hydra_plugins.gradstudy_sweeper``)
+uses it to hand each job one group, and ``gradstudy.run`` to check a group it was given.
+
+Two cells share a program when everything that fixes the program's shapes and code is equal
+(``program_key``): the model and normalization, all of the data, the batch size, step count and
+evaluation interval, the optimizer kind and whether clipping is on, every statistics key, and the
+activation (with its alpha). What may differ is data on the program's runs axis: the initializer
+and its parameters (values made outside ``jit``), the learning rate, momentum and clip norm
+(per-run optimizer state), and the seeds. Grouping by activation rather than switching it per run
+is measured in ``scripts/benchmark.py`` (``act_switch``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Hashable, Sequence
+from typing import Any, TypeVar
+
+from gradstudy.config import canonical
+
+T = TypeVar("T")
+
+#: The ``train`` keys that fix the program (``seeds`` does not: seeds are runs).
+TRAIN_SHAPE_KEYS = ("batch_size", "steps", "eval_every")
+
+
+def program_key(plain: dict[str, Any]) -> str:
+    """What must be equal for two cells to share one program, from a cell's resolved config
+    (``config.resolved``), as a string. Keys that the chosen options ignore (``act.alpha`` for ReLU)
+    never split a group."""
+    cell = canonical(plain)
+    optim = cell["optim"]
+    shape = {
+        "model": cell["model"],
+        "norm": cell["norm"],
+        "data": cell["data"],
+        "act": cell["act"],
+        "stats": cell["stats"],
+        "train": {k: cell["train"][k] for k in TRAIN_SHAPE_KEYS},
+        "optim": {"name": optim["name"], "clipped": optim.get("clip_norm") is not None},
+    }
+    return json.dumps(shape, sort_keys=True, default=str)
+
+
+def group_by_key(items: Sequence[T], keys: Sequence[Hashable | None], max_size: int) -> list[list[T]]:
+    """``items`` grouped by equal ``keys`` (None: an item alone), in order of first appearance,
+    each group cut into pieces of at most ``max_size``."""
+    groups: dict[Hashable, list[T]] = {}
+    order: list[list[T]] = []
+    for item, key in zip(items, keys, strict=True):
+        if key is None:
+            order.append([item])
+            continue
+        if key not in groups or len(groups[key]) >= max_size:
+            groups[key] = []
+            order.append(groups[key])
+        groups[key].append(item)
+    return order
