@@ -17,7 +17,7 @@ from gradstudy.analysis import (
 )
 from gradstudy.encoding import study_keys
 from gradstudy.report import write_report
-from gradstudy.run import run_cell
+from gradstudy.run import run_cells
 from gradstudy.summary import diverged_text, summary_table
 
 
@@ -101,11 +101,13 @@ def test_summary_and_report_show_divergence(lr_study, tmp_path):
 def test_two_studies_that_share_a_config_are_analysed_together(tmp_path):
     from conftest import TINY, compose_config
 
-    for study in ("first", "second"):
-        for init in ("xavier", "he"):
-            run_cell(
-                compose_config(*TINY, f"init={init}", "train.seeds=2", f"results_dir={tmp_path}", f"study={study}")
-            )
+    run_cells(
+        [
+            (compose_config(*TINY, f"init={init}", "train.seeds=2", f"results_dir={tmp_path}", f"study={study}"), None)
+            for study in ("first", "second")
+            for init in ("xavier", "he")
+        ]
+    )
     both = load_study([tmp_path / "first", tmp_path / "second"])
     assert len(both.cells) == 4 and both.cells["cell"].nunique() == 2
     assert both.varying_keys == ["init"]

@@ -21,7 +21,7 @@ from gradstudy.figures import REPORT_FIGURES, FigureSpec
 from gradstudy.present import label_of
 from gradstudy.report import main as report_main
 from gradstudy.report import write_report
-from gradstudy.run import run_cell
+from gradstudy.run import run_cell, run_cells
 
 #: Saved pages may exceed the layout's limit by the tight bounding box's padding, no more.
 MAX_PIXELS = MAX_INCHES * DPI + 60
@@ -44,9 +44,12 @@ def depth_study(tmp_path_factory):
 @pytest.fixture(scope="module")
 def two_studies(tmp_path_factory):
     root = tmp_path_factory.mktemp("two")
-    for study in ("first", "second"):
-        for act in ("relu", "tanh"):
-            run_cell(compose_config(*TINY, f"act={act}", "train.seeds=2", f"results_dir={root}", f"study={study}"))
+    cells = [
+        compose_config(*TINY, f"act={act}", "train.seeds=2", f"results_dir={root}", f"study={study}")
+        for study in ("first", "second")
+        for act in ("relu", "tanh")
+    ]
+    run_cells([(cfg, None) for cfg in cells])  # a group may span studies: each cell lands in its own
     return [root / "first", root / "second"]
 
 
@@ -308,25 +311,26 @@ def test_two_studies_report_together(two_studies, tmp_path):
 # ----- 16 cells, full statistics ------------------------------------------------------------------
 @pytest.mark.slow
 def test_sixteen_cell_full_grid_is_legible(tmp_path):
-    for act in ("relu", "tanh"):
-        for init in ("xavier", "he"):
-            for scale in (0.5, 1.0, 2.0, 4.0):
-                run_cell(
-                    compose_config(
-                        *TINY,
-                        f"act={act}",
-                        f"init={init}",
-                        f"init.scale={scale}",
-                        "stats=full",
-                        "train.seeds=2",
-                        "train.steps=10",
-                        "train.eval_every=5",
-                        "model.depth=2",
-                        "model.width=8",
-                        f"results_dir={tmp_path}",
-                        "study=g16",
-                    )
-                )
+    cells = [
+        compose_config(
+            *TINY,
+            f"act={act}",
+            f"init={init}",
+            f"init.scale={scale}",
+            "stats=full",
+            "train.seeds=2",
+            "train.steps=10",
+            "train.eval_every=5",
+            "model.depth=2",
+            "model.width=8",
+            f"results_dir={tmp_path}",
+            "study=g16",
+        )
+        for act in ("relu", "tanh")
+        for init in ("xavier", "he")
+        for scale in (0.5, 1.0, 2.0, 4.0)
+    ]
+    run_cells([(cfg, None) for cfg in cells])
     study = load_study(tmp_path / "g16")
     assert len(study.cells) == 16
     check_learning_curves(study)
