@@ -9,6 +9,8 @@ Everything runs in one process, interleaved, after a warm-up, and only ratios ar
   chunks, at a few chosen steps, so they are not part of the per-step cost);
 * the engine's arithmetic rate as a fraction of this machine's measured float32 matmul rate (a chunk
   ends with every seed's evaluation on the full train and test sets, counted in its arithmetic);
+* a per-run activation switch (ReLU or ELU chosen by data, what one program for cells of two
+  activations needs) against the mean of the two activations' own programs;
 * the price of exact seed independence: the engine (every seed in its own ``RUN_GROUP``-seed group,
   one group after another) against one vmap over all of a device's seeds, which is not bitwise
   independent of the other seeds (``gradstudy.engine``).
@@ -38,11 +40,18 @@ import jax.numpy as jnp
 import numpy as np
 from hydra import compose, initialize_config_dir
 
+from gradstudy.activations import ACTIVATIONS, Activation
 from gradstudy.config import register_configs
 from gradstudy.data import load_dataset
 from gradstudy.engine import RUN_GROUP, Engine, batch_indices
 from gradstudy.evaluate import EVAL_BLOCK, eval_blocks
 from gradstudy.run import conf_dir
+
+#: A per-run activation switch between ReLU and ELU, as a mixed group would compile it: under vmap
+#: ``lax.switch`` on a per-run index becomes a select of every branch, which this computes (the
+#: condition is data XLA cannot fold).
+SWITCH = "relu_or_elu"
+ACTIVATIONS[SWITCH] = Activation(lambda z, a: jnp.where(z > 1e30, jax.nn.elu(z), jax.nn.relu(z)), has_dead_units=True)
 
 
 def _config(args: argparse.Namespace, *overrides: str):
@@ -148,6 +157,8 @@ def main() -> None:
         "stats_every_10": engine_runner(args, dataset, "stats=scalars", "stats.every=10"),
         "stats_every_1": engine_runner(args, dataset, "stats=scalars", "stats.every=1"),
         "full_every_10": engine_runner(args, dataset, "stats=full", "stats.every=10", "stats.hist_steps=[]"),
+        "elu": engine_runner(args, dataset, "stats=none", "act=elu"),
+        "act_switch": engine_runner(args, dataset, "stats=none", f"act.name={SWITCH}"),
     }
     for run in variants.values():  # warm-up: compile and first touch
         run()
@@ -199,6 +210,12 @@ def main() -> None:
         _ratio_line(
             "full, every=10 / no stats (time)",
             [s / e for s, e in zip(times["full_every_10"], times["engine"], strict=True)],
+        )
+    )
+    print(
+        _ratio_line(
+            "relu|elu switch / mean(relu, elu)",
+            [2 * s / (r + e) for s, r, e in zip(times["act_switch"], times["engine"], times["elu"], strict=True)],
         )
     )
     print(f"matmul peak {peak:8.1f} GFLOP/s; engine {achieved:6.1f} GFLOP/s = {achieved / peak:.1%} of peak")

@@ -4,7 +4,8 @@ Each run is a fresh process of ``python -m gradstudy.run -m <grid>`` writing int
 folder, so no cell is skipped. Warm runs share a compile and dataset cache filled by one untimed run
 first; cold runs (``--cold``) each start from an empty cache. Prints the median wall time with its
 range and the whole command's rate in model-steps per second (cells x seeds x steps / wall), to set
-beside ``scripts/benchmark.py``'s engine rate.
+beside ``scripts/benchmark.py``'s engine rate; ``--efficiency`` times that engine between the runs
+and prints the whole command's rate over it.
 """
 
 from __future__ import annotations
@@ -58,7 +59,14 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5, help="train.seeds of the grid (the default config's)")
     parser.add_argument("--steps", type=int, default=1000, help="train.steps of the grid (the default config's)")
     parser.add_argument("grid", nargs="*", default=DEFAULT_GRID, help="sweep overrides (default: the quickstart grid)")
+    parser.add_argument(
+        "--efficiency",
+        action="store_true",
+        help="also time scripts/benchmark.py's single-cell engine between the runs, and print the ratio",
+    )
     args = parser.parse_args()
+    engine = engine_timer() if args.efficiency else None
+    engine_rates = []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         shared = root / "cache"
@@ -69,12 +77,40 @@ def main() -> None:
             cache = root / f"cache{i}" if args.cold else shared
             walls.append(run_once(args.grid, cache, root / f"results{i}"))
             print(f"run {i + 1}: {walls[-1]:.1f} s", flush=True)
+            if engine is not None:
+                engine_rates.extend(engine() for _ in range(3))
     median = statistics.median(walls)
     rate = model_steps(args.grid, args.seeds, args.steps) / median
     print(
         f"{'cold' if args.cold else 'warm'} cache, {args.runs} runs of python -m gradstudy.run -m {' '.join(args.grid)}: "
         f"median {median:.1f} s [{min(walls):.1f}, {max(walls):.1f}]; {rate:,.0f} model-steps/s for the whole command"
     )
+    if engine_rates:
+        engine_rate = statistics.median(engine_rates)
+        ratios = [model_steps(args.grid, args.seeds, args.steps) / w / engine_rate for w in walls]
+        print(
+            f"single-cell engine (scripts/benchmark.py: 10 x 100, batch 64, 10 seeds, 200 steps): median "
+            f"{engine_rate:,.0f} model-steps/s over {len(engine_rates)} timings between the runs; whole-command "
+            f"efficiency median {statistics.median(ratios):.2f} [{min(ratios):.2f}, {max(ratios):.2f}]"
+        )
+
+
+def engine_timer():
+    """A function that times one call of ``scripts/benchmark.py``'s engine (no statistics) and
+    returns its model-steps per second, in this process, between the grid's runs."""
+    import benchmark
+
+    bench_args = argparse.Namespace(depth=10, width=100, batch=64, seeds=10, steps=200)
+    dataset = benchmark.load_dataset(benchmark._config(bench_args).data)
+    run = benchmark.engine_runner(bench_args, dataset, "stats=none")
+    run()  # compile
+
+    def timed() -> float:
+        start = time.perf_counter()
+        run()
+        return bench_args.seeds * bench_args.steps / (time.perf_counter() - start)
+
+    return timed
 
 
 if __name__ == "__main__":
