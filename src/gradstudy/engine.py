@@ -86,7 +86,7 @@ class TrainResult:
     hist_counts: dict[str, np.ndarray]
     hist_bins: dict[str, HistBins]
     diverged_at: np.ndarray  # (n_runs,), -1 where the run never diverged
-    state: TrainState  # the final state (a diverged run's last finite one)
+    state: TrainState  # the final state (a diverged run's last finite one), as numpy arrays
     init_stats: np.ndarray  # (n_runs, depth, len(init_stat_names)), measured once at step 0
     init_stat_names: tuple[str, ...]
 
@@ -198,11 +198,12 @@ class Engine:
     def init_runs(self, cells: Sequence[tuple[Any, Sequence[int]]]) -> TrainState:
         """The initial state of every run of ``cells`` ((config, seeds) of cells sharing this program),
         in order, padded with copies of the last run and placed on the devices. Made outside ``jit``."""
-        states = [self._init_cell(cfg, seeds) for cfg, seeds in cells]
-        state = jax.tree.map(lambda *leaves: jnp.concatenate(leaves), *states)
+        # Joined and padded in numpy: each eager jax operation would be one more program to load.
+        states = [jax.tree.map(np.asarray, self._init_cell(cfg, seeds)) for cfg, seeds in cells]
+        state = jax.tree.map(lambda *leaves: np.concatenate(leaves), *states)
         pad = self._padding(state.diverged_at.shape[0])
         if pad:
-            state = jax.tree.map(lambda leaf: jnp.concatenate([leaf, jnp.repeat(leaf[-1:], pad, axis=0)]), state)
+            state = jax.tree.map(lambda leaf: np.concatenate([leaf, np.repeat(leaf[-1:], pad, axis=0)]), state)
         return self._on_devices(state)
 
     def _init_cell(self, cfg: Any, seeds: Sequence[int]) -> TrainState:
@@ -216,7 +217,7 @@ class Engine:
             params=params,
             batch_stats=variables.get("batch_stats", {}),
             opt_state=jax.vmap(optimizer.init)(params),
-            diverged_at=jnp.full((len(seeds),), -1, jnp.int32),
+            diverged_at=np.full((len(seeds),), -1, np.int32),
         )
 
     def _initializer(self, cfg: Any) -> Callable[[jax.Array], Any]:
@@ -284,7 +285,7 @@ class Engine:
 
     def train_chunk(
         self, state: TrainState, seeds: Sequence[int], step: int, length: int
-    ) -> tuple[TrainState, jax.Array, jax.Array, jax.Array]:
+    ) -> tuple[TrainState, np.ndarray, np.ndarray, jax.Array]:
         """Steps [step, step+length) of every run in one compiled call, then their evaluation.
 
         ``seeds`` holds each run's seed. ``state`` is consumed (its buffers are donated). ``step``
@@ -294,7 +295,7 @@ class Engine:
         """
         idx = np.stack([batch_indices(s, self.n_train, self.batch_size, step, length) for s in self.padded(seeds)])
         state, losses, stats, sums = self._chunk(state, step, self._on_devices(idx), self.eval_sets)
-        return state, jnp.swapaxes(losses, 0, 1), jnp.swapaxes(stats, 0, 1), sums
+        return state, np.swapaxes(np.asarray(losses), 0, 1), np.swapaxes(np.asarray(stats), 0, 1), sums
 
     def _histograms_fn(self, state: TrainState, idx):
         return in_groups(jax.vmap(self._run_histograms), self.run_group, state, idx)
@@ -376,7 +377,7 @@ class Engine:
             hist_counts=hist_counts,
             hist_bins=self.hist_bins,
             diverged_at=np.asarray(state.diverged_at)[:n],
-            state=jax.tree.map(lambda leaf: leaf[:n], state),
+            state=jax.tree.map(lambda leaf: np.asarray(leaf)[:n], state),
             init_stats=init_stats[:n],
             init_stat_names=self.init_stat_names,
         )
