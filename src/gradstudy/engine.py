@@ -207,11 +207,12 @@ class Engine:
         return self._on_devices(state)
 
     def _init_cell(self, cfg: Any, seeds: Sequence[int]) -> TrainState:
-        """One cell's runs: its own initializer (one PRNG key per seed, vmapped so each seed has its own
-        draw) and its own optimizer hyperparameters."""
+        """One cell's runs: its own initializer (one PRNG key per seed, each seed its own draw) and its
+        own optimizer hyperparameters."""
         optimizer = make_optimizer(cfg.optim)
-        keys = jnp.stack([jax.random.PRNGKey(s) for s in seeds])
-        variables = self._initializer(cfg)(keys)
+        init = self._initializer(cfg)
+        each = [jax.tree.map(np.asarray, init(jax.random.PRNGKey(s))) for s in seeds]
+        variables = jax.tree.map(lambda *leaves: np.stack(leaves), *each)
         params = variables["params"]
         return TrainState(
             params=params,
@@ -221,14 +222,16 @@ class Engine:
         )
 
     def _initializer(self, cfg: Any) -> Callable[[jax.Array], Any]:
-        """The compiled initialization of the cell's variables from a stack of PRNG keys, one per
-        initializer config: a program of its own, never part of the training program, built once
-        per process and kept in the persistent compile cache."""
+        """The compiled initialization of one run's variables from its PRNG key, one program per
+        initializer config: never part of the training program, built once per process and kept in
+        the persistent compile cache. One seed per call: under ``vmap``, a program with several
+        batched QR decompositions (the orthogonal initializer's, one per layer) hangs on XLA's CPU
+        backend (jax 0.10)."""
         key = OmegaConf.to_yaml(cfg.init, resolve=True)
         if key not in self._initializers:
             model = build_model(cfg, self.n_classes)
             example = self._example
-            self._initializers[key] = jax.jit(jax.vmap(lambda k: model.init(k, example, train=False)))
+            self._initializers[key] = jax.jit(lambda k: model.init(k, example, train=False))
         return self._initializers[key]
 
     # ----- all runs, one chunk ----------------------------------------------------------------
