@@ -103,3 +103,15 @@ def test_engine_init_of_a_deep_orthogonal_net_is_orthogonal_for_every_seed(tiny_
         for k in kernels:
             np.testing.assert_allclose(k.T @ k, np.eye(32), atol=1e-4)
         assert not np.allclose(kernels[0], kernels[1])
+
+
+def test_initial_values_do_not_depend_on_the_activation(tiny_cfg):
+    """Cells of every activation share one compiled initialization: same init and seed, same values."""
+    from gradstudy.data import load_dataset
+    from gradstudy.engine import Engine
+
+    params = []
+    for act in ("relu", "tanh"):
+        cfg = tiny_cfg("init=he", f"act={act}")
+        params.append(jax.tree.map(np.asarray, Engine(cfg, load_dataset(cfg.data)).init([0, 1]).params))
+    assert jax.tree.all(jax.tree.map(np.array_equal, *params))

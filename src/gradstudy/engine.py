@@ -70,6 +70,12 @@ from gradstudy.store import HIST_REGIONS
 RUN_GROUP = 1
 #: The name of the mesh axis that the runs are split along.
 RUNS = "runs"
+#: Compiled initializations shared by every engine of the process (``Engine._initializer``).
+_INITIALIZERS: dict[str, Callable[[jax.Array], Any]] = {}
+
+
+def _identity(z: jax.Array) -> jax.Array:
+    return z
 
 
 @dataclass(frozen=True)
@@ -154,7 +160,6 @@ class Engine:
         self.y_train = jnp.asarray(dataset.y_train)
         self._mesh = Mesh(np.array(devices or jax.devices()), (RUNS,))
         self.run_group = run_group
-        self._initializers: dict[str, Callable[[jax.Array], Any]] = {}
         self.eval_sets = jax.device_put(eval_sets(dataset), NamedSharding(self._mesh, P()))
         self._eval_sizes = set_sizes(dataset)
         # The template optimizer: runs read their hyperparameters from their own optimizer state.
@@ -222,17 +227,29 @@ class Engine:
         )
 
     def _initializer(self, cfg: Any) -> Callable[[jax.Array], Any]:
-        """The compiled initialization of one run's variables from its PRNG key, one program per
-        initializer config: never part of the training program, built once per process and kept in
-        the persistent compile cache. One seed per call: under ``vmap``, a program with several
-        batched QR decompositions (the orthogonal initializer's, one per layer) hangs on XLA's CPU
-        backend (jax 0.10)."""
-        key = OmegaConf.to_yaml(cfg.init, resolve=True)
-        if key not in self._initializers:
-            model = build_model(cfg, self.n_classes)
+        """The compiled initialization of one run's variables from its PRNG key: a program of its own,
+        never part of the training program, built once per process for every engine that needs it
+        and kept in the persistent compile cache.
+
+        It is keyed by what fixes the initial values (the ``init``, ``model`` and ``norm`` nodes, the
+        input and class count) and traced with the identity as activation: no activation has
+        parameters, so the values are the same and cells of every activation share the program.
+        One seed per call: under ``vmap``, a program with several batched QR decompositions (the
+        orthogonal initializer's, one per layer) hangs on XLA's CPU backend (jax 0.10)."""
+        key = (
+            "\n".join(
+                [
+                    *(OmegaConf.to_yaml(cfg[node], resolve=True) for node in ("init", "model", "norm")),
+                    str(self._example.shape),
+                ]
+            )
+            + f"\n{self.n_classes}"
+        )
+        if key not in _INITIALIZERS:
+            model = build_model(cfg, self.n_classes).clone(act=_identity)
             example = self._example
-            self._initializers[key] = jax.jit(lambda k: model.init(k, example, train=False))
-        return self._initializers[key]
+            _INITIALIZERS[key] = jax.jit(lambda k: model.init(k, example, train=False))
+        return _INITIALIZERS[key]
 
     # ----- all runs, one chunk ----------------------------------------------------------------
     def _chunk_fn(self, state: TrainState, step0, idx, sets):
