@@ -24,6 +24,10 @@ T = TypeVar("T")
 
 #: The ``train`` keys that fix the program (``seeds`` does not: seeds are runs).
 TRAIN_SHAPE_KEYS = ("batch_size", "steps", "eval_every")
+#: (config without its ``hydra`` node, ``+arm=`` choice) of each cell the sweeper composed, by the
+#: cell's overrides: a group job that runs in the sweeper's own process (Hydra's basic launcher)
+#: takes its members from here instead of composing them again; a job elsewhere composes them.
+COMPOSED: dict[tuple[str, ...], tuple[Any, str | None]] = {}
 
 
 def program_key(plain: dict[str, Any]) -> str:

@@ -44,7 +44,7 @@ from gradstudy.config import (
     validate_against_data,
 )
 from gradstudy.datafiles import MissingDataError
-from gradstudy.grouping import program_key
+from gradstudy.grouping import COMPOSED, program_key
 from gradstudy.locks import CellLock, claim, describe, read_lock
 from gradstudy.store import (
     ARM,
@@ -374,9 +374,12 @@ register_configs()
 
 def _member(config_name: str, overrides: list[str]) -> tuple[DictConfig, str | None]:
     """One cell of a group job, composed from its own overrides (Hydra's compose API, inside the
-    running app), and its ``+arm=`` choice."""
+    running app), and its ``+arm=`` choice; in the sweeper's own process, the sweeper's composition."""
     from hydra import compose
 
+    composed = COMPOSED.pop(tuple(overrides), None)
+    if composed is not None:
+        return composed
     cfg = compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
     arm = cfg.hydra.runtime.choices.get(ARM)
     with open_dict(cfg):

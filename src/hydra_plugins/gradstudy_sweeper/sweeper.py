@@ -68,12 +68,15 @@ class GradstudySweeper(BasicSweeper):
         """The cell's program key, or None (a job of its own) when its config does not resolve:
         its job then records why."""
         from gradstudy.config import resolved
-        from gradstudy.grouping import program_key
+        from gradstudy.grouping import COMPOSED, program_key
+        from gradstudy.store import ARM
 
         assert self.hydra_context is not None and self.config is not None
         cfg = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
+        arm = cfg.hydra.runtime.choices.get(ARM)
         with open_dict(cfg):
             del cfg["hydra"]
+        COMPOSED[tuple(overrides)] = (cfg, arm)
         try:
             return program_key(resolved(cfg))
         except Exception:
