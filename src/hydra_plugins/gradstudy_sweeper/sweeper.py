@@ -84,7 +84,7 @@ class GradstudySweeper(BasicSweeper):
 
     def jobs(self, cells: list[list[str]]) -> list[list[str]]:
         """One job's overrides per group of ``cells``, in the order the groups first appear."""
-        from gradstudy.grouping import group_by_key
+        from gradstudy.grouping import COMPOSED, group_by_key
 
         if not self.group:
             self.validate_batch_is_legal(cells)
@@ -92,6 +92,8 @@ class GradstudySweeper(BasicSweeper):
         keys = [self._program_key(cell) for cell in cells]
         groups = group_by_key(cells, keys, self.max_cells or len(cells) or 1)
         log.info(f"gradstudy sweeper: {len(cells)} cells in {len(groups)} jobs (cells sharing a program train as one)")
+        for group in groups:  # a job's first cell is the job's own config: the launcher composes it
+            COMPOSED.pop(tuple(group[0]), None)
         return [group[0] if len(group) == 1 else [*group[0], members_override(group)] for group in groups]
 
     def sweep(self, arguments: list[str]) -> Any:
