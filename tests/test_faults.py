@@ -277,7 +277,14 @@ def test_the_memory_need_is_xla_s_and_covers_the_state():
     seeds = [0, 1]
     need = cell_need(engine, cfg, seeds)
     assert memory_need(cfg, engine_dataset, n_runs=4).program > need.program  # the need grows with the runs
-    state_bytes = sum(leaf.nbytes for leaf in jax.tree.leaves(engine.init(seeds)))
+    real = engine.init(seeds)
+    state_bytes = sum(leaf.nbytes for leaf in jax.tree.leaves(real))
+    abstract = engine.abstract_state(len(seeds))  # what the programs are lowered with: the real state's shapes
+    assert jax.tree.structure(abstract) == jax.tree.structure(real)
+    assert all(
+        (a.shape, a.dtype) == (r.shape, r.dtype)
+        for a, r in zip(jax.tree.leaves(abstract), jax.tree.leaves(real), strict=True)
+    )
     assert need.exact and need.program >= state_bytes > 0
     assert preflight(engine, cfg, seeds, available=10 * 2**40) is None  # far below: the rough size is enough
     with pytest.raises(OutOfMemory, match="model.width"):

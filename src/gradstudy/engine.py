@@ -211,6 +211,21 @@ class Engine:
             state = jax.tree.map(lambda leaf: np.concatenate([leaf, np.repeat(leaf[-1:], pad, axis=0)]), state)
         return self._on_devices(state)
 
+    def abstract_state(self, n_runs: int) -> TrainState:
+        """The shapes, dtypes and placement of ``init_runs``'s state for ``n_runs`` runs (padded),
+        allocating nothing: what the memory preflight lowers the programs with."""
+        variables = jax.eval_shape(self._initializer(self.cfg), jax.random.PRNGKey(0))
+        params = variables["params"]
+        one = TrainState(
+            params=params,
+            batch_stats=variables.get("batch_stats", {}),
+            opt_state=jax.eval_shape(make_optimizer(self.cfg.optim).init, params),
+            diverged_at=jax.ShapeDtypeStruct((), np.int32),
+        )
+        n = n_runs + self._padding(n_runs)
+        sharding = NamedSharding(self._mesh, P(RUNS))
+        return jax.tree.map(lambda leaf: jax.ShapeDtypeStruct((n, *leaf.shape), leaf.dtype, sharding=sharding), one)
+
     def _init_cell(self, cfg: Any, seeds: Sequence[int]) -> TrainState:
         """One cell's runs: its own initializer (one PRNG key per seed, each seed its own draw) and its
         own optimizer hyperparameters."""

@@ -79,7 +79,7 @@ def rough_bytes(cfg: Any, n_runs: int, n_inputs: int) -> int:
 
 def cell_need(engine: Any, cfg: Any, seeds: list[int]) -> Need:
     """XLA's analysis of the cell's training, evaluation and (``stats=full``) histogram programs."""
-    state = jax.eval_shape(engine.init, seeds)
+    state = engine.abstract_state(len(seeds))
     n = len(engine.padded(seeds))
     length = min(cfg.train.eval_every, cfg.train.steps)
     programs = {
