@@ -106,6 +106,7 @@ class Claim:
     lock: CellLock
     meta: dict
     data_yaml: str = ""
+    started: float = 0.0  # when its group began training
 
 
 def _console() -> Console:
@@ -304,7 +305,7 @@ def _train(engine, claims: list[Claim], console: Console) -> list:
     group = {"id": config_hash({"cells": [c.cell for c in claims]}), "size": len(claims)}
     for c in claims:
         c.meta["group"] = group
-        c.meta["started"] = time.time()
+        c.started = time.time()
         if len(claims) > 1:
             console.print(f"gradstudy: {c.cell}: training in group {group['id']} of {len(claims)} cells (one program)")
     seeds = [s for c in claims for s in c.meta["seeds"]]
@@ -333,7 +334,7 @@ def _write(c: Claim, result, console: Console) -> None:
         write_table(c.cell_dir / name, frame)
     meta["tables"] = {name: table_record(c.cell_dir / name) for name in tables}
     outcome = OUTCOME_DIVERGED if len(diverged) == len(meta["seeds"]) else OUTCOME_OK
-    wall_s = round(time.time() - meta.pop("started"), 2)
+    wall_s = round(time.time() - c.started, 2)
     meta.update(status=STATUS_COMPLETE, outcome=outcome, diverged=diverged, wall_s=wall_s)
     write_json(c.cell_dir / META, meta)
     if diverged:
