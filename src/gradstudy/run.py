@@ -106,6 +106,7 @@ class Claim:
     lock: CellLock
     meta: dict
     data_yaml: str = ""
+    program: str = ""  # ``grouping.program_key``: cells with equal keys train as one program
     started: float = 0.0  # when its group began training
 
 
@@ -138,7 +139,7 @@ def run_cells(cells: list[tuple[DictConfig, str | None]], sweep: str | None = No
             outcomes.append(_claim(cfg, arm, sweep, console))
         by_program: dict[str, list[Claim]] = {}
         for c in _claims(outcomes):
-            by_program.setdefault(program_key(resolved(c.cfg)) + c.data_yaml, []).append(c)
+            by_program.setdefault(c.program, []).append(c)
         for group in by_program.values():
             _train_group(group, console)
     except CellInterrupted as stop:
@@ -226,6 +227,7 @@ def _claim(cfg: DictConfig, arm: str | None, sweep: str | None, console: Console
             raise failure
         meta["seeds"] = seeds_of(cfg)
         c.data_yaml = OmegaConf.to_yaml(cfg.data, resolve=True)
+        c.program = program_key(full)
         validate_against_data(cfg, len(_dataset(c.data_yaml).y_train))
         meta.update(provenance())
         write_json(cell_dir / META, meta)
@@ -351,10 +353,9 @@ def _engine(c: Claim):
     however many groups of that shape the process trains."""
     from gradstudy.engine import Engine
 
-    key = program_key(resolved(c.cfg)) + c.data_yaml
-    if key not in _ENGINES:
-        _ENGINES[key] = Engine(c.cfg, _dataset(c.data_yaml))
-    return _ENGINES[key]
+    if c.program not in _ENGINES:
+        _ENGINES[c.program] = Engine(c.cfg, _dataset(c.data_yaml))
+    return _ENGINES[c.program]
 
 
 class CellInterrupted(BaseException):
