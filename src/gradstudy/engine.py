@@ -9,7 +9,8 @@ group of one.
 
 Shape of the loop (one ``jit`` per chunk length)::
 
-    chunk = scan over groups of k = stats.every steps (
+    chunk = (in the first chunk only) evaluate every run on the full train and test sets,
+            scan over groups of k = stats.every steps (
                 measured step   (vmap over runs: update + per-layer statistics),
                 scan over k-1 plain steps (vmap over runs: update only)),
             then evaluate every run on the full train and test sets
@@ -46,6 +47,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any
 
 import jax
@@ -58,6 +60,7 @@ from omegaconf import OmegaConf
 from gradstudy.activations import ACTIVATIONS, activation_fn
 from gradstudy.data import Dataset
 from gradstudy.evaluate import eval_sets, evaluate_run, set_sizes
+from gradstudy.inits import initial_variables
 from gradstudy.measure import histograms, jacobian_statistic, layer_statistics
 from gradstudy.model import build_model
 from gradstudy.optim import make_optimizer
@@ -70,12 +73,8 @@ from gradstudy.store import HIST_REGIONS
 RUN_GROUP = 1
 #: The name of the mesh axis that the runs are split along.
 RUNS = "runs"
-#: Compiled initializations shared by every engine of the process (``Engine._initializer``).
-_INITIALIZERS: dict[str, Callable[[jax.Array], Any]] = {}
-
-
-def _identity(z: jax.Array) -> jax.Array:
-    return z
+#: One run's variable shapes per model structure, shared by every engine of the process.
+_VARIABLE_SHAPES: dict[str, Any] = {}
 
 
 @dataclass(frozen=True)
@@ -170,8 +169,7 @@ class Engine:
         self._run_histograms = histograms(self.model, self.hist_bins, self.x_train, self.y_train)
         self._run_jacobians = jacobian_statistic(self.model, activation_fn(cfg.act.name, cfg.act.alpha))
         runs, shared = P(RUNS), P()
-        self._chunk = self._per_device(self._chunk_fn, (runs, shared, runs, shared), donate=True)
-        self._eval = self._per_device(self._evaluate_fn, (runs, shared))
+        self._chunk = self._per_device(self._chunk_fn, (runs, shared, shared, runs, shared), donate=True)
         self._histograms = self._per_device(self._histograms_fn, (runs, runs))
         self._jacobians = jax.jit(lambda state, x: jax.lax.map(lambda run: self._run_jacobians(run, x), state))
 
@@ -214,7 +212,7 @@ class Engine:
     def abstract_state(self, n_runs: int) -> TrainState:
         """The shapes, dtypes and placement of ``init_runs``'s state for ``n_runs`` runs (padded),
         allocating nothing: what the memory preflight lowers the programs with."""
-        variables = jax.eval_shape(self._initializer(self.cfg), jax.random.PRNGKey(0))
+        variables = self._variable_shapes()
         params = variables["params"]
         one = TrainState(
             params=params,
@@ -227,11 +225,11 @@ class Engine:
         return jax.tree.map(lambda leaf: jax.ShapeDtypeStruct((n, *leaf.shape), leaf.dtype, sharding=sharding), one)
 
     def _init_cell(self, cfg: Any, seeds: Sequence[int]) -> TrainState:
-        """One cell's runs: its own initializer (one PRNG key per seed, each seed its own draw) and its
-        own optimizer hyperparameters."""
+        """One cell's runs: its own initializer's values for each seed (``inits.initial_variables``,
+        drawn in numpy) and its own optimizer hyperparameters."""
         optimizer = make_optimizer(cfg.optim)
-        init = self._initializer(cfg)
-        each = [jax.tree.map(np.asarray, init(jax.random.PRNGKey(s))) for s in seeds]
+        shapes = self._variable_shapes()
+        each = [initial_variables(cfg.init, shapes, s) for s in seeds]
         variables = jax.tree.map(lambda *leaves: np.stack(leaves), *each)
         params = variables["params"]
         return TrainState(
@@ -241,43 +239,36 @@ class Engine:
             diverged_at=np.full((len(seeds),), -1, np.int32),
         )
 
-    def _initializer(self, cfg: Any) -> Callable[[jax.Array], Any]:
-        """The compiled initialization of one run's variables from its PRNG key: a program of its own,
-        never part of the training program, built once per process for every engine that needs it
-        and kept in the persistent compile cache.
-
-        It is keyed by what fixes the initial values (the ``init``, ``model`` and ``norm`` nodes, the
-        input and class count) and traced with the identity as activation: no activation has
-        parameters, so the values are the same and cells of every activation share the program.
-        One seed per call: under ``vmap``, a program with several batched QR decompositions (the
-        orthogonal initializer's, one per layer) hangs on XLA's CPU backend (jax 0.10)."""
-        key = (
-            "\n".join(
-                [
-                    *(OmegaConf.to_yaml(cfg[node], resolve=True) for node in ("init", "model", "norm")),
-                    str(self._example.shape),
-                ]
+    def _variable_shapes(self) -> dict[str, Any]:
+        """The shapes and dtypes of one run's variables, from the model's ``init`` traced once per
+        process and structure (``model`` and ``norm`` nodes, input and class count), never compiled."""
+        key = "\n".join(
+            [*(OmegaConf.to_yaml(self.cfg[node], resolve=True) for node in ("model", "norm")), str(self._example.shape)]
+        ) + f"\n{self.n_classes}"
+        if key not in _VARIABLE_SHAPES:
+            _VARIABLE_SHAPES[key] = jax.eval_shape(
+                lambda: self.model.init(jax.random.PRNGKey(0), self._example, train=False)
             )
-            + f"\n{self.n_classes}"
-        )
-        if key not in _INITIALIZERS:
-            model = build_model(cfg, self.n_classes).clone(act=_identity)
-            example = self._example
-            _INITIALIZERS[key] = jax.jit(lambda k: model.init(k, example, train=False))
-        return _INITIALIZERS[key]
+        return _VARIABLE_SHAPES[key]
 
     # ----- all runs, one chunk ----------------------------------------------------------------
-    def _chunk_fn(self, state: TrainState, step0, idx, sets):
-        """One device's runs: training group after group (``_group_chunk`` with the runs axis first:
-        idx (n_runs, length, batch)), then every run evaluated by itself. Returns (state, losses
-        (n_runs, length), statistics (n_runs, n_measured, depth, n_stats), summed metrics (n_runs, 4))."""
+    def _chunk_fn(self, state: TrainState, step0, first, idx, sets):
+        """One device's runs: when ``first``, every run evaluated by itself before training (the
+        step-0 evaluation, in this program rather than one of its own: one program fewer to trace,
+        compile and load); then training group after group (``_group_chunk`` with the runs axis
+        first: idx (n_runs, length, batch)), then every run evaluated by itself. Returns (state,
+        losses (n_runs, length), statistics (n_runs, n_measured, depth, n_stats), summed metrics
+        before (zeros unless ``first``) and after (n_runs, 4))."""
 
         def run_first(state, idx):
             state, losses, stats = self._group_chunk(state, step0, jnp.swapaxes(idx, 0, 1))
             return state, jnp.swapaxes(losses, 0, 1), jnp.swapaxes(stats, 0, 1)
 
+        evaluate = partial(self._evaluate_fn, sets=sets)
+        nothing = jax.eval_shape(evaluate, state)
+        before = jax.lax.cond(first, evaluate, lambda _: jnp.zeros(nothing.shape, nothing.dtype), state)
         state, losses, stats = in_groups(run_first, self.run_group, state, idx)
-        return state, losses, stats, self._evaluate_fn(state, sets)
+        return state, losses, stats, before, evaluate(state)
 
     def _group_chunk(self, state: TrainState, step0, idx):
         """Run ``idx.shape[0]`` steps from ``step0`` for one group of runs; idx is (length, n_runs, batch).
@@ -319,18 +310,27 @@ class Engine:
         return carry[0], jnp.concatenate(losses), jnp.concatenate(stats)
 
     def train_chunk(
-        self, state: TrainState, seeds: Sequence[int], step: int, length: int
-    ) -> tuple[TrainState, np.ndarray, np.ndarray, jax.Array]:
+        self, state: TrainState, seeds: Sequence[int], step: int, length: int, evaluate_first: bool = False
+    ) -> tuple[TrainState, np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]:
         """Steps [step, step+length) of every run in one compiled call, then their evaluation.
 
         ``seeds`` holds each run's seed. ``state`` is consumed (its buffers are donated). ``step``
         must be a multiple of ``stats.every`` so that measured steps land on its multiples. Returns
-        the state, per-step losses (length, n_runs), statistics (n_measured, n_runs, depth, n_stats)
-        and the evaluation (n_runs, 4) in ``EVAL_METRICS`` order, all padded runs included.
+        the state, per-step losses (length, n_runs), statistics (n_measured, n_runs, depth, n_stats),
+        and the evaluation (n_runs, 4) in ``EVAL_METRICS`` order before the chunk (when
+        ``evaluate_first``, else None) and after it, all padded runs included.
         """
         idx = np.stack([batch_indices(s, self.n_train, self.batch_size, step, length) for s in self.padded(seeds)])
-        state, losses, stats, sums = self._chunk(state, step, self._on_devices(idx), self.eval_sets)
-        return state, np.swapaxes(np.asarray(losses), 0, 1), np.swapaxes(np.asarray(stats), 0, 1), sums
+        state, losses, stats, before, after = self._chunk(
+            state, step, evaluate_first, self._on_devices(idx), self.eval_sets
+        )
+        return (
+            state,
+            np.swapaxes(np.asarray(losses), 0, 1),
+            np.swapaxes(np.asarray(stats), 0, 1),
+            self._means(before) if evaluate_first else None,
+            self._means(after),
+        )
 
     def _histograms_fn(self, state: TrainState, idx):
         return in_groups(jax.vmap(self._run_histograms), self.run_group, state, idx)
@@ -354,11 +354,8 @@ class Engine:
         """``evaluate_run`` of each run on this device, one run at a time."""
         return jax.lax.map(lambda run: evaluate_run(self.model, run, sets), state)
 
-    def evaluate(self, state: TrainState) -> np.ndarray:
-        """Mean loss and accuracy of every run on the full train and test sets: (n_runs, 4), in ``EVAL_METRICS`` order."""
-        return self._means(self._eval(state, self.eval_sets))
-
     def _means(self, sums: jax.Array) -> np.ndarray:
+        """Mean loss and accuracy of every run on the full train and test sets from their sums: (n_runs, 4), in ``EVAL_METRICS`` order."""
         return np.asarray(sums, np.float64) / self._eval_sizes
 
     # ----- the whole run ----------------------------------------------------------------------
@@ -374,17 +371,19 @@ class Engine:
         with the number of steps done and the mean minibatch loss of the chunk over the runs still
         finite.
         """
-        eval_steps, evals, stats, losses, hists = [0], [self.evaluate(state)], [], [], []
+        eval_steps, evals, stats, losses, hists = [0], [], [], [], []
         init_stats = self.init_stats(state)
         if 0 in self.hist_steps:
             hists.append(self.histograms(state, seeds, 0))
         step = 0
         while step < self.steps:
             length = min(self.eval_every, self.steps - step)
-            state, chunk_losses, chunk_stats, sums = self.train_chunk(state, seeds, step, length)
+            state, chunk_losses, chunk_stats, before, after = self.train_chunk(
+                state, seeds, step, length, evaluate_first=step == 0
+            )
             step += length
             eval_steps.append(step)
-            evals.append(self._means(sums))
+            evals.extend([after] if before is None else [before, after])
             stats.append(np.asarray(chunk_stats))
             losses.append(np.asarray(chunk_losses))
             if step in self.hist_steps:

@@ -1,39 +1,82 @@
-"""Weight initializers: a registry from name to a builder of a ``jax.nn.initializers`` function.
+"""Weight initializers: a registry from name to a builder of a numpy initializer.
 
 Every builder takes the ``init`` config node, so ``init.scale``, ``init.mode`` and
 ``init.distribution`` override a preset (``init=he init.mode=fan_avg``). The presets themselves
 live in ``conf/init/<name>.yaml``; adding an initializer is one entry here plus one YAML file.
+
+Initial values are drawn in numpy, outside any compiled program: an initializer is a function
+``(rng, (fan_in, fan_out)) -> float64 array``. Drawn by ``jax.random`` under ``jit``, the same
+values cost a compile of 1.5 s per initializer on CPU, and a batched program of QR decompositions
+(orthogonal init) hangs on XLA's CPU backend (jax 0.10). The distributions are JAX's
+(``jax.nn.initializers``): "truncated_normal" is cut at two standard deviations and rescaled so
+that the variance is still scale/fan, and an orthogonal matrix takes the signs of R's diagonal.
+
+``initial_variables`` fills a model's variable tree: every dense layer's kernel and bias from the
+``init`` node, with its own generator seeded by (``INIT_STREAM``, seed, layer), and the
+normalization layers' scale, shift and running statistics at their fixed starting values.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
-import jax
-from jax.nn import initializers as jinit
+import numpy as np
 
-Initializer = Callable[..., jax.Array]
+Initializer = Callable[[np.random.Generator, tuple[int, int]], np.ndarray]
 
 FAN_MODES = ("fan_in", "fan_out", "fan_avg")
-#: JAX's meanings: "normal" is untruncated, "truncated_normal" is rescaled so that the
-#: variance is still scale/fan after cutting at two standard deviations.
-DISTRIBUTIONS = ("normal", "truncated_normal", "uniform")
+#: Unit-variance draws of each distribution of ``variance_scaling``.
+DISTRIBUTIONS: dict[str, Callable[[np.random.Generator, tuple[int, ...]], np.ndarray]] = {
+    "normal": lambda rng, shape: rng.standard_normal(shape),
+    "truncated_normal": lambda rng, shape: _truncated_standard_normal(rng, shape) / TRUNCATED_STD,
+    "uniform": lambda rng, shape: rng.uniform(-np.sqrt(3.0), np.sqrt(3.0), shape),
+}
+#: The standard deviation of a standard normal cut at +-2.
+TRUNCATED_STD = 0.87962566103423978
+#: The first word of every initializer's seed, so that no initial value shares a stream with the
+#: minibatch order (``engine.batch_indices`` seeds by (seed, epoch)).
+INIT_STREAM = 0x1417
+
+
+def _truncated_standard_normal(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """Standard normal draws cut at +-2, by redrawing the ones outside (4.6% per round)."""
+    out = rng.standard_normal(shape)
+    outside = np.abs(out) > 2
+    while outside.any():
+        out[outside] = rng.standard_normal(int(outside.sum()))
+        outside = np.abs(out) > 2
+    return out
+
+
+def _fan(mode: str, fan_in: int, fan_out: int) -> float:
+    return {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2}[mode]
 
 
 def variance_scaling(cfg: Any) -> Initializer:
     """Var(W) = scale / fan, with fan chosen by ``mode``: Xavier, He, LeCun and Glorot's "standard"."""
-    return jinit.variance_scaling(cfg.scale, cfg.mode, cfg.distribution)
+    scale, mode, draw = cfg.scale, cfg.mode, DISTRIBUTIONS[cfg.distribution]
+    return lambda rng, shape: draw(rng, shape) * np.sqrt(scale / _fan(mode, *shape))
 
 
 def orthogonal(cfg: Any) -> Initializer:
-    """A (semi-)orthogonal matrix times the gain ``init.scale``."""
-    return jinit.orthogonal(scale=cfg.scale)
+    """A (semi-)orthogonal matrix times the gain ``init.scale``: orthonormal columns when the matrix
+    is tall, orthonormal rows when it is wide."""
+    gain = cfg.scale
+
+    def init(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
+        rows, cols = shape
+        q, r = np.linalg.qr(rng.standard_normal((max(rows, cols), min(rows, cols))))
+        q = q * np.sign(np.diag(r))
+        return gain * (q if rows >= cols else q.T)
+
+    return init
 
 
 def gaussian(cfg: Any) -> Initializer:
     """N(0, sigma^2) whatever the fan: the "bad" initialization of the textbooks."""
-    return jinit.normal(stddev=cfg.sigma)
+    sigma = cfg.sigma
+    return lambda rng, shape: sigma * rng.standard_normal(shape)
 
 
 INITIALIZERS: dict[str, Callable[[Any], Initializer]] = {
@@ -56,4 +99,44 @@ def kernel_init(cfg: Any) -> Initializer:
 
 def bias_init(cfg: Any) -> Initializer:
     """Biases start at the constant ``init.bias`` (0 unless configured)."""
-    return jinit.constant(cfg.bias)
+    bias = cfg.bias
+    return lambda rng, shape: np.full(shape, bias, np.float64)
+
+
+#: The collections a run's state keeps (the model's probes and records are made afresh at each step).
+VARIABLE_COLLECTIONS = ("params", "batch_stats")
+#: The starting value of each variable of a normalization layer (Flax's BatchNorm and LayerNorm).
+NORM_VALUES: dict[str, float] = {"scale": 1.0, "bias": 0.0, "mean": 0.0, "var": 1.0}
+
+
+def dense_layer_number(name: str) -> int | None:
+    """The layer number that seeds a dense layer's draws (hidden k -> k, the output layer -> 0), or
+    None for a module that is not a dense layer."""
+    if name == "output":
+        return 0
+    if name.startswith("hidden") and name[len("hidden") :].isdigit():
+        return int(name[len("hidden") :])
+    return None
+
+
+def initial_variables(cfg: Any, shapes: Mapping[str, Any], seed: int) -> dict[str, Any]:
+    """One run's initial variables, with the structure, shapes and dtypes of ``shapes`` (the model's
+    ``init`` under ``jax.eval_shape``): its ``VARIABLE_COLLECTIONS``, as numpy arrays."""
+    kernel, bias = kernel_init(cfg), bias_init(cfg)
+
+    def module(collection: str, name: str, leaves: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        layer = dense_layer_number(name)
+        if layer is None:
+            unknown = set(leaves) - set(NORM_VALUES)
+            if unknown:
+                raise ValueError(f"no initial value for {collection}/{name}/{sorted(unknown)}")
+            return {k: np.full(v.shape, NORM_VALUES[k], v.dtype) for k, v in leaves.items()}
+        rng = np.random.default_rng([INIT_STREAM, seed, layer])
+        w, b = leaves["kernel"], leaves["bias"]
+        return {"kernel": kernel(rng, w.shape).astype(w.dtype), "bias": bias(rng, b.shape).astype(b.dtype)}
+
+    return {
+        collection: {name: module(collection, name, leaves) for name, leaves in shapes[collection].items()}
+        for collection in VARIABLE_COLLECTIONS
+        if collection in shapes
+    }

@@ -78,15 +78,14 @@ def rough_bytes(cfg: Any, n_runs: int, n_inputs: int) -> int:
 
 
 def cell_need(engine: Any, cfg: Any, seeds: list[int]) -> Need:
-    """XLA's analysis of the cell's training, evaluation and (``stats=full``) histogram programs."""
+    """XLA's analysis of the cell's training (with its evaluations) and (``stats=full``) histogram programs."""
     state = engine.abstract_state(len(seeds))
     n = len(engine.padded(seeds))
     length = min(cfg.train.eval_every, cfg.train.steps)
     programs = {
         "training chunk": engine._chunk.lower(
-            state, 0, jax.ShapeDtypeStruct((n, length, cfg.train.batch_size), np.int32), engine.eval_sets
+            state, 0, True, jax.ShapeDtypeStruct((n, length, cfg.train.batch_size), np.int32), engine.eval_sets
         ),
-        "evaluation": engine._eval.lower(state, engine.eval_sets),
     }
     if engine.hist_steps:
         programs["histograms"] = engine._histograms.lower(

@@ -13,7 +13,6 @@ Both are no-ops unless asked for, so a plain training step pays nothing for them
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import partial
 from typing import Any
 
 import flax.linen as nn
@@ -52,19 +51,16 @@ class MLP(nn.Module):
     width: int
     n_classes: int
     act: Callable[[jax.Array], jax.Array]
-    kernel_init: Callable[..., jax.Array]
-    bias_init: Callable[..., jax.Array]
     make_norm: NormFactory | None = None
     norm_position: str = "before"
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-        dense = partial(nn.Dense, kernel_init=self.kernel_init, bias_init=self.bias_init)
         norm_before = self.make_norm is not None and self.norm_position == "before"
         norm_after = self.make_norm is not None and self.norm_position == "after"
         h = x
         for layer in range(1, self.depth + 1):
-            z = dense(self.width, name=hidden_name(layer))(h)
+            z = nn.Dense(self.width, name=hidden_name(layer))(h)
             if norm_before:
                 z = self.make_norm(train)(z)
             z = self.perturb(f"z{layer}", z)
@@ -73,21 +69,19 @@ class MLP(nn.Module):
             self.sow("intermediates", f"h{layer}", h)
             if norm_after:
                 h = self.make_norm(train)(h)
-        return dense(self.n_classes, name="output")(h)
+        return nn.Dense(self.n_classes, name="output")(h)
 
 
 def build_model(cfg: Any, n_classes: int) -> MLP:
-    """The MLP described by a resolved run config (``model``, ``init``, ``act``, ``norm`` nodes)."""
+    """The MLP described by a resolved run config (``model``, ``act``, ``norm`` nodes). Its initial
+    values come from ``gradstudy.inits.initial_variables``, not from Flax's initializers."""
     from gradstudy.activations import activation_fn
-    from gradstudy.inits import bias_init, kernel_init
 
     return MLP(
         depth=cfg.model.depth,
         width=cfg.model.width,
         n_classes=n_classes,
         act=activation_fn(cfg.act.name, cfg.act.alpha),
-        kernel_init=kernel_init(cfg.init),
-        bias_init=bias_init(cfg.init),
         make_norm=None if NORMS[cfg.norm.name] is None else NORMS[cfg.norm.name](cfg.norm),
         norm_position=cfg.norm.position,
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import signal
 import sys
 import time
@@ -418,7 +419,11 @@ def main(cfg: DictConfig) -> list[str]:
     except CellInterrupted as stop:  # the sweep stops here: summary so far, then 128 + the signal
         if sweep:
             summarize_sweep(Path(cfg.results_dir), sweep)
-        sys.exit(128 + stop.signum)
+        # Straight out, without the interpreter's teardown: a signal that lands while XLA compiles
+        # leaves the backend in a state whose teardown segfaults (exit -11 instead of 128 + signal).
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(128 + stop.signum)
 
 
 if __name__ == "__main__":
