@@ -16,7 +16,7 @@ N = FAN_IN * FAN_OUT
 
 def _cfg(name, **kw):
     preset = OmegaConf.load(Path(conf_dir(), "init", f"{name}.yaml"))
-    base = {"scale": 1.0, "mode": "fan_in", "distribution": "normal", "sigma": 1.0, "bias": 0.0}
+    base = {"scale": 1.0, "mode": "fan_in", "distribution": "normal", "sigma": 1.0, "bias": 0.0, "bias_std": 0.0}
     return OmegaConf.merge(base, preset, kw)
 
 
@@ -114,3 +114,33 @@ def test_initial_values_do_not_depend_on_the_activation(tiny_cfg):
         cfg = tiny_cfg("init=he", f"act={act}")
         params.append(jax.tree.map(np.asarray, Engine(cfg, load_dataset(cfg.data)).init([0, 1]).params))
     assert jax.tree.all(jax.tree.map(np.array_equal, *params))
+
+
+def test_meanfield_weights_and_biases_have_the_given_variances():
+    from gradstudy.inits import bias_init, bias_variance, weight_variance
+
+    cfg = _cfg("meanfield", sigma_w2=1.76, sigma_b2=0.05)
+    w = kernel_init(cfg)(np.random.default_rng(5), (FAN_IN, FAN_OUT))
+    assert w.var() == pytest.approx(1.76 / FAN_IN, rel=5 * np.sqrt(2 / N))
+    assert weight_variance(cfg, FAN_IN, FAN_OUT) == pytest.approx(1.76 / FAN_IN)
+    b = bias_init(cfg)(np.random.default_rng(6), (N,))
+    assert abs(b.mean()) < 5 * np.sqrt(0.05 / N)
+    assert b.var() == pytest.approx(0.05, rel=5 * np.sqrt(2 / N)) and bias_variance(cfg) == 0.05
+
+
+def test_bias_std_draws_random_biases_around_the_constant():
+    from gradstudy.inits import bias_init
+
+    b = bias_init(_cfg("he", bias=0.5, bias_std=0.2))(np.random.default_rng(7), (N,))
+    assert b.mean() == pytest.approx(0.5, abs=5 * 0.2 / np.sqrt(N))
+    assert b.std() == pytest.approx(0.2, rel=5 * np.sqrt(1 / (2 * N)))
+    assert np.all(bias_init(_cfg("he", bias=0.5))(np.random.default_rng(7), (4,)) == 0.5)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_VAR) + ["orthogonal"])
+def test_weight_variance_is_what_the_initializer_draws(name):
+    from gradstudy.inits import weight_variance
+
+    for shape in ((FAN_IN, FAN_OUT), (FAN_OUT, FAN_IN)):
+        w = kernel_init(_cfg(name))(np.random.default_rng(8), shape)
+        assert (w**2).mean() == pytest.approx(weight_variance(_cfg(name), *shape), rel=6 * np.sqrt(2 / N))

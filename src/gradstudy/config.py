@@ -24,7 +24,7 @@ RUN_KEYS = ("hydra", "study", "results_dir", "force", "check_memory", "budget", 
 OPTION_GROUPS = {"init": "name", "act": "name", "norm": "name", "data": "name", "optim": "name", "stats": "tier"}
 #: Keys added after the cell-id schema was fixed, with their defaults: a cell id leaves each out
 #: while it keeps its default, so adding a key never renames existing cells.
-ADDED_KEYS: dict[str, Any] = {"stats.hist_range": [1e-6, 1e3]}
+ADDED_KEYS: dict[str, Any] = {"stats.hist_range": [1e-6, 1e3], "init.bias_std": 0.0}
 #: Sizes of the paper presets (``conf/experiment``): each preset holds one set of values per budget.
 BUDGETS = ("cpu", "paper", "smoke")
 
@@ -37,6 +37,9 @@ class InitConfig:
     distribution: str = "normal"
     sigma: float = 1.0
     bias: float = 0.0
+    bias_std: float = 0.0
+    sigma_w2: float = 1.0
+    sigma_b2: float = 0.0
 
 
 @dataclass
@@ -281,6 +284,9 @@ def validate(cfg: DictConfig) -> None:
     _check_choice("init.distribution", cfg.init.distribution, inits.DISTRIBUTIONS)
     _check(cfg.init.scale > 0, "init.scale", "must be > 0", cfg.init.scale)
     _check(cfg.init.sigma > 0, "init.sigma", "must be > 0", cfg.init.sigma)
+    _check(cfg.init.bias_std >= 0, "init.bias_std", "must be >= 0", cfg.init.bias_std)
+    _check(cfg.init.sigma_w2 > 0, "init.sigma_w2", "must be > 0", cfg.init.sigma_w2)
+    _check(cfg.init.sigma_b2 >= 0, "init.sigma_b2", "must be >= 0", cfg.init.sigma_b2)
     _check_choice("act.name", cfg.act.name, activations.ACTIVATIONS)
     _check_choice("norm.name", cfg.norm.name, model.NORMS)
     _check_choice("norm.position", cfg.norm.position, model.NORM_POSITIONS)

@@ -79,6 +79,12 @@ def gaussian(cfg: Any) -> Initializer:
     return lambda rng, shape: sigma * rng.standard_normal(shape)
 
 
+def mean_field(cfg: Any) -> Initializer:
+    """N(0, sigma_w2 / fan_in), the weights of mean-field theory (``gradstudy.theory``)."""
+    sigma_w2 = cfg.sigma_w2
+    return lambda rng, shape: rng.standard_normal(shape) * np.sqrt(sigma_w2 / shape[0])
+
+
 INITIALIZERS: dict[str, Callable[[Any], Initializer]] = {
     "xavier": variance_scaling,
     "xavier_normal": variance_scaling,
@@ -89,6 +95,17 @@ INITIALIZERS: dict[str, Callable[[Any], Initializer]] = {
     "standard": variance_scaling,
     "orthogonal": orthogonal,
     "normal": gaussian,
+    "meanfield": mean_field,
+}
+
+#: name -> Var(W) of a (fan_in, fan_out) kernel, as ``(init node, fan_in, fan_out) -> variance``:
+#: what mean-field theory needs of an initializer (its sigma_w2 is this times fan_in). An orthogonal
+#: kernel's entries have variance gain^2 / max(fan_in, fan_out) (unit columns, or unit rows when wide).
+WEIGHT_VARIANCES: dict[str, Callable[[Any, int, int], float]] = {
+    **{name: lambda cfg, i, o: cfg.scale / _fan(cfg.mode, i, o) for name, build in INITIALIZERS.items() if build is variance_scaling},
+    "orthogonal": lambda cfg, i, o: cfg.scale**2 / max(i, o),
+    "normal": lambda cfg, i, o: cfg.sigma**2,
+    "meanfield": lambda cfg, i, o: cfg.sigma_w2 / i,
 }
 
 
@@ -97,10 +114,24 @@ def kernel_init(cfg: Any) -> Initializer:
     return INITIALIZERS[cfg.name](cfg)
 
 
+def weight_variance(cfg: Any, fan_in: int, fan_out: int) -> float:
+    """Var(W) of a (fan_in, fan_out) kernel drawn by the initializer ``cfg``."""
+    return WEIGHT_VARIANCES[cfg.name](cfg, fan_in, fan_out)
+
+
+def bias_variance(cfg: Any) -> float:
+    """The variance of the biases: sigma_b2 for ``meanfield``, ``init.bias_std`` squared otherwise."""
+    return cfg.sigma_b2 if cfg.name == "meanfield" else cfg.bias_std**2
+
+
 def bias_init(cfg: Any) -> Initializer:
-    """Biases start at the constant ``init.bias`` (0 unless configured)."""
-    bias = cfg.bias
-    return lambda rng, shape: np.full(shape, bias, np.float64)
+    """Biases drawn from N(``init.bias``, ``init.bias_std``^2), a constant when bias_std is 0 (the
+    presets); ``meanfield`` draws them from N(0, sigma_b2)."""
+    mean = 0.0 if cfg.name == "meanfield" else cfg.bias
+    std = float(np.sqrt(bias_variance(cfg)))
+    if std == 0:
+        return lambda rng, shape: np.full(shape, mean, np.float64)
+    return lambda rng, shape: mean + std * rng.standard_normal(shape)
 
 
 #: The collections a run's state keeps (the model's probes and records are made afresh at each step).

@@ -107,8 +107,13 @@ def claim(cell_dir: Path) -> CellLock | None:
         "heartbeat": now,
         "token": uuid.uuid4().hex,
     }
+    # Created with its content in one step (a hard link of a written file fails if the lock exists):
+    # a lock created empty and written afterwards reads as damaged, hence stale, to a process that
+    # looks in between, and both would train the cell.
+    tmp = path.with_name(f"{LOCK}.{info['token']}")
+    tmp.write_text(json.dumps(info))
     try:
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        os.link(tmp, path)
     except FileExistsError:
         if is_live(read_lock(cell_dir)):
             return None
@@ -117,9 +122,8 @@ def claim(cell_dir: Path) -> CellLock | None:
         current = read_lock(cell_dir)
         if current is None or current.get("token") != info["token"]:
             return None
-    else:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(json.dumps(info))
+    finally:
+        tmp.unlink(missing_ok=True)
     stop = threading.Event()
     thread = threading.Thread(target=_beat, args=(Path(cell_dir), info, stop), daemon=True, name="gradstudy-heartbeat")
     thread.start()
