@@ -41,6 +41,7 @@ from gradstudy.encoding import (
     legend_inches,
     styles_for,
 )
+from gradstudy.predictions import Predictions, predicted_layers
 from gradstudy.present import label_of
 from gradstudy.store import Study
 
@@ -52,6 +53,8 @@ DIVERGED_MARK = dict(marker="X", markersize=8, markeredgecolor="black", markered
 ZERO_MARK = dict(marker="v", markersize=7, markerfacecolor="none", markeredgewidth=1.2, linestyle="none", zorder=5)
 DIVERGED_TEXT = "✕ a seed diverged here"
 ZERO_TEXT = "▽ exactly 0, drawn at the axis floor"
+OVERLAY_LINE = dict(linestyle=(0, (4, 2)), linewidth=1.3, zorder=4)
+OVERLAY_TEXT = "dashed: mean-field prediction (step 0)"
 
 
 @dataclass
@@ -177,6 +180,7 @@ def _line_figure(
     integer_x: bool = False,
     signed_log_x: bool = False,
     drop_zero: bool = False,
+    overlay: pd.DataFrame | None = None,
 ) -> Plot:
     """Panels by ``enc.row`` x ``enc.col`` (wrapped), one line of panels per measure; in each panel
     one line per hue and style level against ``x``, the seeds summarized per ``Measure.summary``.
@@ -184,8 +188,11 @@ def _line_figure(
     ``divergence``: ``line`` puts ✕ on each diverged seed's last point (x is the step), ``axis``
     puts ✕ on the panel's x axis at the step, None draws none. ``drop_zero`` leaves out points
     whose summary is 0 (empty histogram bins) instead of marking them at the axis floor.
+    ``overlay`` (study, cell, measure, ``x``, value: one value per cell, no seeds) is drawn dashed
+    in each line's colour, averaged over the line's cells like the measure.
     """
     frame = _keyed(study, data[data["measure"].isin([m.name for m in measures])], enc)
+    drawn = _keyed(study, overlay, enc) if overlay is not None and len(overlay) else None
     colours = colours_for(frame, enc.hue, "_hue") if enc.hue else None
     styles = styles_for(_levels(frame, "_style")) if enc.style else {}
     diverged = _diverged_in_panels(study, frame, enc)
@@ -196,7 +203,7 @@ def _line_figure(
         frame = frame[~(last.to_numpy() == frame[x].to_numpy())]
     plan = layout(_levels(frame, "_row"), _levels(frame, "_col"), [m.name for m in measures], enc.wrap)
     unshared = [m.name for m in measures if not _comparable(frame[frame["measure"] == m.name])]
-    pages, n_zero, n_marked, n_hidden = [], 0, 0, 0
+    pages, n_zero, n_marked, n_hidden, n_overlaid = [], 0, 0, 0, 0
     for fig, panels in plan.figures(title, legend_inches(colours, list(styles), [DIVERGED_TEXT, ZERO_TEXT])):
         shared: dict[str, plt.Axes] = {}
         for panel, ax in panels.items():
@@ -246,6 +253,8 @@ def _line_figure(
                         color=colour,
                         **ZERO_MARK,
                     )
+            if drawn is not None:
+                n_overlaid += _draw_overlay(ax, drawn, panel, measure, x, colours, styles)
             if divergence is not None:
                 n_marked += _mark_divergence(
                     ax, data[data["measure"] == measure.name], diverged, panel, x, colours, divergence
@@ -261,6 +270,8 @@ def _line_figure(
             extra.append((Line2D([], [], markerfacecolor="0.6", **DIVERGED_MARK), DIVERGED_TEXT))
         if n_zero:
             extra.append((Line2D([], [], color="0.3", **ZERO_MARK), ZERO_TEXT))
+        if n_overlaid:
+            extra.append((Line2D([], [], color="0.3", **OVERLAY_LINE), OVERLAY_TEXT))
         add_legend(fig, list(panels.values()), colours, styles, ", ".join(enc.style), extra)
         pages.append(fig)
     notes = []
@@ -278,6 +289,28 @@ def _line_figure(
     if n_zero:
         notes.append(f"{n_zero} value(s) exactly 0 drawn as ▽ at the axis floor.")
     return Plot(pages, enc, notes)
+
+
+def _draw_overlay(
+    ax: plt.Axes,
+    drawn: pd.DataFrame,
+    panel: Panel,
+    measure: Measure,
+    x: str,
+    colours: Colours | None,
+    styles: dict[str, tuple[str, str | None]],
+) -> int:
+    """The panel's overlay lines: one per hue and style level, the mean (geometric on a log axis)
+    over that line's cells. Returns how many were drawn."""
+    mine = drawn[(drawn["_row"] == panel.row) & (drawn["_col"] == panel.col) & (drawn["measure"] == measure.name)]
+    count = 0
+    for (hue, _style), line in mine.groupby(["_hue", "_style"], sort=False):
+        values = line.groupby(x)["value"]
+        y = values.agg(lambda v: float(np.exp(np.log(v).mean()))) if measure.log else values.mean()
+        colour = colours[hue] if colours is not None else "C0"
+        ax.plot(y.index, y.to_numpy(), color=colour, label="_overlay", **OVERLAY_LINE)
+        count += 1
+    return count
 
 
 def _why_empty(study: Study, panel_rows: pd.DataFrame) -> str:
@@ -358,7 +391,8 @@ def _profile(
     row: Keys,
     wrap: int,
 ) -> Plot:
-    """Rows: each stat at the start and at the end (``analysis.phase_layers``); x: layer."""
+    """Rows: each stat at the start and at the end (``analysis.phase_layers``); x: layer. The
+    start rows carry the mean-field prediction (``gradstudy.predictions``) dashed, where it applies."""
     phased = analysis.phase_layers(study)
     phased = phased[phased["stat"].isin([s for s, _, _ in stats])]
     data = phased.assign(measure=phased["stat"] + "@" + phased["phase"])
@@ -372,12 +406,29 @@ def _profile(
         for stat, label, log in stats
     ]
     enc = encode(study, data, hue, style, col, row, wrap)
-    plot = _line_figure(study, data, measures, "layer", LAYER_LABEL, title, enc, divergence=None, integer_x=True)
+    predicted = predicted_layers(study)
+    overlay = predicted.layers[predicted.layers["stat"].isin([s for s, _, _ in stats])]
+    overlay = overlay.assign(measure=overlay["stat"] + "@start")
+    plot = _line_figure(
+        study, data, measures, "layer", LAYER_LABEL, title, enc, divergence=None, integer_x=True, overlay=overlay
+    )
     plot.notes.append(
         f"Lines: geometric mean over seeds of positive magnitudes, mean otherwise; 95% t band. "
         f"End: {analysis.end_steps_text(phased)}."
     )
+    plot.notes.extend(prediction_notes(predicted, overlay))
     return plot
+
+
+def prediction_notes(predicted: Predictions, overlay: pd.DataFrame) -> list[str]:
+    """What the dashed lines are, and which cells have none and why."""
+    notes = []
+    if len(overlay):
+        anchored = " δ is anchored at the measured last hidden layer." if (overlay["stat"] == "delta_std").any() else ""
+        notes.append(f"Dashed: the mean-field prediction at step 0 (gradstudy.theory), for the start only.{anchored}")
+    for reason, cells in predicted.skipped.groupby("reason", sort=False)["cell"]:
+        notes.append(f"No prediction for {len(cells)} cell(s) ({', '.join(cells)}): {reason}.")
+    return notes
 
 
 def gradient_profile(

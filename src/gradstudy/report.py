@@ -14,9 +14,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from gradstudy import analysis
+from gradstudy.analysis import KEY
 from gradstudy.encoding import DPI, study_keys
 from gradstudy.figures import REPORT_FIGURES, FigureSpec, steps_figure
+from gradstudy.predictions import predicted_layers
 from gradstudy.present import ZERO_MAGNITUDE, markdown_table
 from gradstudy.store import CONFIG, Study, load_study, read_meta
 
@@ -144,7 +148,9 @@ def write_report(
             ),
         ]
     if not gradients.empty:
-        ratios = gradients.drop_duplicates(["study", "cell", "phase"])
+        predicted = predicted_layers(study.complete())
+        ratios = gradients.drop_duplicates(["study", "cell", "phase"]).merge(predicted.ratios(), on=KEY, how="left")
+        ratios.loc[ratios["phase"] != "start", "delta_std_ratio_predicted"] = np.nan
         sections += [
             "",
             "## Gradients",
@@ -152,7 +158,10 @@ def write_report(
             "First-to-last hidden layer ratios of δ std and of the weight-gradient norm (geometric mean over seeds and the 95% t interval "
             "of the logs mapped back; below 1 the gradients shrink towards the input). `end` is each seed's last measured step: the end "
             "of training, or for a seed that diverged its last healthy step (`n_ended_early` counts those). "
-            f"A ratio of exactly 0 shows as {ZERO_MAGNITUDE}; `_n_zero` counts such seeds. Per-layer values are in gradients.csv.",
+            f"A ratio of exactly 0 shows as {ZERO_MAGNITUDE}; `_n_zero` counts such seeds. Per-layer values are in gradients.csv. "
+            "`delta_std_ratio_predicted` is mean-field theory's ratio at step 0 (gradstudy.theory) for the cell's own "
+            "initialization, activation, widths and data.",
+            *[f"No prediction for {', '.join(cells)}: {reason}." for reason, cells in predicted.skipped.groupby("reason", sort=False)["cell"]],
             "",
             markdown_table(
                 ratios,
@@ -166,6 +175,7 @@ def write_report(
                     "delta_std_ratio_low",
                     "delta_std_ratio_high",
                     "delta_std_ratio_n_zero",
+                    "delta_std_ratio_predicted",
                     "grad_norm_ratio_gmean",
                     "grad_norm_ratio_low",
                     "grad_norm_ratio_high",

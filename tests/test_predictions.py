@@ -1,0 +1,68 @@
+"""Mean-field predictions against measured step-0 profiles, and cells the theory does not describe."""
+
+import numpy as np
+import pytest
+
+from gradstudy import load_study
+from gradstudy.plots import activation_profile, gradient_profile
+from gradstudy.predictions import predicted_layers
+from gradstudy.run import run_cells
+
+DEPTH = 6
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    from conftest import TINY, compose_config
+
+    root = tmp_path_factory.mktemp("results")
+    base = [
+        *TINY,
+        f"results_dir={root}",
+        "study=theory",
+        f"model.depth={DEPTH}",
+        "model.width=256",
+        "train.batch_size=256",
+        "train.seeds=4",
+        "train.steps=10",
+        "train.eval_every=10",
+        "stats.every=5",
+    ]
+    grid = [("init=xavier", "act=relu"), ("init=he", "act=relu"), ("init=xavier", "act=tanh")]
+    odd = [("init=he", "act=relu", "norm=batchnorm"), ("init=he", "act=relu", "init.bias=0.1")]
+    run_cells([(compose_config(*base, *cell), None) for cell in grid + odd])
+    return load_study(root / "theory")
+
+
+def _measured(study, stat):
+    start = study.layers[(study.layers["step"] == 0) & (study.layers["stat"] == stat)]
+    return start.groupby(["cell", "layer"])["value"].agg(lambda v: float(np.exp(np.log(v).mean())))
+
+
+def test_predicted_profiles_match_the_measured_step_0_profiles(study):
+    """Width 256: every layer's measured scale (geometric mean over 4 seeds) within 15% of theory,
+    including xavier-relu's delta, which shrinks 2^2.5 ~ 5.7x over 6 layers."""
+    predicted = predicted_layers(study)
+    assert len(predicted.layers["cell"].unique()) == 3
+    for stat in ("delta_std", "act_std"):
+        theory = predicted.layers[predicted.layers["stat"] == stat].set_index(["cell", "layer"])["value"]
+        measured = _measured(study, stat).loc[theory.index]
+        np.testing.assert_allclose(measured, theory, rtol=0.15, err_msg=stat)
+    ratios = predicted.ratios().set_index("cell")["delta_std_ratio_predicted"]
+    xavier_relu = next(c for c in ratios.index if c.startswith("xavier-relu"))
+    assert ratios[xavier_relu] == pytest.approx(2 ** (-(DEPTH - 1) / 2), rel=1e-9)
+
+
+def test_cells_outside_the_theory_are_named_with_the_reason(study):
+    skipped = predicted_layers(study).skipped
+    reasons = dict(zip(skipped["cell"].str.split("-").str[2], skipped["reason"], strict=True))
+    assert len(skipped) == 2
+    assert any("norm=batchnorm" in r for r in reasons.values())
+    assert any("init.bias=0.1" in r for r in reasons.values())
+    for figure in (gradient_profile, activation_profile):
+        plot = figure(study.complete())
+        notes = " ".join(plot.notes)
+        assert "Dashed: the mean-field prediction at step 0" in notes
+        assert "norm=batchnorm" in notes and "init.bias=0.1" in notes
+        overlaid = [line for fig in plot.pages for ax in fig.axes for line in ax.lines if line.get_label() == "_overlay"]
+        assert overlaid, figure.__name__
