@@ -56,7 +56,9 @@ def test_overrides_change_the_formula():
 
 
 def test_truncated_normal_keeps_the_variance():
-    w = np.asarray(kernel_init(_cfg("he", distribution="truncated_normal"))(np.random.default_rng(3), (FAN_IN, FAN_OUT)))
+    w = np.asarray(
+        kernel_init(_cfg("he", distribution="truncated_normal"))(np.random.default_rng(3), (FAN_IN, FAN_OUT))
+    )
     assert w.var() == pytest.approx(2 / FAN_IN, rel=0.03)
     assert np.abs(w).max() <= 2 * np.sqrt(2 / FAN_IN) / 0.8796256 + 1e-6
 

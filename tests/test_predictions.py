@@ -64,5 +64,7 @@ def test_cells_outside_the_theory_are_named_with_the_reason(study):
         notes = " ".join(plot.notes)
         assert "Dashed: the mean-field prediction at step 0" in notes
         assert "norm=batchnorm" in notes and "init.bias=0.1" in notes
-        overlaid = [line for fig in plot.pages for ax in fig.axes for line in ax.lines if line.get_label() == "_overlay"]
+        overlaid = [
+            line for fig in plot.pages for ax in fig.axes for line in ax.lines if line.get_label() == "_overlay"
+        ]
         assert overlaid, figure.__name__

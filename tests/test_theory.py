@@ -17,7 +17,11 @@ REL = 1e-4
 # Oracles: 160-200-node Gauss-Hermite, scipy quad for SELU (issue #12).
 @pytest.mark.parametrize(
     "sigma_w2, q, x1, c, xi_c",
-    [(1.0, 0.19359, 0.75903, 1.0, 3.6270), (1.5, 0.41804, 0.93864, 1.0, 15.791), (2.0, 0.72176, 1.04767, 0.74408, 25.213)],
+    [
+        (1.0, 0.19359, 0.75903, 1.0, 3.6270),
+        (1.5, 0.41804, 0.93864, 1.0, 15.791),
+        (2.0, 0.72176, 1.04767, 0.74408, 25.213),
+    ],
 )
 def test_tanh_oracles(sigma_w2, q, x1, c, xi_c):
     assert q_star("tanh", sigma_w2, 0.05).q == pytest.approx(q, rel=REL)
@@ -74,7 +78,9 @@ def test_fixed_point_is_where_plain_iteration_ends(act, sigma_w2, sigma_b2):
 
 
 def _quad(f):
-    return integrate.quad(lambda z: f(z) * np.exp(-z * z / 2) / np.sqrt(2 * np.pi), -np.inf, np.inf, limit=400, points=None)[0]
+    return integrate.quad(
+        lambda z: f(z) * np.exp(-z * z / 2) / np.sqrt(2 * np.pi), -np.inf, np.inf, limit=400, points=None
+    )[0]
 
 
 @pytest.mark.parametrize("act", ["relu", "leaky_relu", "linear", "elu", "selu"])
@@ -143,7 +149,9 @@ def _cell(init: dict, act="relu", depth=10, width=100):
 def test_xavier_relu_profile_shrinks_by_the_stated_ratio():
     """Xavier (fan_avg, scale 1) with ReLU: each hidden layer multiplies E[delta^2] by 1/2 going down,
     so from the last to the first of 10 layers the standard deviation shrinks by 2^(-9/2) ~ 1/22.6."""
-    profile = theory.predicted_profile(_cell({"name": "xavier", "mode": "fan_avg", "distribution": "uniform"}), 0.1, 100)
+    profile = theory.predicted_profile(
+        _cell({"name": "xavier", "mode": "fan_avg", "distribution": "uniform"}), 0.1, 100
+    )
     assert profile.delta_std[0] / profile.delta_std[-1] == pytest.approx(2 ** (-4.5), rel=1e-12)
     # q halves per layer from the first: z_std shrinks by sqrt(2) per layer
     np.testing.assert_allclose(profile.z_std[1:] / profile.z_std[:-1], 2**-0.5, rtol=1e-12)

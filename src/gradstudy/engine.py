@@ -242,9 +242,15 @@ class Engine:
     def _variable_shapes(self) -> dict[str, Any]:
         """The shapes and dtypes of one run's variables, from the model's ``init`` traced once per
         process and structure (``model`` and ``norm`` nodes, input and class count), never compiled."""
-        key = "\n".join(
-            [*(OmegaConf.to_yaml(self.cfg[node], resolve=True) for node in ("model", "norm")), str(self._example.shape)]
-        ) + f"\n{self.n_classes}"
+        key = (
+            "\n".join(
+                [
+                    *(OmegaConf.to_yaml(self.cfg[node], resolve=True) for node in ("model", "norm")),
+                    str(self._example.shape),
+                ]
+            )
+            + f"\n{self.n_classes}"
+        )
         if key not in _VARIABLE_SHAPES:
             _VARIABLE_SHAPES[key] = jax.eval_shape(
                 lambda: self.model.init(jax.random.PRNGKey(0), self._example, train=False)

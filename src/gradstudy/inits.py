@@ -102,7 +102,11 @@ INITIALIZERS: dict[str, Callable[[Any], Initializer]] = {
 #: what mean-field theory needs of an initializer (its sigma_w2 is this times fan_in). An orthogonal
 #: kernel's entries have variance gain^2 / max(fan_in, fan_out) (unit columns, or unit rows when wide).
 WEIGHT_VARIANCES: dict[str, Callable[[Any, int, int], float]] = {
-    **{name: lambda cfg, i, o: cfg.scale / _fan(cfg.mode, i, o) for name, build in INITIALIZERS.items() if build is variance_scaling},
+    **{
+        name: lambda cfg, i, o: cfg.scale / _fan(cfg.mode, i, o)
+        for name, build in INITIALIZERS.items()
+        if build is variance_scaling
+    },
     "orthogonal": lambda cfg, i, o: cfg.scale**2 / max(i, o),
     "normal": lambda cfg, i, o: cfg.sigma**2,
     "meanfield": lambda cfg, i, o: cfg.sigma_w2 / i,

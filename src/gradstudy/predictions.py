@@ -18,8 +18,10 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from gradstudy import theory
-from gradstudy.config import ActConfig, DataConfig, InitConfig, ModelConfig, NormConfig
 from gradstudy.analysis import KEY
+from gradstudy.compat import data_inputs
+from gradstudy.config import ActConfig, DataConfig, InitConfig, ModelConfig, NormConfig
+from gradstudy.data import load_dataset
 from gradstudy.store import CONFIG, STATUS_COMPLETE, Study
 
 #: The measured statistic each predicted profile is drawn against.
@@ -51,17 +53,11 @@ def cell_config(path: Path) -> DictConfig:
     """The nodes of a cell's config (its ``config.yaml``) that the theory reads, on the schema's defaults."""
     plain = yaml.safe_load((Path(path) / CONFIG).read_text()) or {}
     return OmegaConf.create(
-        {node: OmegaConf.merge(OmegaConf.structured(schema), plain.get(node, {})) for node, schema in THEORY_NODES.items()}
+        {
+            node: OmegaConf.merge(OmegaConf.structured(schema), plain.get(node, {}))
+            for node, schema in THEORY_NODES.items()
+        }
     )
-
-
-def _data_moments(data_cfg) -> tuple[float, int]:
-    """E[x^2] over the training split's examples and features, and the number of features."""
-    from gradstudy.data import load_dataset
-
-    dataset = load_dataset(data_cfg)
-    x = np.asarray(dataset.x_train, np.float64)
-    return float(np.mean(x**2)), dataset.n_features
 
 
 def predicted_layers(study: Study) -> Predictions:
@@ -77,15 +73,19 @@ def predicted_layers(study: Study) -> Predictions:
             continue
         reason = theory.not_applicable(cfg)
         last = measured0[
-            (measured0["study"] == cell["study"]) & (measured0["cell"] == cell["cell"]) & (measured0["layer"] == cfg.model.depth)
+            (measured0["study"] == cell["study"])
+            & (measured0["cell"] == cell["cell"])
+            & (measured0["layer"] == cfg.model.depth)
         ]["value"]
         last = last[last > 0]
         if reason is None and last.empty:
             reason = "no measured step-0 delta_std at the last hidden layer to anchor the gradient profile"
         if reason is None:
-            data_q, n_inputs = _data_moments(cfg.data)
+            inputs = data_inputs(load_dataset(cfg.data))
             try:
-                profile = theory.predicted_profile(cfg, data_q, n_inputs, float(np.exp(np.log(last).mean())))
+                profile = theory.predicted_profile(
+                    cfg, inputs.data_q, inputs.n_inputs, float(np.exp(np.log(last).mean()))
+                )
             except ValueError as err:
                 reason = str(err)
         if reason is not None:

@@ -161,7 +161,10 @@ def write_report(
             f"A ratio of exactly 0 shows as {ZERO_MAGNITUDE}; `_n_zero` counts such seeds. Per-layer values are in gradients.csv. "
             "`delta_std_ratio_predicted` is mean-field theory's ratio at step 0 (gradstudy.theory) for the cell's own "
             "initialization, activation, widths and data.",
-            *[f"No prediction for {', '.join(cells)}: {reason}." for reason, cells in predicted.skipped.groupby("reason", sort=False)["cell"]],
+            *[
+                f"No prediction for {', '.join(cells)}: {reason}."
+                for reason, cells in predicted.skipped.groupby("reason", sort=False)["cell"]
+            ],
             "",
             markdown_table(
                 ratios,

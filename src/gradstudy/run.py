@@ -32,6 +32,7 @@ from rich.progress import (
 )
 
 from gradstudy.callbacks import summarize_sweep, sweep_of_job
+from gradstudy.compat import compatibility_warnings, data_inputs
 from gradstudy.config import (
     ConfigError,
     canonical,
@@ -229,7 +230,11 @@ def _claim(cfg: DictConfig, arm: str | None, sweep: str | None, console: Console
         meta["seeds"] = seeds_of(cfg)
         c.data_yaml = OmegaConf.to_yaml(cfg.data, resolve=True)
         c.program = program_key(full)
-        validate_against_data(cfg, len(_dataset(c.data_yaml).y_train))
+        dataset = _dataset(c.data_yaml)
+        validate_against_data(cfg, len(dataset.y_train))
+        meta["warnings"] = compatibility_warnings(cfg, data_inputs(dataset))
+        for warning in meta["warnings"]:
+            console.print(f"gradstudy: {cell}: warning: {warning}")
         meta.update(provenance())
         write_json(cell_dir / META, meta)
     except Exception as err:

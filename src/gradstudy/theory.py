@@ -411,7 +411,9 @@ def _depth(rate: float) -> float:
     return float(-1 / np.log(rate)) if rate < 1 else float("inf")
 
 
-def depth_scales(act: str, sigma_w2: float, sigma_b2: float, alpha: float | None = None, q0: float = 1.0) -> DepthScales:
+def depth_scales(
+    act: str, sigma_w2: float, sigma_b2: float, alpha: float | None = None, q0: float = 1.0
+) -> DepthScales:
     """xi_q^-1 = -ln[chi1 + sigma_w2 int Dz phi''(sqrt(q*) z) phi(sqrt(q*) z)];
     xi_c^-1 = -ln[sigma_w2 int Dz1 Dz2 phi'(u1) phi'(u2)] at c*."""
     m = moments(act, alpha)
@@ -422,7 +424,9 @@ def depth_scales(act: str, sigma_w2: float, sigma_b2: float, alpha: float | None
     return DepthScales(xi_q=_depth(x1 + sigma_w2 * m.d2phi_phi(q)), xi_c=_depth(chi_c))
 
 
-def critical_sigma_w2(act: str, sigma_b2: float, alpha: float | None = None, low: float = 0.5, high: float = 8.0) -> float:
+def critical_sigma_w2(
+    act: str, sigma_b2: float, alpha: float | None = None, low: float = 0.5, high: float = 8.0
+) -> float:
     """The weight variance at which chi1 = 1 (the order-to-chaos boundary) for bias variance ``sigma_b2``."""
     return float(optimize.brentq(lambda w: chi1(act, w, sigma_b2, alpha) - 1, low, high, xtol=1e-12))
 
@@ -464,7 +468,10 @@ def predicted_profile(cfg: Any, data_q: float, n_inputs: int, delta_last: float 
     m = moments(cfg.act.name, cfg.act.alpha)
     depth, width = cfg.model.depth, cfg.model.width
     widths = [n_inputs, *[width] * depth]
-    sigma_w2 = [weight_variance(cfg.init, fan_in, fan_out) * fan_in for fan_in, fan_out in zip(widths, widths[1:])]
+    sigma_w2 = [
+        weight_variance(cfg.init, fan_in, fan_out) * fan_in
+        for fan_in, fan_out in zip(widths[:-1], widths[1:], strict=True)
+    ]
     sigma_b2 = bias_variance(cfg.init)
     qs = [sigma_w2[0] * data_q + sigma_b2]
     for layer in range(1, depth):

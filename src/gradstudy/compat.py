@@ -1,0 +1,127 @@
+"""Compatibility warnings: combinations that theory says train badly, each with its number.
+
+These are warnings, not errors: researchers break these rules on purpose (that is what a grid of
+Xavier against He with ReLU is for). ``compatibility_warnings`` returns one line per rule a cell
+breaks; ``gradstudy.run`` prints each once per cell and keeps them in the cell's ``meta.json``.
+
+Each rule is a function of the cell's config and the data's second moment (``Inputs``) that returns
+its warning or None; adding a rule is one function plus one entry in ``RULES``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from gradstudy import theory
+from gradstudy.inits import bias_variance, weight_variance
+
+#: Depths beyond which a rule's vanishing gradient is worth a warning.
+XAVIER_RELU_DEPTH, SIGMOID_DEPTH = 10, 4
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """What the rules need of the data: E[x^2] over examples and features, and the feature count."""
+
+    data_q: float
+    n_inputs: int
+
+
+def data_inputs(dataset: Any) -> Inputs:
+    """``Inputs`` of a loaded dataset, from its training split."""
+    x = np.asarray(dataset.x_train, np.float64)
+    return Inputs(data_q=float(np.mean(x**2)), n_inputs=int(dataset.n_features))
+
+
+def _sigma_w2(cfg: Any) -> float:
+    """The hidden layers' sigma_w2 (weight variance times fan-in) under the cell's initializer."""
+    width = cfg.model.width
+    return weight_variance(cfg.init, width, width) * width
+
+
+def _delta_ratio(cfg: Any, inputs: Inputs) -> str:
+    """The predicted first-to-last hidden layer ratio of the std of delta, as text (or why there is none)."""
+    reason = theory.not_applicable(cfg)
+    if reason is not None:
+        return f"(no mean-field prediction: {reason})"
+    try:
+        delta = theory.predicted_profile(cfg, inputs.data_q, inputs.n_inputs).delta_std
+    except ValueError as err:
+        return f"(no mean-field prediction: {err})"
+    ratio = delta[0] / delta[-1]
+    shown = f"1/{1 / ratio:.3g}" if ratio < 1 else f"{ratio:.3g}"
+    return f"mean-field theory predicts std(delta) at layer 1 / at layer {cfg.model.depth} = {shown}"
+
+
+def selu_conditions(cfg: Any, inputs: Inputs) -> str | None:
+    """SELU self-normalizes only from LeCun normal weights, on standardized inputs, without batch norm."""
+    if cfg.act.name != "selu":
+        return None
+    broken = []
+    lecun = (
+        cfg.init.name in ("lecun", "meanfield")
+        and abs(_sigma_w2(cfg) - 1.0) < 1e-9
+        and cfg.init.get("distribution", "normal") != "uniform"
+    )
+    if not lecun:
+        broken.append(f"init={cfg.init.name} (sigma_w2 = {_sigma_w2(cfg):.3g}, not LeCun normal's 1)")
+    if cfg.norm.name != "none":
+        broken.append(f"norm={cfg.norm.name} (it replaces the self-normalizing fixed point)")
+    if not cfg.data.get("standardize", False):
+        broken.append(f"data.standardize=false (inputs have E[x^2] = {inputs.data_q:.3g}, not 1)")
+    if not broken:
+        return None
+    chi = theory.chi1("selu", 1.0, 0.0)
+    return (
+        "SELU's fixed point (mean 0, variance 1: q* = 1, chi1 = "
+        f"{chi:.4f}) needs LeCun normal weights, standardized inputs and no normalization layer; this cell has "
+        + "; ".join(broken)
+    )
+
+
+def he_with_saturating(cfg: Any, inputs: Inputs) -> str | None:
+    """He init doubles the variance for ReLU's lost half; a tanh or sigmoid keeps both halves."""
+    if cfg.init.name not in ("he", "he_uniform") or cfg.act.name not in ("sigmoid", "tanh"):
+        return None
+    chi = theory.chi1(cfg.act.name, _sigma_w2(cfg), bias_variance(cfg.init))
+    return (
+        f"He init with {cfg.act.name}: sigma_w2 = {_sigma_w2(cfg):.3g} puts {cfg.act.name} at chi1 = {chi:.3g} "
+        f"(1 is the edge of chaos); {_delta_ratio(cfg, inputs)}"
+    )
+
+
+def xavier_with_deep_relu(cfg: Any, inputs: Inputs) -> str | None:
+    """Xavier's variance halves at every ReLU layer, and so does E[delta^2] on the way down."""
+    if (
+        cfg.init.name not in ("xavier", "xavier_normal")
+        or cfg.act.name != "relu"
+        or cfg.model.depth <= XAVIER_RELU_DEPTH
+    ):
+        return None
+    return f"Xavier init with ReLU at depth {cfg.model.depth}: chi1 = {theory.chi1('relu', _sigma_w2(cfg), bias_variance(cfg.init)):.3g} per layer; {_delta_ratio(cfg, inputs)}"
+
+
+def deep_sigmoid(cfg: Any, inputs: Inputs) -> str | None:
+    """The logistic sigmoid's slope is at most 1/4: without batch norm delta shrinks at every layer."""
+    if cfg.act.name != "sigmoid" or cfg.norm.name != "none" or cfg.model.depth <= SIGMOID_DEPTH:
+        return None
+    return (
+        f"sigmoid at depth {cfg.model.depth} without batch norm: its slope is at most 1/4; {_delta_ratio(cfg, inputs)}"
+    )
+
+
+RULES: list[Callable[[Any, Inputs], str | None]] = [
+    selu_conditions,
+    he_with_saturating,
+    xavier_with_deep_relu,
+    deep_sigmoid,
+]
+
+
+def compatibility_warnings(cfg: Any, inputs: Inputs) -> list[str]:
+    """One line per rule of ``RULES`` that the cell ``cfg`` breaks."""
+    return [w for rule in RULES if (w := rule(cfg, inputs)) is not None]
