@@ -19,9 +19,15 @@ def _warnings(*overrides):
 @pytest.mark.parametrize(
     "overrides, expected",
     [
-        (("act=selu", "init=he"), ["SELU's fixed point", "init=he (sigma_w2 = 2", "data.standardize=false", "chi1 = 1.0716"]),
+        (
+            ("act=selu", "init=he"),
+            ["SELU's fixed point", "init=he (sigma_w2 = 2", "data.standardize=false", "chi1 = 1.0716"],
+        ),
         (("act=selu", "init=lecun", "norm=batchnorm", "data.standardize=true"), ["norm=batchnorm"]),
-        (("act=tanh", "init=he"), ["He init with tanh", "sigma_w2 = 2", "chi1 = ", "std(delta) at layer 1 / at layer 10"]),
+        (
+            ("act=tanh", "init=he"),
+            ["He init with tanh", "sigma_w2 = 2", "chi1 = ", "std(delta) at layer 1 / at layer 10"],
+        ),
         (("act=sigmoid", "init=he_uniform", "model.depth=3"), ["He init with sigmoid"]),
         (("act=relu", "init=xavier", "model.depth=11"), ["Xavier init with ReLU at depth 11", "chi1 = 0.5", "= 1/32"]),
         (("act=sigmoid", "init=xavier", "model.depth=5"), ["sigmoid at depth 5 without batch norm", "1/"]),

@@ -25,7 +25,7 @@ from gradstudy.run import run_cell
 from gradstudy.store import Study, load_study
 
 #: Cells per preset: the size of each paper's grid.
-GRID_SIZES = {"glorot2010": 12, "he2015": 4, "clevert2015": 3, "ioffe2015": 2, "klambauer2017": 6}
+GRID_SIZES = {"glorot2010": 12, "he2015": 4, "clevert2015": 3, "ioffe2015": 2, "klambauer2017": 6, "schoenholz2017": 35}
 
 
 def test_every_preset_has_a_paper_module_and_the_other_way_round():
@@ -229,3 +229,87 @@ def test_reproduce_writes_the_report_from_files(tmp_path):
     assert all(v.verdict == INCONCLUSIVE for v in verdicts)  # one seed: no interval, no verdict
     for spec in papers()["ioffe2015"].figures:
         assert (p.study_dir / "figures" / f"{spec.name}.png").is_file() and f"figures/{spec.name}.png" in text
+
+
+def _schoenholz_study(accuracy) -> Study:
+    """Hand-made cells of the schoenholz2017 grid: ``accuracy(sigma_w2, depth, six_xi_c)`` is each
+    cell's final training accuracy (3 seeds, a little noise)."""
+    from gradstudy import theory
+
+    rng = np.random.default_rng(1)
+    cells, curves = [], []
+    for sigma_w2 in (1.0, 1.25, 1.5, 1.76, 2.25, 3.0, 4.0):
+        six_xi_c = 6 * theory.depth_scales("tanh", sigma_w2, 0.05).xi_c
+        for depth in (10, 20, 40, 60, 80):
+            cell = f"meanfield-tanh-none-mnist5k-d{depth}w8-sgd-{int(sigma_w2 * 100):010d}"
+            cells.append(
+                {
+                    "study": "s",
+                    "cell": cell,
+                    "init": "meanfield",
+                    "act": "tanh",
+                    "init.sigma_w2": sigma_w2,
+                    "init.sigma_b2": 0.05,
+                    "model.depth": depth,
+                    "status": "complete",
+                    "n_seeds": 3,
+                    "n_diverged": 0,
+                }
+            )
+            for seed in range(3):
+                for step, value in (
+                    (0, 0.1),
+                    (500, accuracy(sigma_w2, depth, six_xi_c) + 0.01 * rng.standard_normal()),
+                ):
+                    curves.append(
+                        {
+                            "study": "s",
+                            "cell": cell,
+                            "seed": seed,
+                            "step": step,
+                            "split": "train",
+                            "metric": "accuracy",
+                            "value": value,
+                        }
+                    )
+    curves = pd.DataFrame(curves)
+    empty = pd.DataFrame(columns=["study", "cell", "seed", "step", "layer", "stat", "value"])
+    return Study(
+        cells=pd.DataFrame(cells),
+        curves=curves,
+        layers=empty,
+        hists=pd.DataFrame(),
+        seeds=_healthy_seeds(curves),
+        steps=pd.DataFrame(columns=["study", "cell", "seed", "step", "loss"]),
+    )
+
+
+@pytest.mark.parametrize(
+    "accuracy, expected",
+    [
+        (lambda w, depth, six_xi_c: 0.9 if depth < six_xi_c else 0.1, [SUPPORTED] * 4),
+        (lambda w, depth, six_xi_c: 0.1, [CONTRADICTED, SUPPORTED, SUPPORTED, CONTRADICTED]),
+    ],
+    ids=["as_theory_says", "nothing_trains"],
+)
+def test_schoenholz_claims_on_hand_made_results(accuracy, expected):
+    from gradstudy.papers.schoenholz2017 import agreement_table
+
+    study = _schoenholz_study(accuracy)
+    assert [check(claim, study).verdict for claim in papers()["schoenholz2017"].claims] == expected
+    table = agreement_table(study)
+    assert len(table) == 35 and table["predicted_trainable"].sum() == 26  # 6 xi_c: 21.8 at 1.0, 41.9 at 4.0
+
+
+@pytest.mark.slow
+def test_schoenholz_smoke_reproduction_draws_the_phase_diagram(tmp_path):
+    """The smoke budget end to end (35 cells, batched one program per depth): claims, tables and the heat map."""
+    from gradstudy.run import run_cells
+
+    p = plan("schoenholz2017", "smoke", str(tmp_path))
+    base = ("+experiment=schoenholz2017", "budget=smoke", f"results_dir={tmp_path}")
+    run_cells([(compose_config(*base, *c.overrides), None) for c in p.cells])
+    report, verdicts = write_reproduction(papers()["schoenholz2017"], p)
+    text = report.read_text()
+    assert len(verdicts) == 4 and "## Paper and ours" in text and "6ξ_c = 21.8" in text
+    assert (p.study_dir / "figures" / "fig5_phase_diagram.png").is_file()

@@ -786,3 +786,64 @@ def _seed_marks(ax: plt.Axes, seeds: pd.DataFrame, y: float, colour: tuple) -> N
             ax.plot(
                 seed.last_step, y + dy, marker=">", color=colour, markerfacecolor="none", linestyle="none", markersize=5
             )
+
+
+def final_accuracy(study: Study, split: str = "train") -> pd.DataFrame:
+    """Each cell's mean over seeds of ``split`` accuracy at each seed's last evaluation (a diverged
+    seed's frozen state counts as it stands): study, cell, accuracy, n_seeds."""
+    rows = study.curves[(study.curves["split"] == split) & (study.curves["metric"] == "accuracy")]
+    last = rows.sort_values("step").groupby([*KEY, "seed"])["value"].last().reset_index()
+    return last.groupby(KEY)["value"].agg(accuracy="mean", n_seeds="count").reset_index()
+
+
+def phase_diagram(study: Study, x: str = "init.sigma_w2", y: str = "model.depth", split: str = "train") -> Plot:
+    """Heat map of the final ``split`` accuracy (mean over seeds) over two config keys, with mean-field
+    theory's trainable depth 6 xi_c (Schoenholz et al. 2017) drawn over it when ``x`` is sigma_w2."""
+    cells = study.cells.merge(final_accuracy(study, split), on=KEY)
+    grid = cells.pivot_table(index=y, columns=x, values="accuracy", aggfunc="mean").sort_index().sort_index(axis=1)
+    xs, ys = grid.columns.to_numpy(float), grid.index.to_numpy(float)
+    fig, ax = plt.subplots(figsize=(1.0 * len(xs) + 2.5, 0.55 * len(ys) + 2.0), layout="constrained")
+    image = ax.imshow(grid.to_numpy(), origin="lower", aspect="auto", cmap="viridis", vmin=0, vmax=1)
+    for (i, j), value in np.ndenumerate(grid.to_numpy()):
+        if np.isfinite(value):
+            ax.text(
+                j, i, f"{value:.2f}", ha="center", va="center", fontsize=7, color="white" if value < 0.6 else "black"
+            )
+    ax.set_xticks(range(len(xs)), [f"{v:g}" for v in xs])
+    ax.set_yticks(range(len(ys)), [f"{v:g}" for v in ys])
+    ax.set(xlabel=x, ylabel=y, title=f"Final {split} accuracy (mean over seeds)")
+    fig.colorbar(image, ax=ax, label=f"{split} accuracy")
+    notes = [f"Each square: the mean over seeds of the {split} accuracy at each seed's last evaluation."]
+    curve = _trainable_depth(cells, x, xs)
+    if curve is not None:
+        fine, depth = curve
+        ax.plot(_grid_position(fine, xs), _grid_position(depth, ys), color="white", linestyle="--", linewidth=1.5)
+        ax.set_ylim(-0.5, len(ys) - 0.5)
+        notes.append(
+            "Dashed: 6 xi_c, the trainable depth mean-field theory predicts (gradstudy.theory), interpolated between the grid's rows."
+        )
+    return Plot([fig], Encoding(), notes)
+
+
+def _grid_position(values: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """Where ``values`` fall on a heat map axis whose squares sit at 0, 1, ... for the sorted ``grid``
+    values: linear between squares, extended linearly past the ends (the axis limits clip it)."""
+    index = np.arange(len(grid), dtype=float)
+    if len(grid) < 2:
+        return np.zeros_like(values, dtype=float)
+    inside = np.interp(values, grid, index)
+    below = (values - grid[0]) / (grid[1] - grid[0])
+    above = len(grid) - 1 + (values - grid[-1]) / (grid[-1] - grid[-2])
+    return np.where(values < grid[0], below, np.where(values > grid[-1], above, inside))
+
+
+def _trainable_depth(cells: pd.DataFrame, x: str, xs: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """6 xi_c on a fine grid of sigma_w2 across ``xs``, for the cells' one activation and bias variance."""
+    from gradstudy import theory
+
+    if x != "init.sigma_w2" or cells["act"].nunique() != 1 or "init.sigma_b2" not in cells:
+        return None
+    act, sigma_b2 = cells["act"].iloc[0], float(cells["init.sigma_b2"].iloc[0])
+    alpha = cells["act.alpha"].iloc[0] if "act.alpha" in cells and pd.notna(cells["act.alpha"].iloc[0]) else None
+    fine = np.linspace(xs.min(), xs.max(), 120)
+    return fine, np.array([6 * theory.depth_scales(act, w, sigma_b2, alpha).xi_c for w in fine])

@@ -216,6 +216,8 @@ def papers() -> dict[str, Paper]:
         he2015,
         ioffe2015,
         klambauer2017,
+        schoenholz2017,
     )
 
-    return {m.PAPER.name: m.PAPER for m in (glorot2010, he2015, clevert2015, ioffe2015, klambauer2017)}
+    modules = (glorot2010, he2015, clevert2015, ioffe2015, klambauer2017, schoenholz2017)
+    return {m.PAPER.name: m.PAPER for m in modules}
