@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -40,3 +41,38 @@ def test_only_bounded_activations_saturate_and_only_relu_dies():
 
 def test_every_activation_has_a_preset():
     assert {p.stem for p in Path(conf_dir(), "act").glob("*.yaml")} == set(ACTIVATIONS)
+
+
+def test_prelu_slope_gradient_matches_finite_differences(tiny_cfg):
+    """The gradient of the loss with respect to each layer's learned slope (one per layer, and one per
+    unit) against central differences, in float64."""
+    from gradstudy.data import load_dataset
+    from gradstudy.engine import Engine
+    from gradstudy.model import slope_name
+    from gradstudy.step import loss_fn
+
+    for per_unit in (False, True):
+        cfg = tiny_cfg("act=prelu", f"act.per_unit={str(per_unit).lower()}", "act.alpha=0.3", "init=he")
+        dataset = load_dataset(cfg.data)
+        engine = Engine(cfg, dataset)
+        params = jax.tree.map(lambda a: np.asarray(a[0], np.float64), engine.init([0]).params)
+        assert params[slope_name(1)]["alpha"].shape == ((cfg.model.width,) if per_unit else ())
+        x, y = np.asarray(dataset.x_train[:32], np.float64), np.asarray(dataset.y_train[:32])
+        with jax.enable_x64(True):
+
+            def loss(p):
+                return loss_fn(engine.model, p, {}, None, x, y, False)[0]
+
+            grads = jax.grad(loss)(params)
+            for layer in (1, cfg.model.depth):
+                name = slope_name(layer)
+                alpha = params[name]["alpha"]
+                for unit in [()] if not per_unit else [(0,), (3,)]:
+                    step = np.zeros_like(alpha)
+                    step[unit] = 1e-6
+
+                    def moved(sign, name=name, alpha=alpha, step=step):
+                        return float(loss({**params, name: {"alpha": alpha + sign * step}}))
+
+                    numeric = (moved(1) - moved(-1)) / 2e-6
+                    assert float(np.asarray(grads[name]["alpha"])[unit]) == pytest.approx(numeric, rel=1e-5, abs=1e-9)

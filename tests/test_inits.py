@@ -29,6 +29,11 @@ EXPECTED_VAR = {
     "lecun_uniform": 1 / FAN_IN,
     "standard": 1 / (3 * FAN_IN),
     "normal": 1.0,
+    # the chapter's formulas as it writes them: sigma or r, then the variance
+    "chapter_xavier_normal": np.sqrt(2 / (FAN_IN + FAN_OUT)) ** 2,
+    "chapter_xavier_uniform": np.sqrt(6 / (FAN_IN + FAN_OUT)) ** 2 / 3,
+    "chapter_he_normal": (2 / np.sqrt(FAN_IN + FAN_OUT)) ** 2,
+    "chapter_he_uniform": np.sqrt(24 / (FAN_IN + FAN_OUT)) ** 2 / 3,
 }
 
 
@@ -146,3 +151,12 @@ def test_weight_variance_is_what_the_initializer_draws(name):
     for shape in ((FAN_IN, FAN_OUT), (FAN_OUT, FAN_IN)):
         w = kernel_init(_cfg(name))(np.random.default_rng(8), shape)
         assert (w**2).mean() == pytest.approx(weight_variance(_cfg(name), *shape), rel=6 * np.sqrt(2 / N))
+
+
+def test_the_chapters_he_uniform_has_twice_its_he_normal_variance():
+    """The discrepancy the chapter11 report states: r = sqrt(24/(n_in+n_out)) has variance 8/(n_in+n_out),
+    twice the normal form's 4/(n_in+n_out)."""
+    normal = kernel_init(_cfg("chapter_he_normal"))(np.random.default_rng(9), (FAN_IN, FAN_OUT))
+    uniform = kernel_init(_cfg("chapter_he_uniform"))(np.random.default_rng(9), (FAN_IN, FAN_OUT))
+    assert uniform.var() / normal.var() == pytest.approx(2.0, rel=10 * np.sqrt(2 / N))
+    assert np.abs(uniform).max() <= np.sqrt(24 / (FAN_IN + FAN_OUT))

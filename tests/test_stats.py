@@ -20,6 +20,7 @@ DERIVATIVES = {
     "tanh": (np.tanh, lambda z: 1 - np.tanh(z) ** 2),
     "relu": (lambda z: np.maximum(z, 0), lambda z: (z > 0).astype(float)),
     "sigmoid": (lambda z: 1 / (1 + np.exp(-z)), lambda z: np.exp(-z) / (1 + np.exp(-z)) ** 2),
+    "prelu": (lambda z: np.where(z > 0, z, 0.25 * z), lambda z: np.where(z > 0, 1.0, 0.25)),  # at its initial slope
 }
 SEEDS = [4, 9, 11]
 
@@ -65,6 +66,16 @@ def test_statistics_match_explicit_chain_rule(tiny_cfg, act):
             np.testing.assert_allclose(_stat(stats, "delta_std")[i, k - 1], np.std(batch * dz), rtol=2e-4)
             np.testing.assert_allclose(_stat(stats, "act_mean")[i, k - 1], h.mean(), rtol=1e-4, atol=1e-6)
             np.testing.assert_allclose(_stat(stats, "act_std")[i, k - 1], h.std(), rtol=1e-4)
+            np.testing.assert_allclose(_stat(stats, "z_std")[i, k - 1], zs[k - 1].std(), rtol=1e-4)
+            negative = np.all(zs[k - 1] <= 0, axis=0).mean()
+            if ACTIVATIONS[act].rectifier:
+                assert _stat(stats, "negative_frac")[i, k - 1] == pytest.approx(negative)
+            else:
+                assert np.isnan(_stat(stats, "negative_frac")[i, k - 1])
+            if act == "prelu":
+                assert _stat(stats, "prelu_alpha")[i, k - 1] == 0.25
+            else:
+                assert np.isnan(_stat(stats, "prelu_alpha")[i, k - 1])
             dh = dz @ p[hidden_name(k)]["kernel"].T
             if act == "relu":
                 assert _stat(stats, "dead_frac")[i, k - 1] == pytest.approx(np.all(zs[k - 1] <= 0, axis=0).mean())

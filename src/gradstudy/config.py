@@ -46,6 +46,7 @@ class InitConfig:
 class ActConfig:
     name: str = MISSING
     alpha: float | None = None
+    per_unit: bool = False
 
 
 @dataclass

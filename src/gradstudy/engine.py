@@ -57,12 +57,12 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 from omegaconf import OmegaConf
 
-from gradstudy.activations import ACTIVATIONS, activation_fn
+from gradstudy.activations import ACTIVATIONS
 from gradstudy.data import Dataset
 from gradstudy.evaluate import eval_sets, evaluate_run, set_sizes
 from gradstudy.inits import initial_variables
 from gradstudy.measure import histograms, jacobian_statistic, layer_statistics
-from gradstudy.model import build_model
+from gradstudy.model import build_model, initial_constants
 from gradstudy.optim import make_optimizer
 from gradstudy.stats import HIST_QUANTITIES, INIT_EXTRAS, JACOBIAN_EXAMPLES, HistBins, hist_bins, stat_names
 from gradstudy.step import TrainState, make_step
@@ -167,7 +167,7 @@ class Engine:
         measure = layer_statistics(act, cfg.stats.tier == "full", tuple(cfg.stats.extra))
         self.measured_step = make_step(self.model, optimizer, self.x_train, self.y_train, measure)
         self._run_histograms = histograms(self.model, self.hist_bins, self.x_train, self.y_train)
-        self._run_jacobians = jacobian_statistic(self.model, activation_fn(cfg.act.name, cfg.act.alpha))
+        self._run_jacobians = jacobian_statistic(self.model, act, cfg.act.alpha)
         runs, shared = P(RUNS), P()
         self._chunk = self._per_device(self._chunk_fn, (runs, shared, shared, runs, shared), donate=True)
         self._histograms = self._per_device(self._histograms_fn, (runs, runs))
@@ -229,7 +229,8 @@ class Engine:
         drawn in numpy) and its own optimizer hyperparameters."""
         optimizer = make_optimizer(cfg.optim)
         shapes = self._variable_shapes()
-        each = [initial_variables(cfg.init, shapes, s) for s in seeds]
+        constants = initial_constants(cfg)
+        each = [initial_variables(cfg.init, shapes, s, constants) for s in seeds]
         variables = jax.tree.map(lambda *leaves: np.stack(leaves), *each)
         params = variables["params"]
         return TrainState(
@@ -241,11 +242,11 @@ class Engine:
 
     def _variable_shapes(self) -> dict[str, Any]:
         """The shapes and dtypes of one run's variables, from the model's ``init`` traced once per
-        process and structure (``model`` and ``norm`` nodes, input and class count), never compiled."""
+        process and structure (``model``, ``norm`` and ``act`` nodes, input and class count), never compiled."""
         key = (
             "\n".join(
                 [
-                    *(OmegaConf.to_yaml(self.cfg[node], resolve=True) for node in ("model", "norm")),
+                    *(OmegaConf.to_yaml(self.cfg[node], resolve=True) for node in ("model", "norm", "act")),
                     str(self._example.shape),
                 ]
             )

@@ -93,6 +93,11 @@ INITIALIZERS: dict[str, Callable[[Any], Initializer]] = {
     "lecun": variance_scaling,
     "lecun_uniform": variance_scaling,
     "standard": variance_scaling,
+    # The chapter "Training Deep Neural Nets"'s formulas as it writes them (conf/init/chapter_*.yaml).
+    "chapter_xavier_normal": variance_scaling,
+    "chapter_xavier_uniform": variance_scaling,
+    "chapter_he_normal": variance_scaling,
+    "chapter_he_uniform": variance_scaling,
     "orthogonal": orthogonal,
     "normal": gaussian,
     "meanfield": mean_field,
@@ -154,18 +159,23 @@ def dense_layer_number(name: str) -> int | None:
     return None
 
 
-def initial_variables(cfg: Any, shapes: Mapping[str, Any], seed: int) -> dict[str, Any]:
+def initial_variables(
+    cfg: Any, shapes: Mapping[str, Any], seed: int, constants: Mapping[str, float] | None = None
+) -> dict[str, Any]:
     """One run's initial variables, with the structure, shapes and dtypes of ``shapes`` (the model's
-    ``init`` under ``jax.eval_shape``): its ``VARIABLE_COLLECTIONS``, as numpy arrays."""
+    ``init`` under ``jax.eval_shape``): its ``VARIABLE_COLLECTIONS``, as numpy arrays. A variable of
+    a module that is not a dense layer starts at its ``NORM_VALUES`` or ``constants`` value by name
+    (``model.initial_constants``: a learned slope's alpha)."""
     kernel, bias = kernel_init(cfg), bias_init(cfg)
+    fixed = {**NORM_VALUES, **(constants or {})}
 
     def module(collection: str, name: str, leaves: Mapping[str, Any]) -> dict[str, np.ndarray]:
         layer = dense_layer_number(name)
         if layer is None:
-            unknown = set(leaves) - set(NORM_VALUES)
+            unknown = set(leaves) - set(fixed)
             if unknown:
                 raise ValueError(f"no initial value for {collection}/{name}/{sorted(unknown)}")
-            return {k: np.full(v.shape, NORM_VALUES[k], v.dtype) for k, v in leaves.items()}
+            return {k: np.full(v.shape, fixed[k], v.dtype) for k, v in leaves.items()}
         rng = np.random.default_rng([INIT_STREAM, seed, layer])
         w, b = leaves["kernel"], leaves["bias"]
         return {"kernel": kernel(rng, w.shape).astype(w.dtype), "bias": bias(rng, b.shape).astype(b.dtype)}

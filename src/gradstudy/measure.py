@@ -9,12 +9,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 
 from gradstudy.activations import Activation
-from gradstudy.model import MLP, hidden_name
+from gradstudy.model import MLP, hidden_name, slope_name
 from gradstudy.stats import HIST_QUANTITIES, HistBins, histogram, mean_singular_value, network_stats
 from gradstudy.step import Measure, Pass, TrainState, probed_pass
 
@@ -23,8 +24,10 @@ def layer_statistics(act: Activation, percentiles: bool, extra: Sequence[str]) -
     """``measure`` for ``make_step``: the statistics of every hidden layer, (depth, n_stats)."""
 
     def measure(probed: Pass) -> jax.Array:
-        kernel_grads = [probed.grads[hidden_name(k)]["kernel"] for k in range(1, len(probed.zs) + 1)]
-        return network_stats(kernel_grads, probed.dzs, probed.zs, probed.hs, act, percentiles, extra)
+        layers = range(1, len(probed.zs) + 1)
+        kernel_grads = [probed.grads[hidden_name(k)]["kernel"] for k in layers]
+        slopes = [learned_slope(probed.params, k) for k in layers]
+        return network_stats(kernel_grads, probed.dzs, probed.zs, probed.hs, act, percentiles, extra, slopes)
 
     return measure
 
@@ -43,17 +46,27 @@ def histograms(
     return run_histograms
 
 
+def learned_slope(params: Any, layer: int) -> jax.Array | None:
+    """Hidden layer ``layer``'s learned activation slope (PReLU's alpha), or None without one."""
+    return params.get(slope_name(layer), {}).get("alpha")
+
+
 def jacobian_statistic(
-    model: MLP, act_fn: Callable[[jax.Array], jax.Array]
+    model: MLP, act: Activation, alpha: float | None
 ) -> Callable[[TrainState, jax.Array], jax.Array]:
-    """``(state, x) ->`` ``jacobian_sv_mean`` of every hidden layer of one run on the examples x: (depth, 1)."""
+    """``(state, x) ->`` ``jacobian_sv_mean`` of every hidden layer of one run on the examples x:
+    (depth, 1). A learned slope enters at its current value."""
+    fixed = act.default_alpha if alpha is None else alpha
 
     def run_jacobians(state: TrainState, x: jax.Array) -> jax.Array:
         variables = {"params": state.params, "batch_stats": state.batch_stats}
         _, updates = model.apply(variables, x, train=True, mutable=["batch_stats", "intermediates"])
-        layers = range(1, model.depth + 1)
-        zs = [updates["intermediates"][f"z{k}"][0] for k in layers]
-        kernels = [state.params[hidden_name(k)]["kernel"] for k in layers]
-        return jnp.stack([mean_singular_value(w, z, act_fn) for w, z in zip(kernels, zs, strict=True)])[:, None]
+        values = []
+        for k in range(1, model.depth + 1):
+            slope = learned_slope(state.params, k)
+            a = fixed if slope is None else slope
+            z = updates["intermediates"][f"z{k}"][0]
+            values.append(mean_singular_value(state.params[hidden_name(k)]["kernel"], z, lambda v, a=a: act.fn(v, a)))
+        return jnp.stack(values)[:, None]
 
     return run_jacobians

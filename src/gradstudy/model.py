@@ -13,6 +13,7 @@ Both are no-ops unless asked for, so a plain training step pays nothing for them
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import flax.linen as nn
@@ -46,6 +47,24 @@ def hidden_name(layer: int) -> str:
     return f"hidden{layer}"
 
 
+def slope_name(layer: int) -> str:
+    """Parameter-tree name of hidden layer ``layer``'s learned activation slope (PReLU)."""
+    return f"slope{layer}"
+
+
+class LearnedSlope(nn.Module):
+    """``act(z, alpha)`` with alpha a parameter: one per layer, or one per unit (``per_unit``)."""
+
+    act: Callable[[jax.Array, jax.Array], jax.Array]
+    alpha: float
+    per_unit: bool
+
+    @nn.compact
+    def __call__(self, z: jax.Array) -> jax.Array:
+        shape = (z.shape[-1],) if self.per_unit else ()
+        return self.act(z, self.param("alpha", nn.initializers.constant(self.alpha), shape))
+
+
 class MLP(nn.Module):
     depth: int
     width: int
@@ -53,6 +72,8 @@ class MLP(nn.Module):
     act: Callable[[jax.Array], jax.Array]
     make_norm: NormFactory | None = None
     norm_position: str = "before"
+    #: A learned-slope activation (``LearnedSlope``) in place of ``act``, built per layer.
+    make_slope: Callable[..., nn.Module] | None = None
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
@@ -64,7 +85,7 @@ class MLP(nn.Module):
             if norm_before:
                 z = self.make_norm(train)(z)
             z = self.perturb(f"z{layer}", z)
-            h = self.act(z)
+            h = self.act(z) if self.make_slope is None else self.make_slope(name=slope_name(layer))(z)
             self.sow("intermediates", f"z{layer}", z)
             self.sow("intermediates", f"h{layer}", h)
             if norm_after:
@@ -75,8 +96,13 @@ class MLP(nn.Module):
 def build_model(cfg: Any, n_classes: int) -> MLP:
     """The MLP described by a resolved run config (``model``, ``act``, ``norm`` nodes). Its initial
     values come from ``gradstudy.inits.initial_variables``, not from Flax's initializers."""
-    from gradstudy.activations import activation_fn
+    from gradstudy.activations import ACTIVATIONS, activation_fn
 
+    act = ACTIVATIONS[cfg.act.name]
+    make_slope = None
+    if act.learned_alpha:
+        alpha = act.default_alpha if cfg.act.alpha is None else cfg.act.alpha
+        make_slope = partial(LearnedSlope, act.fn, alpha, cfg.act.per_unit)
     return MLP(
         depth=cfg.model.depth,
         width=cfg.model.width,
@@ -84,4 +110,14 @@ def build_model(cfg: Any, n_classes: int) -> MLP:
         act=activation_fn(cfg.act.name, cfg.act.alpha),
         make_norm=None if NORMS[cfg.norm.name] is None else NORMS[cfg.norm.name](cfg.norm),
         norm_position=cfg.norm.position,
+        make_slope=make_slope,
     )
+
+
+def initial_constants(cfg: Any) -> dict[str, float]:
+    """The starting values of the model's variables that are neither dense nor normalization
+    layers': a learned slope starts at ``act.alpha`` (``inits.initial_variables``)."""
+    from gradstudy.activations import ACTIVATIONS
+
+    act = ACTIVATIONS[cfg.act.name]
+    return {"alpha": act.default_alpha if cfg.act.alpha is None else cfg.act.alpha} if act.learned_alpha else {}

@@ -38,7 +38,17 @@ import numpy as np
 from gradstudy.activations import Activation
 from gradstudy.store import HIST_REGIONS
 
-SCALAR_STATS = ("grad_norm", "delta_std", "act_mean", "act_std", "saturated_frac", "dead_frac")
+SCALAR_STATS = (
+    "grad_norm",
+    "delta_std",
+    "act_mean",
+    "act_std",
+    "saturated_frac",
+    "dead_frac",
+    "z_std",
+    "negative_frac",
+    "prelu_alpha",
+)
 #: Percentiles of the pre-activation z_l (Ioffe & Szegedy's figure 1), recorded by the ``full`` tier.
 PERCENTILES = (15, 50, 85)
 PERCENTILE_STATS = tuple(f"z_p{q}" for q in PERCENTILES)
@@ -93,22 +103,27 @@ def layer_stats(
     act: Activation,
     percentiles: bool,
     extra: Sequence[str] = (),
+    slope: jax.Array | None = None,
 ) -> jax.Array:
     """The statistics of one hidden layer, in the order of ``stat_names``.
 
-    ``dloss_dz`` is the gradient of the *mean* minibatch loss with respect to z, shape (B, width).
+    ``dloss_dz`` is the gradient of the *mean* minibatch loss with respect to z, shape (B, width);
+    ``slope`` the layer's learned activation slope (PReLU), if it has one.
     """
     batch = z.shape[0]
     nan = jnp.array(jnp.nan, h.dtype)
     saturated = jnp.mean(act.saturated(h)) if act.saturated is not None else nan
-    dead = jnp.mean(jnp.all(z <= 0, axis=0)) if act.has_dead_units else nan
+    negative = jnp.mean(jnp.all(z <= 0, axis=0))  # units with z <= 0 on every example of the batch
     scalars = [
         jnp.sqrt(jnp.sum(jnp.square(kernel_grad))),
         jnp.std(batch * dloss_dz),
         jnp.mean(h),
         jnp.std(h),
         saturated.astype(h.dtype),
-        dead.astype(h.dtype),
+        (negative if act.has_dead_units else nan).astype(h.dtype),
+        jnp.std(z),
+        (negative if act.rectifier else nan).astype(h.dtype),
+        (jnp.mean(slope) if slope is not None else nan).astype(h.dtype),
     ]
     if percentiles:
         n = z.size
@@ -146,10 +161,12 @@ def network_stats(
     act: Activation,
     percentiles: bool = False,
     extra: Sequence[str] = (),
+    slopes: Sequence[jax.Array | None] | None = None,
 ) -> jax.Array:
     """Statistics of every hidden layer: shape (depth, n_stats)."""
-    layers = zip(kernel_grads, dloss_dzs, zs, hs, strict=True)
-    return jnp.stack([layer_stats(g, d, z, h, act, percentiles, extra) for g, d, z, h in layers])
+    slopes = slopes if slopes is not None else [None] * len(zs)
+    layers = zip(kernel_grads, dloss_dzs, zs, hs, slopes, strict=True)
+    return jnp.stack([layer_stats(g, d, z, h, act, percentiles, extra, a) for g, d, z, h, a in layers])
 
 
 @dataclass(frozen=True)

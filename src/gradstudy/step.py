@@ -33,6 +33,7 @@ class Pass(NamedTuple):
 
     loss: jax.Array
     batch_stats: Any
+    params: Any  # the parameters the pass ran with (a learned slope is read from them)
     grads: Any
     dzs: list[jax.Array]  # dL/dz_l
     zs: list[jax.Array]  # z_l
@@ -65,6 +66,7 @@ def probed_pass(model: MLP, state: TrainState, x: jax.Array, y: jax.Array) -> Pa
     return Pass(
         loss=loss,
         batch_stats=aux.get("batch_stats", {}),
+        params=state.params,
         grads=grads,
         dzs=[dz[f"z{k}"] for k in layers],
         zs=[inter[f"z{k}"][0] for k in layers],

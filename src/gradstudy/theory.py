@@ -288,6 +288,7 @@ MOMENTS: dict[str, Callable[[float | None], Moments]] = {
     "softsign": lambda a: Moments(_softsign()),
     "relu": lambda a: RectifierMoments(0.0),
     "leaky_relu": lambda a: RectifierMoments(0.01 if a is None else a),
+    "prelu": lambda a: RectifierMoments(0.25 if a is None else a),  # at its current slope (at step 0: act.alpha)
     "elu": lambda a: ExpLinearMoments(1.0 if a is None else a),
     "selu": lambda a: ExpLinearMoments(SELU_ALPHA, SELU_SCALE),
     "gelu": lambda a: Moments(_gelu()),
