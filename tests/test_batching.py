@@ -198,3 +198,13 @@ def test_the_sweeper_hands_each_group_to_one_job(tmp_path):
     )
     assert off.returncode == 0, off.stderr[-3000:]
     assert "Launching 2 jobs" in off.stderr + off.stdout
+
+
+def test_two_members_that_compose_to_one_cell_train_it_once(tmp_path, capsys):
+    """A preset whose arm and experiment set the same key can make two members one config."""
+    cfg = compose_config(*TINY, f"results_dir={tmp_path}", "train.seeds=1")
+    first, second = run_cells([(cfg, None), (cfg.copy(), None)])
+    assert first == second
+    assert json.loads((Path(first) / META).read_text())["status"] == STATUS_COMPLETE
+    err = capsys.readouterr().err
+    assert "listed twice in this group" in err and "left alone" not in err

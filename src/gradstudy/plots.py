@@ -450,6 +450,15 @@ def activation_profile(
     return _profile(study, stats, "Activation profile across layers", hue, style, col, row, wrap)
 
 
+def variance_profile(
+    study: Study, hue: Keys = None, style: Keys = None, col: Keys = None, row: Keys = None, wrap: int = WRAP
+) -> Plot:
+    """Std of each layer's pre-activation z_l and of its activation h_l against layer, at the start
+    and the end (log scale): a layer whose z spreads far more than the h it gets is amplifying."""
+    stats = [("z_std", "std of z (input to φ)", True), ("act_std", "std of h = φ(z)", True)]
+    return _profile(study, stats, "Spread of z and h across layers", hue, style, col, row, wrap)
+
+
 def _over_training(
     study: Study, stats: Sequence[tuple[str, str]], title: str, hue: Keys, style: Keys, col: Keys, row: Keys, wrap: int
 ) -> Plot:
@@ -468,6 +477,15 @@ def activation_over_training(
     return _over_training(
         study, stats, "Activations per layer over training (mean over seeds)", hue, style, col, row, wrap
     )
+
+
+def negative_frac_over_training(
+    study: Study, hue: Keys = None, style: Keys = None, col: Keys = None, row: Keys = None, wrap: int = WRAP
+) -> Plot:
+    """Fraction of each layer's units with z <= 0 on every example of the batch, over training (a
+    rectifier's units that pass no signal; dead for ReLU)."""
+    stats = [("negative_frac", "units with z ≤ 0\non every example")]
+    return _over_training(study, stats, "Units at z ≤ 0 per layer over training (mean over seeds)", hue, style, col, row, wrap)
 
 
 def unit_mean_median_over_training(

@@ -1,7 +1,8 @@
 """Mean-field predictions for the cells of a study, as tidy rows beside the measured ones.
 
 For each complete cell the theory applies to (``theory.not_applicable``), ``predicted_layers`` gives
-the step-0 profile of ``theory.predicted_profile`` for the cell's own config and data: the std of
+the step-0 profile of ``theory.predicted_profile`` for the cell's own config and data: the std of z_l
+(``z_std``), of
 h_l (``act_std``) and of delta_l (``delta_std``), the latter anchored at the measured step-0
 ``delta_std`` of the last hidden layer (geometric mean over seeds). Cells it does not apply to are
 listed with the reason, so that a report can say so instead of drawing nothing silently.
@@ -25,7 +26,7 @@ from gradstudy.data import load_dataset
 from gradstudy.store import CONFIG, STATUS_COMPLETE, Study
 
 #: The measured statistic each predicted profile is drawn against.
-PREDICTED_STATS = {"act_std": "h_std", "delta_std": "delta_std"}
+PREDICTED_STATS = {"act_std": "h_std", "delta_std": "delta_std", "z_std": "z_std"}
 
 
 @dataclass(frozen=True)

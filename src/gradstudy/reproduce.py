@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -29,7 +30,7 @@ from gradstudy.encoding import DPI
 from gradstudy.papers import CONTRADICTED, Paper, Verdict, check, papers
 from gradstudy.present import markdown_table, number
 from gradstudy.report import figure_section
-from gradstudy.store import cell_id, load_study, write_json, write_text
+from gradstudy.store import ARM, cell_id, load_study, write_json, write_text
 
 PLAN = "plan.json"
 REPORT = "reproduction.md"
@@ -114,6 +115,26 @@ def run_command(p: Plan) -> list[str]:
         f"budget={p.budget}",
         f"results_dir={p.study_dir.parent}",
     ]
+
+
+def arm_of(cell: PlannedCell) -> str | None:
+    """The ``+arm=`` value of a planned cell, if its grid has arms."""
+    return next((o.split("=", 1)[1] for o in cell.overrides if o.startswith(f"+{ARM}=")), None)
+
+
+def write_latency(paper: Paper, p: Plan) -> Path:
+    """Time the inference of the paper's ``latency_arms`` (``gradstudy.latency``) and write the table
+    beside the cells, where the speed claims read it."""
+    from gradstudy.data import load_dataset
+    from gradstudy.latency import BATCH, LATENCY_FILE, measure_latency
+
+    base = [f"+experiment={p.name}", f"budget={p.budget}"]
+    configs = {arm_of(c): _compose([*base, *c.overrides]) for c in p.cells if arm_of(c) in paper.latency_arms}
+    dataset = load_dataset(next(iter(configs.values())).data)
+    table = measure_latency(configs, np.asarray(dataset.x_train[:BATCH]), dataset.n_classes)
+    path = p.study_dir / LATENCY_FILE
+    write_text(path, table.to_csv(index=False))
+    return path
 
 
 def _verdict_rows(verdicts: list[Verdict]) -> pd.DataFrame:
@@ -210,6 +231,8 @@ def reproduce(name: str, budget: str, results_dir: str, run: bool = True) -> int
                 file=sys.stderr,
             )
             status = 3
+    if run and paper.latency_arms:
+        print(f"gradstudy.reproduce: timing inference of {', '.join(paper.latency_arms)}: {write_latency(paper, p)}")
     report, verdicts = write_reproduction(paper, p, wall_s)
     for v in verdicts:
         print(f"  {v.verdict:>12}  {v.claim.key}")

@@ -138,7 +138,8 @@ def run_cells(cells: list[tuple[DictConfig, str | None]], sweep: str | None = No
     outcomes: list[Claim | str] = []
     try:
         for cfg, arm in cells:
-            outcomes.append(_claim(cfg, arm, sweep, console))
+            held = {c.cell_dir for c in _claims(outcomes)}
+            outcomes.append(_claim(cfg, arm, sweep, console, held))
         by_program: dict[str, list[Claim]] = {}
         for c in _claims(outcomes):
             by_program.setdefault(c.program, []).append(c)
@@ -161,9 +162,12 @@ def _claims(outcomes: list[Claim | str]) -> list[Claim]:
     return [c for c in outcomes if isinstance(c, Claim)]
 
 
-def _claim(cfg: DictConfig, arm: str | None, sweep: str | None, console: Console) -> Claim | str:
+def _claim(
+    cfg: DictConfig, arm: str | None, sweep: str | None, console: Console, held: set[Path] = frozenset()
+) -> Claim | str:
     """Check a cell, record it in its sweep and take its lock. Returns the claim of a cell to train,
-    or its folder when there is nothing to train here ("" when there is nowhere safe to write)."""
+    or its folder when there is nothing to train here ("" when there is nowhere safe to write).
+    ``held``: the folders this group already claimed (two members that compose to one config)."""
     try:
         check_run_keys(cfg)
     except ConfigError as err:  # nowhere safe to record it: say so, write nothing
@@ -199,6 +203,9 @@ def _claim(cfg: DictConfig, arm: str | None, sweep: str | None, console: Console
         return str(cell_dir)
     if complete and not cfg.force:
         console.print(_skip_line(cell, previous.meta))
+        return str(cell_dir)
+    if cell_dir in held:
+        console.print(f"gradstudy: {cell}: listed twice in this group (two members compose to the same config); it trains once")
         return str(cell_dir)
     lock = claim(cell_dir)
     if lock is None:

@@ -95,6 +95,9 @@ class Paper:
     #: What the paper did, and how each budget differs from it.
     setup: str
     differences: dict[str, str]
+    #: Arms (``+arm=`` values of the grid) whose inference latency ``gradstudy.reproduce`` times
+    #: after training, interleaved in one process (``gradstudy.latency``), for the speed claims.
+    latency_arms: tuple[str, ...] = ()
 
 
 def decide(measurement: Measurement, direction: str, threshold: float) -> str:
@@ -211,6 +214,7 @@ def difference(a: pd.Series | np.ndarray, b: pd.Series | np.ndarray, **numbers: 
 def papers() -> dict[str, Paper]:
     """Every paper, by preset name."""
     from gradstudy.papers import (
+        chapter11,
         clevert2015,
         glorot2010,
         he2015,
@@ -219,5 +223,5 @@ def papers() -> dict[str, Paper]:
         schoenholz2017,
     )
 
-    modules = (glorot2010, he2015, clevert2015, ioffe2015, klambauer2017, schoenholz2017)
+    modules = (glorot2010, he2015, clevert2015, ioffe2015, klambauer2017, schoenholz2017, chapter11)
     return {m.PAPER.name: m.PAPER for m in modules}
