@@ -10,7 +10,10 @@ from gradstudy.latency import measure_latency, ratios
 
 
 def test_rounds_interleave_every_arm_and_time_per_example():
-    configs = {"relu": compose_config(*TINY, "act=relu"), "prelu_bn": compose_config(*TINY, "act=prelu", "norm=batchnorm")}
+    configs = {
+        "relu": compose_config(*TINY, "act=relu"),
+        "prelu_bn": compose_config(*TINY, "act=prelu", "norm=batchnorm"),
+    }
     dataset = load_dataset(configs["relu"].data)
     table = measure_latency(configs, dataset.x_train[:100], dataset.n_classes, rounds=3, calls=2)
     assert list(table["arm"]) == ["relu", "prelu_bn"] * 3 and list(table["round"]) == [0, 0, 1, 1, 2, 2]

@@ -25,7 +25,15 @@ from gradstudy.run import run_cell
 from gradstudy.store import Study, load_study
 
 #: Cells per preset: the size of each paper's grid.
-GRID_SIZES = {"glorot2010": 12, "he2015": 8, "clevert2015": 3, "ioffe2015": 2, "klambauer2017": 6, "schoenholz2017": 35, "chapter11": 10}
+GRID_SIZES = {
+    "glorot2010": 12,
+    "he2015": 8,
+    "clevert2015": 3,
+    "ioffe2015": 2,
+    "klambauer2017": 6,
+    "schoenholz2017": 35,
+    "chapter11": 10,
+}
 
 
 def test_every_preset_has_a_paper_module_and_the_other_way_round():

@@ -485,7 +485,9 @@ def negative_frac_over_training(
     """Fraction of each layer's units with z <= 0 on every example of the batch, over training (a
     rectifier's units that pass no signal; dead for ReLU)."""
     stats = [("negative_frac", "units with z ≤ 0\non every example")]
-    return _over_training(study, stats, "Units at z ≤ 0 per layer over training (mean over seeds)", hue, style, col, row, wrap)
+    return _over_training(
+        study, stats, "Units at z ≤ 0 per layer over training (mean over seeds)", hue, style, col, row, wrap
+    )
 
 
 def unit_mean_median_over_training(

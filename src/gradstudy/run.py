@@ -205,7 +205,9 @@ def _claim(
         console.print(_skip_line(cell, previous.meta))
         return str(cell_dir)
     if cell_dir in held:
-        console.print(f"gradstudy: {cell}: listed twice in this group (two members compose to the same config); it trains once")
+        console.print(
+            f"gradstudy: {cell}: listed twice in this group (two members compose to the same config); it trains once"
+        )
         return str(cell_dir)
     lock = claim(cell_dir)
     if lock is None:

@@ -91,7 +91,9 @@ def _steps_earlier(faster: str, slower: str):
         a, b = _arm(study, faster), _arm(study, slower)
         diff = compare_cells(study, a, b, TARGET_ACCURACY)
         times = steps_to_target(study.curves, TARGET_ACCURACY)
-        medians = {f"median steps {name}": lower_median(rows_of(times, c)["step"]) for name, c in ((faster, a), (slower, b))}
+        medians = {
+            f"median steps {name}": lower_median(rows_of(times, c)["step"]) for name, c in ((faster, a), (slower, b))
+        }
         return Measurement(diff["difference"], diff["low"], diff["high"], medians)
 
     return measure

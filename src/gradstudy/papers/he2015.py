@@ -59,7 +59,10 @@ def _final_loss(init: str, depth: int):
 
 
 def _start_earlier(study: Study) -> Measurement:
-    he, xavier = cell(study, init="he", act="relu", model__depth=22), cell(study, init="lecun", act="relu", model__depth=22)
+    he, xavier = (
+        cell(study, init="he", act="relu", model__depth=22),
+        cell(study, init="lecun", act="relu", model__depth=22),
+    )
     target = START_FRACTION * CHANCE_LOSS
     diff = compare_cells(study, he, xavier, target, metric="loss", split="train")
     times = steps_to_target(study.curves, target, metric="loss", split="train")
