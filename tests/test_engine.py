@@ -7,6 +7,7 @@ import pytest
 
 from gradstudy.data import load_dataset
 from gradstudy.engine import Engine, batch_indices
+from gradstudy.stats import SCALAR_STATS
 
 
 @pytest.fixture
@@ -61,7 +62,7 @@ def test_statistics_schedule_and_tiers(tiny_cfg):
     engine = Engine(cfg, load_dataset(cfg.data))
     result = engine.run(engine.init([0]), [0])
     assert list(result.stats_steps) == [0, 5, 10, 15, 20]
-    assert result.stats.shape == (5, 1, cfg.model.depth, 6)
+    assert result.stats.shape == (5, 1, cfg.model.depth, len(SCALAR_STATS))
     assert list(result.eval_steps) == [0, 10, 20, 23]
     assert np.isfinite(result.stats[..., :4]).all()
     cfg = tiny_cfg("stats=none")

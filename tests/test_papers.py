@@ -212,6 +212,55 @@ def test_steps_to_target_claim_on_hand_made_curves(bn_step, plain_step, expected
     assert check(claim, study).verdict == expected
 
 
+def _unit_rows(cell: str, widen: float, shift: float) -> list[dict]:
+    """Units of a last hidden layer whose 15th/85th percentiles move apart by ``widen`` and whose
+    median moves by ``shift`` over training (step-0 spread 2), with a little seed-to-seed noise."""
+    rng = np.random.default_rng(len(cell))
+    rows = []
+    for seed in range(5):
+        for unit in range(8):
+            for step in (0, 50, 100):
+                t = step / 100 * (1 + 0.05 * rng.standard_normal())
+                values = {"z_p15": -1 - widen * t, "z_p50": shift * t, "z_p85": 1 + widen * t}
+                rows += [
+                    {
+                        "study": "s",
+                        "cell": cell,
+                        "seed": seed,
+                        "step": step,
+                        "layer": 3,
+                        "unit": unit,
+                        "stat": k,
+                        "value": v,
+                    }
+                    for k, v in values.items()
+                ]
+    return rows
+
+
+def test_ioffe_drift_is_judged_per_percentile_so_widening_is_not_a_moving_median():
+    """Without BN the units only widen symmetrically: the 15th and 85th percentiles drift, the median
+    does not, and the per-percentile claims say exactly that."""
+    cells = pd.DataFrame(
+        [
+            {"study": "s", "cell": c, "norm": n, "status": "complete", "n_seeds": 5, "n_diverged": 0}
+            for c, n in (("bn", "batchnorm"), ("plain", "none"))
+        ]
+    )
+    units = pd.DataFrame(_unit_rows("bn", widen=0.05, shift=0.02) + _unit_rows("plain", widen=1.0, shift=0.02))
+    empty = pd.DataFrame(columns=["study", "cell", "seed", "step"])
+    study = Study(cells=cells, curves=empty, layers=empty, hists=empty, seeds=empty, steps=empty, units=units)
+    verdicts = {c.key: check(c, study).verdict for c in papers()["ioffe2015"].claims if "z_p" in c.key}
+    assert verdicts == {
+        "z_p15_drifts_more_without_bn": SUPPORTED,
+        "z_p15_stable_with_bn": SUPPORTED,
+        "z_p50_drifts_more_without_bn": INCONCLUSIVE,
+        "z_p50_stable_with_bn": SUPPORTED,
+        "z_p85_drifts_more_without_bn": SUPPORTED,
+        "z_p85_stable_with_bn": SUPPORTED,
+    }
+
+
 # ----- reproduce ------------------------------------------------------------------------------------
 def test_reproduce_rejects_unknown_papers(capsys):
     assert reproduce_main(["nosuchpaper"]) == 2
@@ -233,7 +282,7 @@ def test_reproduce_writes_the_report_from_files(tmp_path):
         run_cell(compose_config("+experiment=ioffe2015", "budget=smoke", f"results_dir={tmp_path}", *c.overrides))
     report, verdicts = write_reproduction(papers()["ioffe2015"], p)
     text = report.read_text()
-    assert len(verdicts) == 3 and "Budget **smoke**" in text and "## Paper and ours" in text
+    assert len(verdicts) == 8 and "Budget **smoke**" in text and "## Paper and ours" in text
     assert all(v.verdict == INCONCLUSIVE for v in verdicts)  # one seed: no interval, no verdict
     for spec in papers()["ioffe2015"].figures:
         assert (p.study_dir / "figures" / f"{spec.name}.png").is_file() and f"figures/{spec.name}.png" in text
@@ -326,13 +375,13 @@ def test_schoenholz_smoke_reproduction_draws_the_phase_diagram(tmp_path):
 @pytest.mark.slow
 def test_chapter11_smoke_reproduction_checks_every_statement(tmp_path):
     """The smoke budget end to end: ten arms, the latency timing, every statement's verdict and figures."""
-    from gradstudy.reproduce import write_latency
+    from gradstudy.reproduce import arm_of, write_latency
     from gradstudy.run import run_cells
 
     paper = papers()["chapter11"]
     p = plan("chapter11", "smoke", str(tmp_path))
     base = ("+experiment=chapter11", "budget=smoke", f"results_dir={tmp_path}")
-    folders = run_cells([(compose_config(*base, *c.overrides), None) for c in p.cells])
+    folders = run_cells([(compose_config(*base, *c.overrides), arm_of(c)) for c in p.cells])
     assert len(set(folders)) == 10  # no two arms compose to one cell
     write_latency(paper, p)
     report, verdicts = write_reproduction(paper, p)

@@ -4,6 +4,8 @@
 * delta = B * dL/dz and the activation statistics against an explicit chain rule in float64 numpy.
 """
 
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -261,3 +263,33 @@ def test_jacobian_statistic_matches_glorot_and_bengio_at_init(tiny_cfg):
         engine = Engine(cfg, load_dataset(cfg.data))
         values[init] = engine.init_stats(engine.init([0, 1]))[:, 1:, 0].mean()
     assert abs(values["standard"] - 0.5) < 0.05 and abs(values["xavier"] - 0.8) < 0.05
+
+
+def test_unit_percentiles_follow_single_units_and_land_in_their_own_table(tiny_cfg, tmp_path):
+    """Each of the first stats.units units' 15/50/85th percentile of z over the batch, against numpy's
+    inverted-CDF percentiles of an explicit float64 forward pass; written to units.parquet, not layers."""
+    from gradstudy import load_study
+    from gradstudy.run import run_cell
+    from gradstudy.store import unit_stat
+
+    extra = ("stats.extra=[unit_percentiles]", "stats.units=3")
+    cfg, dataset, _, params, stats = _first_step(tiny_cfg, "tanh", *extra)
+    names = stat_names("scalars", ["unit_percentiles"], 3)
+    for i, seed in enumerate(SEEDS):
+        idx = batch_indices(seed, len(dataset.y_train), cfg.train.batch_size, 0, 1)[0]
+        h = dataset.x_train[idx].astype(np.float64)
+        for k in range(1, cfg.model.depth + 1):
+            layer = params[hidden_name(k)]
+            z = h @ layer["kernel"][i].astype(np.float64) + layer["bias"][i]
+            for unit in range(3):
+                for q in (15, 50, 85):
+                    expected = np.percentile(z[:, unit], q, method="inverted_cdf")
+                    assert stats[i, k - 1, names.index(unit_stat(unit, q))] == pytest.approx(
+                        expected, rel=1e-5, abs=1e-6
+                    )
+            h = np.tanh(z)
+    study = load_study(Path(run_cell(tiny_cfg("act=tanh", *extra, f"results_dir={tmp_path}"))).parent)
+    units = study.units
+    assert set(units["unit"]) == {0, 1, 2} and set(units["stat"]) == {"z_p15", "z_p50", "z_p85"}
+    assert len(units) == len(study.layers[study.layers["stat"] == "z_std"]) * 3 * 3
+    assert not study.layers["stat"].str.startswith("unit").any()

@@ -74,7 +74,8 @@ def test_complete_cell_and_study_schema(cell_cfg, tmp_path):
     assert list(layers.columns) == ["study", "cell", "seed", "step", "layer", "stat", "value"]
     assert set(curves["split"]) == {"train", "test"} and set(curves["metric"]) == {"loss", "accuracy"}
     assert sorted(curves["step"].unique()) == [0, 10, 20, 30]
-    assert set(layers["stat"]) == set(SCALAR_STATS) - {"saturated_frac"}  # relu: dead units, no flat region
+    # relu: dead units, no flat region, no learned slope
+    assert set(layers["stat"]) == set(SCALAR_STATS) - {"saturated_frac", "prelu_alpha"}
     assert np.isfinite(layers["value"]).all() and np.isfinite(curves["value"]).all()
     steps = study.steps
     assert list(steps.columns) == ["study", "cell", "seed", "step", "loss"] and steps["loss"].dtype == np.float32

@@ -24,7 +24,7 @@ RUN_KEYS = ("hydra", "study", "results_dir", "force", "check_memory", "budget", 
 OPTION_GROUPS = {"init": "name", "act": "name", "norm": "name", "data": "name", "optim": "name", "stats": "tier"}
 #: Keys added after the cell-id schema was fixed, with their defaults: a cell id leaves each out
 #: while it keeps its default, so adding a key never renames existing cells.
-ADDED_KEYS: dict[str, Any] = {"stats.hist_range": [1e-6, 1e3], "init.bias_std": 0.0}
+ADDED_KEYS: dict[str, Any] = {"stats.hist_range": [1e-6, 1e3], "init.bias_std": 0.0, "stats.units": 8}
 #: Sizes of the paper presets (``conf/experiment``): each preset holds one set of values per budget.
 BUDGETS = ("cpu", "paper", "smoke")
 
@@ -97,6 +97,8 @@ class StatsConfig:
     #: Magnitudes spanned by the signed-log bins of delta and of unbounded activations.
     hist_range: list[float] = field(default_factory=lambda: [1e-6, 1e3])
     extra: list[str] = field(default_factory=list)
+    #: How many units per layer (the first ones) ``unit_percentiles`` follows.
+    units: int = 8
 
 
 @dataclass
@@ -329,12 +331,20 @@ def validate(cfg: DictConfig) -> None:
     _check(cfg.stats.hist_bins >= 1, "stats.hist_bins", "must be >= 1", cfg.stats.hist_bins)
     for extra in cfg.stats.extra:
         _check_choice("stats.extra", extra, stats.EXTRA_STATS)
+    per_step = [*stats.STEP_EXTRAS, stats.UNIT_PERCENTILES]
     _check(
-        cfg.stats.tier != "none" or not any(e in stats.STEP_EXTRAS for e in cfg.stats.extra),
+        cfg.stats.tier != "none" or not any(e in per_step for e in cfg.stats.extra),
         "stats.extra",
-        f"{sorted(stats.STEP_EXTRAS)} are recorded with the per-layer scalars; they need stats.tier=scalars or full",
+        f"{sorted(per_step)} are recorded with the per-layer scalars; they need stats.tier=scalars or full",
         list(cfg.stats.extra),
     )
+    if stats.UNIT_PERCENTILES in cfg.stats.extra:
+        _check(
+            1 <= cfg.stats.units <= cfg.model.width,
+            "stats.units",
+            f"must be between 1 and model.width={cfg.model.width}",
+            cfg.stats.units,
+        )
 
 
 def validate_against_data(cfg: DictConfig, n_train: int) -> None:

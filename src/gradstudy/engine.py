@@ -146,7 +146,7 @@ class Engine:
         self.eval_every = cfg.train.eval_every
         self.batch_size = cfg.train.batch_size
         self.stats_every = None if cfg.stats.tier == "none" else cfg.stats.every
-        self.stat_names = stat_names(cfg.stats.tier, tuple(cfg.stats.extra))
+        self.stat_names = stat_names(cfg.stats.tier, tuple(cfg.stats.extra), cfg.stats.units)
         self.init_stat_names = tuple(e for e in cfg.stats.extra if e in INIT_EXTRAS)
         self.hist_steps = sorted(set(cfg.stats.hist_steps)) if cfg.stats.tier == "full" else []
         act = ACTIVATIONS[cfg.act.name]
@@ -164,7 +164,7 @@ class Engine:
         # The template optimizer: runs read their hyperparameters from their own optimizer state.
         optimizer = make_optimizer(cfg.optim)
         self.plain_step = make_step(self.model, optimizer, self.x_train, self.y_train)
-        measure = layer_statistics(act, cfg.stats.tier == "full", tuple(cfg.stats.extra))
+        measure = layer_statistics(act, cfg.stats.tier == "full", tuple(cfg.stats.extra), cfg.stats.units)
         self.measured_step = make_step(self.model, optimizer, self.x_train, self.y_train, measure)
         self._run_histograms = histograms(self.model, self.hist_bins, self.x_train, self.y_train)
         self._run_jacobians = jacobian_statistic(self.model, act, cfg.act.alpha)

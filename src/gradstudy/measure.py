@@ -20,14 +20,14 @@ from gradstudy.stats import HIST_QUANTITIES, HistBins, histogram, mean_singular_
 from gradstudy.step import Measure, Pass, TrainState, probed_pass
 
 
-def layer_statistics(act: Activation, percentiles: bool, extra: Sequence[str]) -> Measure:
+def layer_statistics(act: Activation, percentiles: bool, extra: Sequence[str], units: int = 0) -> Measure:
     """``measure`` for ``make_step``: the statistics of every hidden layer, (depth, n_stats)."""
 
     def measure(probed: Pass) -> jax.Array:
         layers = range(1, len(probed.zs) + 1)
         kernel_grads = [probed.grads[hidden_name(k)]["kernel"] for k in layers]
         slopes = [learned_slope(probed.params, k) for k in layers]
-        return network_stats(kernel_grads, probed.dzs, probed.zs, probed.hs, act, percentiles, extra, slopes)
+        return network_stats(kernel_grads, probed.dzs, probed.zs, probed.hs, act, percentiles, extra, slopes, units)
 
     return measure
 

@@ -517,6 +517,37 @@ def saturation_over_training(
 PERCENTILES = {"z_p15": "15th", "z_p50": "50th", "z_p85": "85th"}
 
 
+def unit_percentiles(
+    study: Study,
+    hue: Keys = None,
+    style: Keys = None,
+    col: Keys = None,
+    row: Keys = None,
+    wrap: int = WRAP,
+    units: int = 4,
+) -> Plot:
+    """15th, 50th and 85th percentiles of single units' pre-activation in the last hidden layer over
+    training, one row of panels per unit (mean over seeds; Ioffe & Szegedy fig. 1b, c follow one unit)."""
+    rows = study.units[study.units["unit"] < units]
+    rows = rows[rows["layer"] == rows.groupby(KEY)["layer"].transform("max")]
+    data = rows.assign(percentile=rows["stat"].map(PERCENTILES), measure="unit " + rows["unit"].astype(str))
+    enc = encode(study, data, hue, style, col, row, wrap, own_keys=("percentile",), own_hue="percentile")
+    measures = [
+        Measure(f"unit {j}", f"z percentiles,\nlast hidden layer, unit {j}") for j in sorted(rows["unit"].unique())
+    ]
+    return _line_figure(
+        study,
+        data,
+        measures,
+        "step",
+        STEP_LABEL,
+        "Single units' pre-activation percentiles over training (mean over seeds)",
+        enc,
+        band=False,
+        divergence="axis",
+    )
+
+
 def preactivation_percentiles(
     study: Study, hue: Keys = None, style: Keys = None, col: Keys = None, row: Keys = None, wrap: int = WRAP
 ) -> Plot:

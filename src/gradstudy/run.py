@@ -86,7 +86,7 @@ def _applicable_stats(cfg: DictConfig) -> set[str]:
     from gradstudy.stats import INIT_EXTRAS, stat_names
 
     act = ACTIVATIONS[cfg.act.name]
-    return {s for s in (*stat_names(cfg.stats.tier, cfg.stats.extra), *INIT_EXTRAS) if act.applies(s)}
+    return {s for s in (*stat_names(cfg.stats.tier, cfg.stats.extra, cfg.stats.units), *INIT_EXTRAS) if act.applies(s)}
 
 
 def _skip_line(cell: str, meta: dict) -> str:

@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gradstudy.activations import Activation
-from gradstudy.store import HIST_REGIONS
+from gradstudy.store import HIST_REGIONS, unit_stat
 
 SCALAR_STATS = (
     "grad_norm",
@@ -67,17 +67,26 @@ def unit_mean_median(z: jax.Array, h: jax.Array) -> jax.Array:
 
 #: Optional statistics recorded with the scalars: name -> function of (z_l, h_l) for one layer.
 STEP_EXTRAS: dict[str, Callable[[jax.Array, jax.Array], jax.Array]] = {"unit_mean_median": unit_mean_median}
+#: Optional statistic: the ``PERCENTILES`` of z over the batch for each of the first ``stats.units``
+#: units of every layer, every ``stats.every`` steps (Ioffe & Szegedy follow single units). Carried
+#: as per-layer statistics named ``unit_stat(j, q)``; the tables writer moves them to their own table.
+UNIT_PERCENTILES = "unit_percentiles"
 #: Optional statistics recorded once, at step 0.
 INIT_EXTRAS = ("jacobian_sv_mean",)
-EXTRA_STATS = (*STEP_EXTRAS, *INIT_EXTRAS)
+EXTRA_STATS = (*STEP_EXTRAS, UNIT_PERCENTILES, *INIT_EXTRAS)
+
 #: The Jacobian statistic is taken on this many fixed examples (the first ones of the training split).
 JACOBIAN_EXAMPLES = 32
 
 
-def stat_names(tier: str, extra: Sequence[str] = ()) -> tuple[str, ...]:
-    """The per-layer statistics recorded every ``stats.every`` steps by ``tier`` and ``stats.extra``."""
+def stat_names(tier: str, extra: Sequence[str] = (), units: int = 0) -> tuple[str, ...]:
+    """The per-layer statistics recorded every ``stats.every`` steps by ``tier`` and ``stats.extra``
+    (``units``: how many units ``unit_percentiles`` follows per layer)."""
     base = {"none": (), "scalars": SCALAR_STATS, "full": SCALAR_STATS + PERCENTILE_STATS}[tier]
-    return base + tuple(e for e in extra if e in STEP_EXTRAS) if base else ()
+    if not base:
+        return ()
+    per_unit = tuple(unit_stat(j, q) for j in range(units) for q in PERCENTILES) if UNIT_PERCENTILES in extra else ()
+    return base + tuple(e for e in extra if e in STEP_EXTRAS) + per_unit
 
 
 def mean_singular_value(kernel: jax.Array, z: jax.Array, act_fn: Callable[[jax.Array], jax.Array]) -> jax.Array:
@@ -104,6 +113,7 @@ def layer_stats(
     percentiles: bool,
     extra: Sequence[str] = (),
     slope: jax.Array | None = None,
+    units: int = 0,
 ) -> jax.Array:
     """The statistics of one hidden layer, in the order of ``stat_names``.
 
@@ -129,6 +139,8 @@ def layer_stats(
         n = z.size
         scalars.extend(order_statistic(z, -(-q * n // 100)) for q in PERCENTILES)
     scalars.extend(STEP_EXTRAS[e](z, h).astype(h.dtype) for e in extra if e in STEP_EXTRAS)
+    if UNIT_PERCENTILES in extra:
+        scalars.extend(order_statistic(z[:, j], -(-q * batch // 100)) for j in range(units) for q in PERCENTILES)
     return jnp.stack(scalars)
 
 
@@ -162,11 +174,12 @@ def network_stats(
     percentiles: bool = False,
     extra: Sequence[str] = (),
     slopes: Sequence[jax.Array | None] | None = None,
+    units: int = 0,
 ) -> jax.Array:
     """Statistics of every hidden layer: shape (depth, n_stats)."""
     slopes = slopes if slopes is not None else [None] * len(zs)
     layers = zip(kernel_grads, dloss_dzs, zs, hs, slopes, strict=True)
-    return jnp.stack([layer_stats(g, d, z, h, act, percentiles, extra, a) for g, d, z, h, a in layers])
+    return jnp.stack([layer_stats(g, d, z, h, act, percentiles, extra, a, units) for g, d, z, h, a in layers])
 
 
 @dataclass(frozen=True)

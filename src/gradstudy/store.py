@@ -55,6 +55,7 @@ LAYERS = "layers.parquet"
 HISTS = "hists.parquet"
 SEEDS = "seeds.parquet"
 STEPS = "steps.parquet"
+UNITS = "units.parquet"
 SWEEPS = ".sweeps"
 
 CURVE_COLUMNS = ["seed", "step", "split", "metric", "value"]
@@ -72,12 +73,22 @@ HIST_DTYPES = {
 HIST_COLUMNS = list(HIST_DTYPES)
 SEED_COLUMNS = ["seed", "diverged_at", "last_healthy_step"]
 STEP_COLUMNS = ["seed", "step", "loss"]
+UNIT_DTYPES = {
+    "seed": "int64",
+    "step": "int64",
+    "layer": "int64",
+    "unit": "int64",
+    "stat": "object",
+    "value": "float64",
+}
+UNIT_COLUMNS = list(UNIT_DTYPES)
 TABLE_COLUMNS = {
     CURVES: CURVE_COLUMNS,
     LAYERS: LAYER_COLUMNS,
     HISTS: HIST_COLUMNS,
     SEEDS: SEED_COLUMNS,
     STEPS: STEP_COLUMNS,
+    UNITS: UNIT_COLUMNS,
 }
 #: Split and metric of each column of the engine's evaluations.
 EVAL_METRICS = (("train", "loss"), ("train", "accuracy"), ("test", "loss"), ("test", "accuracy"))
@@ -88,6 +99,18 @@ HIST_REGIONS = ("zero", "below", "above", "nonfinite")
 GROUPS = ("init", "act", "norm", "data", "optim")
 #: The ``+arm=`` choice of a paper preset, kept in ``meta.json`` and as a column of ``Study.cells``.
 ARM = "arm"
+
+
+def unit_stat(unit: int, q: int) -> str:
+    """How the engine names unit ``unit``'s ``q``-th percentile of z among a layer's statistics
+    (``stats.extra=[unit_percentiles]``); the tables writer moves these rows to ``UNITS``."""
+    return f"unit{unit}:z_p{q}"
+
+
+def parse_unit_stat(name: str) -> tuple[int, str] | None:
+    """(unit, stat) of a ``unit_stat`` name, or None for any other statistic."""
+    head, _, stat = name.partition(":")
+    return (int(head[len("unit") :]), stat) if stat and head.startswith("unit") else None
 
 
 # ----- cell ids -------------------------------------------------------------------------------
@@ -346,6 +369,10 @@ class Study:
     hists: pd.DataFrame
     seeds: pd.DataFrame
     steps: pd.DataFrame
+    #: ``stats.extra=[unit_percentiles]``: z percentiles of single units (empty when not recorded).
+    units: pd.DataFrame = dataclasses.field(
+        default_factory=lambda: pd.DataFrame(columns=["study", "cell", *UNIT_COLUMNS])
+    )
 
     @property
     def varying_keys(self) -> list[str]:

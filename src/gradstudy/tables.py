@@ -35,6 +35,10 @@ from gradstudy.store import (
     SEEDS,
     STEP_COLUMNS,
     STEPS,
+    UNIT_COLUMNS,
+    UNIT_DTYPES,
+    UNITS,
+    parse_unit_stat,
     seeds_table,
 )
 
@@ -150,26 +154,40 @@ def hists_table(
     return table.astype(HIST_DTYPES).reset_index(drop=True)[HIST_COLUMNS]
 
 
+def units_table(layers: pd.DataFrame) -> pd.DataFrame:
+    """The ``unit_stat`` rows of a long layers table as (seed, step, layer, unit, stat, value)."""
+    parsed = layers["stat"].map(parse_unit_stat)
+    rows = layers[parsed.notna()]
+    if rows.empty:
+        return pd.DataFrame({c: pd.Series(dtype=t) for c, t in UNIT_DTYPES.items()})
+    unit, stat = zip(*parsed[parsed.notna()], strict=True)
+    frame = rows.assign(unit=np.asarray(unit, np.int64), stat=list(stat))
+    return frame.astype(UNIT_DTYPES).reset_index(drop=True)[UNIT_COLUMNS]
+
+
 def cell_tables(result: Any, applicable: set[str], steps: int) -> tuple[dict[str, pd.DataFrame], dict[int, int]]:
     """Every table of a cell from an ``engine.TrainResult``; also returns {diverged seed: step}."""
     seeds = result.seeds
     diverged = {seed: int(step) for seed, step in zip(seeds, result.diverged_at, strict=True) if step >= 0}
     last_healthy = {seed: diverged.get(seed, steps) for seed in seeds}
     edges = {q: bins.edges() for q, bins in result.hist_bins.items()}
+    layers = layers_table(
+        result.stats_steps,
+        result.stats,
+        result.stat_names,
+        result.init_stats,
+        result.init_stat_names,
+        seeds,
+        applicable,
+        last_healthy,
+    )
     tables = {
         CURVES: curves_table(result.eval_steps, result.evals, seeds, last_healthy),
-        LAYERS: layers_table(
-            result.stats_steps,
-            result.stats,
-            result.stat_names,
-            result.init_stats,
-            result.init_stat_names,
-            seeds,
-            applicable,
-            last_healthy,
-        ),
+        LAYERS: layers[layers["stat"].map(parse_unit_stat).isna()].reset_index(drop=True),
         STEPS: steps_table(result.losses, seeds, last_healthy),
         HISTS: hists_table(result.hist_steps, result.hist_counts, edges, seeds, last_healthy),
         SEEDS: seeds_table(seeds, diverged, steps),
     }
+    if any(parse_unit_stat(name) for name in result.stat_names):  # only cells that follow units have the table
+        tables[UNITS] = units_table(layers)
     return tables, diverged
