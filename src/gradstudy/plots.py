@@ -898,3 +898,46 @@ def _trainable_depth(cells: pd.DataFrame, x: str, xs: np.ndarray) -> tuple[np.nd
     alpha = cells["act.alpha"].iloc[0] if "act.alpha" in cells and pd.notna(cells["act.alpha"].iloc[0]) else None
     fine = np.linspace(xs.min(), xs.max(), 120)
     return fine, np.array([6 * theory.depth_scales(act, w, sigma_b2, alpha).xi_c for w in fine])
+
+
+def latency_rounds(
+    study: Study, hue: Keys = None, style: Keys = None, col: Keys = None, row: Keys = None, wrap: int = WRAP
+) -> Plot:
+    """Inference microseconds per example of each arm ``gradstudy.reproduce`` timed, one line per
+    arm against the interleaved round (``gradstudy.latency``); the ratios, not the levels, are the result."""
+    from gradstudy.latency import study_latency
+
+    table = study_latency(study)
+    fig, ax = plt.subplots(figsize=(7, 3.5), layout="constrained")
+    if table is None:
+        ax.text(
+            0.5,
+            0.5,
+            "no latency.csv: python -m gradstudy.reproduce times inference after training",
+            ha="center",
+            transform=ax.transAxes,
+        )
+        return Plot([fig], Encoding(), [])
+    medians = table.groupby("arm")["seconds_per_example"].median()
+    for arm, rows in table.groupby("arm", sort=False):
+        ax.plot(
+            rows["round"],
+            rows["seconds_per_example"] * 1e6,
+            marker="o",
+            markersize=3,
+            label=f"{arm} (median {medians[arm] * 1e6:.3g} µs)",
+        )
+    ax.set(
+        xlabel="round (every arm timed in turn)",
+        ylabel="µs per example",
+        title="Inference time per example",
+        ylim=(0, None),
+    )
+    ax.legend(fontsize=8)
+    fastest = medians.idxmin()
+    notes = [
+        "Ratios to the fastest arm's median: "
+        + ", ".join(f"{arm} {medians[arm] / medians[fastest]:.3f}" for arm in medians.index)
+        + "."
+    ]
+    return Plot([fig], Encoding(), notes)

@@ -10,15 +10,13 @@ has twice the variance of its He-normal sigma, which the paper table states.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 
 from gradstudy import plots
 from gradstudy.analysis import compare_cells, lower_median, steps_to_target
 from gradstudy.figures import FigureSpec
-from gradstudy.latency import LATENCY_FILE, ratios
+from gradstudy.latency import LATENCY_FILE, ratios, study_latency
 from gradstudy.papers import (
     Claim,
     Measurement,
@@ -133,11 +131,9 @@ def _latency_ratio(slower: str, faster: str):
     """Per interleaved round, the slower arm's seconds per example over the faster's (geometric mean, t interval of the logs)."""
 
     def measure(study: Study) -> Measurement:
-        paths = study.cells["path"].dropna()
-        path = Path(paths.iloc[0]).parent / LATENCY_FILE if len(paths) else None
-        if path is None or not path.is_file():
+        table = study_latency(study)
+        if table is None:
             raise MissingCells(f"no {LATENCY_FILE}: python -m gradstudy.reproduce times inference after training")
-        table = pd.read_csv(path)
         if not {slower, faster} <= set(table["arm"]):
             raise MissingCells(f"{LATENCY_FILE} lacks {slower} or {faster}")
         return of_seeds_log(ratios(table, slower, faster), rounds=int(table["round"].nunique()))
@@ -351,6 +347,11 @@ PAPER = Paper(
             ("layers",),
             ("negative_frac",),
             where={"arm": ["ch11_relu_he_hot", "ch11_leaky_he_hot"]},
+        ),
+        FigureSpec(
+            "statements_6_9_latency",
+            "Statements 6 and 9: inference time per example of each timed arm, round by round (interleaved, one process).",
+            plots.latency_rounds,
         ),
         FigureSpec(
             "statements_3_5_7_8_learning_curves",
