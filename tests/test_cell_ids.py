@@ -80,7 +80,7 @@ def test_keys_the_chosen_options_use_change_the_id(used):
 
 
 def test_keys_added_later_leave_the_id_alone_while_they_keep_their_default():
-    assert ADDED_KEYS == {"stats.hist_range": [1e-6, 1e3], "init.bias_std": 0.0}
+    assert ADDED_KEYS == {"stats.hist_range": [1e-6, 1e3], "init.bias_std": 0.0, "stats.units": 8}
     plain = canonical(resolved(compose_config("stats=full")))
     assert "hist_range" not in plain["stats"] and "hist_bins" in plain["stats"]
     assert "bias_std" not in plain["init"] and "bias" in plain["init"]
