@@ -41,6 +41,8 @@ class PlannedCell:
     overrides: tuple[str, ...]
     cell: str
     data: DictConfig
+    #: the cell's whole composed config, as ``gradstudy.run -m`` composes it
+    cfg: DictConfig
 
 
 @dataclass(frozen=True)
@@ -76,7 +78,7 @@ def plan(name: str, budget: str, results_dir: str) -> Plan:
     cells = []
     for combination in grid(top):
         cfg = _compose([*base, *combination])
-        cells.append(PlannedCell(tuple(combination), cell_id(canonical(resolved(cfg))), cfg.data))
+        cells.append(PlannedCell(tuple(combination), cell_id(canonical(resolved(cfg))), cfg.data, cfg))
     study_dir = Path(results_dir) / str(top.study)
     return Plan(name, budget, study_dir, tuple(cells))
 
@@ -128,8 +130,7 @@ def write_latency(paper: Paper, p: Plan) -> Path:
     from gradstudy.data import load_dataset
     from gradstudy.latency import BATCH, LATENCY_FILE, measure_latency
 
-    base = [f"+experiment={p.name}", f"budget={p.budget}"]
-    configs = {arm_of(c): _compose([*base, *c.overrides]) for c in p.cells if arm_of(c) in paper.latency_arms}
+    configs = {arm_of(c): c.cfg for c in p.cells if arm_of(c) in paper.latency_arms}
     dataset = load_dataset(next(iter(configs.values())).data)
     table = measure_latency(configs, np.asarray(dataset.x_train[:BATCH]), dataset.n_classes)
     path = p.study_dir / LATENCY_FILE
