@@ -3,6 +3,7 @@ end-of-sweep summary never raises; result files follow the umask."""
 
 import json
 import os
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -303,3 +304,29 @@ def test_a_full_disk_fails_the_cell_with_the_message_and_leaves_no_partial_file(
     meta = json.loads((cell_dir / META).read_text())
     assert meta["status"] == "failed" and "No space left on device" in meta["message"]
     assert not any(p.suffix == ".parquet" or p.name.startswith(".") and "parquet" in p.name for p in cell_dir.iterdir())
+
+
+def test_a_lock_being_written_is_not_taken_for_a_damaged_one(tmp_path, monkeypatch):
+    """An empty (or half-written) lock is left alone while it is fresh, taken over once it is old; on
+    a file system without hard links the lock is still created exclusively."""
+    from gradstudy import locks
+
+    lock = tmp_path / locks.LOCK
+    lock.write_text("")
+    assert locks.claim(tmp_path) is None  # fresh: someone is writing it
+    old = time.time() - 2 * locks.FRESH_S
+    os.utime(lock, (old, old))
+    taken = locks.claim(tmp_path)
+    assert taken is not None and locks.read_lock(tmp_path)["token"] == taken.info["token"]
+    taken.release()
+    assert not lock.exists()
+
+    def no_hard_links(src, dst):
+        raise PermissionError("hard links not supported")
+
+    monkeypatch.setattr(locks.os, "link", no_hard_links)
+    first = locks.claim(tmp_path)
+    assert first is not None and locks.claim(tmp_path) is None
+    assert locks.read_lock(tmp_path)["token"] == first.info["token"]
+    first.release()
+    assert not list(tmp_path.glob(f"{locks.LOCK}.*"))  # no temporary files left behind

@@ -28,6 +28,8 @@ LOCK = ".lock"
 HEARTBEAT_S = 10.0
 #: A heartbeat older than this means the process holding the lock is gone (or hung).
 STALE_S = 120.0
+#: An unreadable lock younger than this is taken to be one that is being written, not a damaged one.
+FRESH_S = 5.0
 
 
 def read_lock(cell_dir: Path) -> dict[str, Any] | None:
@@ -96,6 +98,38 @@ def _beat(cell_dir: Path, info: dict[str, Any], stop: threading.Event) -> None:
         _write(cell_dir / LOCK, {**info, "heartbeat": time.time()})
 
 
+def _create(path: Path, written: Path) -> bool:
+    """Create the lock ``path`` with the content of ``written``; False when it already exists.
+
+    A hard link of the written file creates it with its content in one step. A lock created empty
+    and written afterwards reads as damaged, hence stale, to a process that looks in between, and
+    both would train the cell; on a file system without hard links that window is closed by
+    ``_being_written`` instead."""
+    try:
+        os.link(written, path)
+        return True
+    except FileExistsError:
+        return False
+    except OSError:  # no hard links here (some network and FUSE file systems)
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "w") as handle:
+            handle.write(written.read_text())
+        return True
+
+
+def _being_written(path: Path) -> bool:
+    """An unreadable lock younger than ``FRESH_S``: another process may be writing it right now."""
+    if read_lock(path.parent) is not None:
+        return False
+    try:
+        return time.time() - path.stat().st_mtime < FRESH_S
+    except FileNotFoundError:
+        return False
+
+
 def claim(cell_dir: Path) -> CellLock | None:
     """Claim ``cell_dir`` for this process; None when a live process holds it."""
     path = Path(cell_dir) / LOCK
@@ -107,21 +141,17 @@ def claim(cell_dir: Path) -> CellLock | None:
         "heartbeat": now,
         "token": uuid.uuid4().hex,
     }
-    # Created with its content in one step (a hard link of a written file fails if the lock exists):
-    # a lock created empty and written afterwards reads as damaged, hence stale, to a process that
-    # looks in between, and both would train the cell.
     tmp = path.with_name(f"{LOCK}.{info['token']}")
     tmp.write_text(json.dumps(info))
     try:
-        os.link(tmp, path)
-    except FileExistsError:
-        if is_live(read_lock(cell_dir)):
-            return None
-        _write(path, info)  # take over a stale lock, then check that no other process did too
-        time.sleep(0.05)
-        current = read_lock(cell_dir)
-        if current is None or current.get("token") != info["token"]:
-            return None
+        if not _create(path, tmp):
+            if _being_written(path) or is_live(read_lock(cell_dir)):
+                return None
+            _write(path, info)  # take over a stale lock, then check that no other process did too
+            time.sleep(0.05)
+            current = read_lock(cell_dir)
+            if current is None or current.get("token") != info["token"]:
+                return None
     finally:
         tmp.unlink(missing_ok=True)
     stop = threading.Event()
