@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from gradstudy.analysis import log_mean_ci, mean_ci
+from gradstudy.analysis import compare_cells, log_mean_ci, lower_median, mean_ci, steps_to_target
 from gradstudy.figures import FigureSpec
 from gradstudy.present import Interval
 from gradstudy.store import CellKey as Key
@@ -189,6 +189,18 @@ def ratio(a: pd.Series | np.ndarray, b: pd.Series | np.ndarray, **numbers: float
         **numbers,
     }
     return Measurement(*(float(np.exp(v)) for v in (logs.estimate, logs.low, logs.high)), numbers)
+
+
+def steps_earlier(
+    study: Study, cells: dict[str, Key], target: float, metric: str = "accuracy", split: str = "test"
+) -> Measurement:
+    """Steps to ``target`` of the first of ``cells`` (name -> cell) minus the second's (lower medians,
+    bootstrap CI; ``analysis.compare_cells``), with each cell's lower-median steps as numbers."""
+    (_, a), (_, b) = cells.items()
+    diff = compare_cells(study, a, b, target, metric=metric, split=split)
+    times = steps_to_target(study.curves, target, metric=metric, split=split)
+    medians = {f"median steps {name}": lower_median(rows_of(times, c)["step"]) for name, c in cells.items()}
+    return Measurement(diff["difference"], diff["low"], diff["high"], medians)
 
 
 def difference(a: pd.Series | np.ndarray, b: pd.Series | np.ndarray, **numbers: float) -> Measurement:

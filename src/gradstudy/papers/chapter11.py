@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from gradstudy import plots
-from gradstudy.analysis import compare_cells, lower_median, steps_to_target
+from gradstudy.analysis import lower_median, steps_to_target
 from gradstudy.figures import FigureSpec
 from gradstudy.latency import LATENCY_FILE, ratios, study_latency
 from gradstudy.papers import (
@@ -30,6 +30,7 @@ from gradstudy.papers import (
     of_seeds,
     of_seeds_log,
     rows_of,
+    steps_earlier,
 )
 from gradstudy.store import Study
 
@@ -86,13 +87,7 @@ def _steps_earlier(faster: str, slower: str):
     """Steps to test accuracy ``TARGET_ACCURACY``, ``faster`` minus ``slower`` (lower medians, bootstrap CI)."""
 
     def measure(study: Study) -> Measurement:
-        a, b = _arm(study, faster), _arm(study, slower)
-        diff = compare_cells(study, a, b, TARGET_ACCURACY)
-        times = steps_to_target(study.curves, TARGET_ACCURACY)
-        medians = {
-            f"median steps {name}": lower_median(rows_of(times, c)["step"]) for name, c in ((faster, a), (slower, b))
-        }
-        return Measurement(diff["difference"], diff["low"], diff["high"], medians)
+        return steps_earlier(study, {faster: _arm(study, faster), slower: _arm(study, slower)}, TARGET_ACCURACY)
 
     return measure
 
@@ -102,19 +97,20 @@ def _negative_frac(study: Study, arm: str) -> pd.DataFrame:
     return layer_values(study, _arm(study, arm), "negative_frac").mean(axis=1).unstack("seed")
 
 
+def _final_negative_frac(study: Study, arm: str) -> pd.Series:
+    """Per seed, negative_frac (mean over layers) at the seed's last measured step."""
+    return _negative_frac(study, arm).apply(lambda seed: seed.dropna().iloc[-1])
+
+
 def _relu_units_die(study: Study) -> Measurement:
     """Per seed: negative_frac at its last measured step minus at step 0 (mean over layers)."""
     values = _negative_frac(study, "ch11_relu_he_hot")
-    last = values.apply(lambda seed: seed.dropna().iloc[-1])
+    last = _final_negative_frac(study, "ch11_relu_he_hot")
     return of_seeds(last - values.loc[0], start=float(values.loc[0].mean()), end=float(last.mean()))
 
 
 def _leaky_fewer_negative(study: Study) -> Measurement:
-    ends = {
-        arm: _negative_frac(study, arm).apply(lambda seed: seed.dropna().iloc[-1])
-        for arm in ("ch11_leaky_he_hot", "ch11_relu_he_hot")
-    }
-    return difference(ends["ch11_leaky_he_hot"], ends["ch11_relu_he_hot"])
+    return difference(_final_negative_frac(study, "ch11_leaky_he_hot"), _final_negative_frac(study, "ch11_relu_he_hot"))
 
 
 def _final_accuracy_difference(a: str, b: str):
@@ -307,7 +303,7 @@ def ours_table(study: Study) -> pd.DataFrame:
             f"steps to test accuracy {TARGET_ACCURACY}": "never" if not np.isfinite(steps) else f"{steps:.0f}",
         }
         try:
-            row["final negative_frac"] = f"{_negative_frac(study, arm).apply(lambda s: s.dropna().iloc[-1]).mean():.3f}"
+            row["final negative_frac"] = f"{_final_negative_frac(study, arm).mean():.3f}"
         except MissingCells:
             row["final negative_frac"] = "–"
         rows[arm] = row

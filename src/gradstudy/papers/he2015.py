@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from gradstudy import plots
-from gradstudy.analysis import compare_cells, lower_median, steps_to_target
+from gradstudy.analysis import lower_median, steps_to_target
 from gradstudy.figures import FigureSpec
 from gradstudy.papers import (
     Claim,
@@ -28,6 +28,7 @@ from gradstudy.papers import (
     of_seeds,
     of_seeds_log,
     rows_of,
+    steps_earlier,
 )
 from gradstudy.store import Study
 
@@ -63,13 +64,7 @@ def _start_earlier(study: Study) -> Measurement:
         cell(study, init="he", act="relu", model__depth=22),
         cell(study, init="lecun", act="relu", model__depth=22),
     )
-    target = START_FRACTION * CHANCE_LOSS
-    diff = compare_cells(study, he, xavier, target, metric="loss", split="train")
-    times = steps_to_target(study.curves, target, metric="loss", split="train")
-    medians = {
-        f"median steps {name}": lower_median(rows_of(times, c)["step"]) for name, c in (("he", he), ("xavier", xavier))
-    }
-    return Measurement(diff["difference"], diff["low"], diff["high"], medians)
+    return steps_earlier(study, {"he": he, "xavier": xavier}, START_FRACTION * CHANCE_LOSS, "loss", "train")
 
 
 def _activation_ratio(init: str):

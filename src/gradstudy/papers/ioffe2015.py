@@ -13,7 +13,7 @@ from __future__ import annotations
 import pandas as pd
 
 from gradstudy import plots
-from gradstudy.analysis import compare_cells, lower_median, steps_to_target
+from gradstudy.analysis import lower_median, steps_to_target
 from gradstudy.figures import FigureSpec
 from gradstudy.papers import (
     Claim,
@@ -27,6 +27,7 @@ from gradstudy.papers import (
     of_seeds_log,
     ratio,
     rows_of,
+    steps_earlier,
 )
 from gradstudy.present import number
 from gradstudy.store import Study
@@ -60,11 +61,9 @@ def unit_drift(study: Study, norm: str, stat: str) -> pd.Series:
 
 
 def _bn_faster(study: Study) -> Measurement:
-    bn, plain = cell(study, norm="batchnorm"), cell(study, norm="none")
-    diff = compare_cells(study, bn, plain, TARGET_ACCURACY)
-    times = steps_to_target(study.curves, TARGET_ACCURACY)
-    medians = {f"median steps {n}": lower_median(rows_of(times, c)["step"]) for n, c in (("bn", bn), ("no bn", plain))}
-    return Measurement(diff["difference"], diff["low"], diff["high"], medians)
+    return steps_earlier(
+        study, {"bn": cell(study, norm="batchnorm"), "no bn": cell(study, norm="none")}, TARGET_ACCURACY
+    )
 
 
 def _bn_more_accurate(study: Study) -> Measurement:
