@@ -1,5 +1,9 @@
 """The command line as a user runs it: a sweep with a bad cell, resume, and bad names."""
 
+import subprocess
+import sys
+from pathlib import Path
+
 from conftest import TINY, run_cli
 
 from gradstudy import load_study
@@ -33,3 +37,23 @@ def test_unknown_initializer_lists_the_valid_names(tmp_path):
     assert bad.returncode != 0
     assert "Available options" in bad.stderr and "he_uniform" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_the_entry_point_imports_no_jax_and_warnings_no_scipy():
+    """Hydra imports the entry point and the sweeper plugin before any job starts, and planning a
+    sweep composes every cell: neither imports jax, flax, optax, scikit-learn or scipy. The
+    compatibility warnings load scipy only when a rule fires."""
+    code = (
+        "import sys\n"
+        "import gradstudy.run, hydra_plugins.gradstudy_sweeper.sweeper\n"
+        "heavy = {'jax', 'flax', 'sklearn', 'scipy', 'optax'}\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & heavy))\n"
+        "from gradstudy.compat import Inputs, compatibility_warnings\n"
+        "from conftest import compose_config\n"
+        "assert compatibility_warnings(compose_config('init=he', 'act=relu'), Inputs(0.1, 784)) == []\n"
+        "print('scipy' in sys.modules)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=Path(__file__).parent, capture_output=True, text=True, check=True
+    )
+    assert done.stdout.split("\n")[:2] == ["[]", "False"], done.stdout

@@ -16,11 +16,18 @@ from typing import Any
 
 import numpy as np
 
-from gradstudy import theory
 from gradstudy.inits import bias_variance, weight_variance
 
 #: Depths beyond which a rule's vanishing gradient is worth a warning.
 XAVIER_RELU_DEPTH, SIGMOID_DEPTH = 10, 4
+
+
+def _theory() -> Any:
+    """``gradstudy.theory``, imported when a rule fires: it loads scipy (about 0.3 s of a run's start),
+    which a cell that breaks no rule never needs."""
+    from gradstudy import theory
+
+    return theory
 
 
 @dataclass(frozen=True)
@@ -45,11 +52,11 @@ def _sigma_w2(cfg: Any) -> float:
 
 def _delta_ratio(cfg: Any, inputs: Inputs) -> str:
     """The predicted first-to-last hidden layer ratio of the std of delta, as text (or why there is none)."""
-    reason = theory.not_applicable(cfg)
+    reason = _theory().not_applicable(cfg)
     if reason is not None:
         return f"(no mean-field prediction: {reason})"
     try:
-        delta = theory.predicted_profile(cfg, inputs.data_q, inputs.n_inputs).delta_std
+        delta = _theory().predicted_profile(cfg, inputs.data_q, inputs.n_inputs).delta_std
     except ValueError as err:
         return f"(no mean-field prediction: {err})"
     ratio = delta[0] / delta[-1]
@@ -75,7 +82,7 @@ def selu_conditions(cfg: Any, inputs: Inputs) -> str | None:
         broken.append(f"data.standardize=false (inputs have E[x^2] = {inputs.data_q:.3g}, not 1)")
     if not broken:
         return None
-    chi = theory.chi1("selu", 1.0, 0.0)
+    chi = _theory().chi1("selu", 1.0, 0.0)
     return (
         "SELU's fixed point (mean 0, variance 1: q* = 1, chi1 = "
         f"{chi:.4f}) needs LeCun normal weights, standardized inputs and no normalization layer; this cell has "
@@ -87,7 +94,7 @@ def he_with_saturating(cfg: Any, inputs: Inputs) -> str | None:
     """He init doubles the variance for ReLU's lost half; a tanh or sigmoid keeps both halves."""
     if cfg.init.name not in ("he", "he_uniform") or cfg.act.name not in ("sigmoid", "tanh"):
         return None
-    chi = theory.chi1(cfg.act.name, _sigma_w2(cfg), bias_variance(cfg.init))
+    chi = _theory().chi1(cfg.act.name, _sigma_w2(cfg), bias_variance(cfg.init))
     return (
         f"He init with {cfg.act.name}: sigma_w2 = {_sigma_w2(cfg):.3g} puts {cfg.act.name} at chi1 = {chi:.3g} "
         f"(1 is the edge of chaos); {_delta_ratio(cfg, inputs)}"
@@ -102,7 +109,7 @@ def xavier_with_deep_relu(cfg: Any, inputs: Inputs) -> str | None:
         or cfg.model.depth <= XAVIER_RELU_DEPTH
     ):
         return None
-    return f"Xavier init with ReLU at depth {cfg.model.depth}: chi1 = {theory.chi1('relu', _sigma_w2(cfg), bias_variance(cfg.init)):.3g} per layer; {_delta_ratio(cfg, inputs)}"
+    return f"Xavier init with ReLU at depth {cfg.model.depth}: chi1 = {_theory().chi1('relu', _sigma_w2(cfg), bias_variance(cfg.init)):.3g} per layer; {_delta_ratio(cfg, inputs)}"
 
 
 def deep_sigmoid(cfg: Any, inputs: Inputs) -> str | None:
