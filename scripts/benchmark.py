@@ -54,22 +54,26 @@ SWITCH = "relu_or_elu"
 ACTIVATIONS[SWITCH] = Activation(lambda z, a: jnp.where(z > 1e30, jax.nn.elu(z), jax.nn.relu(z)), has_dead_units=True)
 
 
-def _config(args: argparse.Namespace, *overrides: str):
+def compose_overrides(overrides: list[str]):
+    """The config a run with these command-line overrides gets."""
     register_configs()
     with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
-        return compose(
-            "config",
-            overrides=[
-                f"model.depth={args.depth}",
-                f"model.width={args.width}",
-                f"train.batch_size={args.batch}",
-                f"train.seeds={args.seeds}",
-                f"train.steps={args.steps}",
-                f"train.eval_every={args.steps}",
-                "optim=sgd",
-                *overrides,
-            ],
-        )
+        return compose("config", overrides=overrides)
+
+
+def _config(args: argparse.Namespace, *overrides: str):
+    return compose_overrides(
+        [
+            f"model.depth={args.depth}",
+            f"model.width={args.width}",
+            f"train.batch_size={args.batch}",
+            f"train.seeds={args.seeds}",
+            f"train.steps={args.steps}",
+            f"train.eval_every={args.steps}",
+            "optim=sgd",
+            *overrides,
+        ]
+    )
 
 
 def engine_runner(args: argparse.Namespace, dataset, *overrides: str, run_group: int = RUN_GROUP) -> Callable[[], None]:

@@ -6,6 +6,11 @@ first; cold runs (``--cold``) each start from an empty cache. Prints the median 
 range and the whole command's rate in model-steps per second (cells x seeds x steps / wall), to set
 beside ``scripts/benchmark.py``'s engine rate; ``--efficiency`` times that engine between the runs
 and prints the whole command's rate over it.
+
+``--floor`` times, in this process and after a warm-up, only the compute of the grid: each group of
+cells that shares a program (``gradstudy.grouping``) trained by ``Engine.run``, statistics and
+evaluations included. Their sum is what no whole command can beat on this machine; over the engine's
+rate it bounds the efficiency any whole command can reach.
 """
 
 from __future__ import annotations
@@ -64,7 +69,13 @@ def main() -> None:
         action="store_true",
         help="also time scripts/benchmark.py's single-cell engine between the runs, and print the ratio",
     )
+    parser.add_argument(
+        "--floor", action="store_true", help="time only the grid's training compute, in this process, and stop"
+    )
     args = parser.parse_args()
+    if args.floor:
+        compute_floor(args.grid, args.runs)
+        return
     engine = engine_timer() if args.efficiency else None
     engine_rates = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -93,6 +104,42 @@ def main() -> None:
             f"{engine_rate:,.0f} model-steps/s over {len(engine_rates)} timings between the runs; whole-command "
             f"efficiency median {statistics.median(ratios):.2f} [{min(ratios):.2f}, {max(ratios):.2f}]"
         )
+
+
+def compute_floor(grid: list[str], reps: int) -> None:
+    """Print the median over ``reps`` timings of each program group's ``Engine.run`` and their sum."""
+    import itertools
+
+    import benchmark
+
+    from gradstudy.config import resolved, seeds_of
+    from gradstudy.data import load_dataset
+    from gradstudy.engine import Engine
+    from gradstudy.grouping import program_key
+
+    values = [[f"{key}={v}" for v in choices.split(",")] for key, choices in (o.split("=", 1) for o in grid)]
+    cells = [benchmark.compose_overrides(list(combo)) for combo in itertools.product(*values)]
+    groups: dict[str, list] = {}
+    for cfg in cells:
+        groups.setdefault(program_key(resolved(cfg)), []).append(cfg)
+    total = 0.0
+    for members in groups.values():
+        engine = Engine(members[0], load_dataset(members[0].data))
+        seeds = [s for cfg in members for s in seeds_of(cfg)]
+
+        def run(engine=engine, members=members, seeds=seeds) -> float:
+            state = engine.init_runs([(cfg, seeds_of(cfg)) for cfg in members])
+            start = time.perf_counter()
+            engine.run(state, seeds)
+            return time.perf_counter() - start
+
+        run()  # compile
+        median = statistics.median(run() for _ in range(reps))
+        total += median
+        print(f"{len(members)} cells, {len(seeds)} runs ({members[0].act.name}): {median:.2f} s", flush=True)
+    print(
+        f"compute floor of {len(cells)} cells in {len(groups)} programs: {total:.2f} s (median of {reps} per program)"
+    )
 
 
 def engine_timer():
