@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
         from gradstudy import run
 
         sys.argv = [f"{sys.argv[0]} run", *rest]
-        run.main()
+        run.command()
         return 0
     if command == "report":
         from gradstudy.report import main as command_main

@@ -441,14 +441,19 @@ def main(cfg: DictConfig) -> list[str]:
         os._exit(128 + stop.signum)
 
 
-if __name__ == "__main__":
-    # Run the task function of the importable module, not of ``__main__``: launchers that pickle it
-    # into other processes (joblib, submitit) import it by its module name.
-    from gradstudy.run import main as importable_main
-
+def command() -> None:
+    """``main`` as the whole of a process (``python -m gradstudy.run``, ``gradstudy run``)."""
     try:
-        importable_main()
+        main()
     finally:
         # The interpreter's garbage collections at exit walk every object JAX made in the run (about
         # 0.4 s) and free nothing that outlives the process; frozen objects are left out of them.
         gc.freeze()
+
+
+if __name__ == "__main__":
+    # Run the task function of the importable module, not of ``__main__``: launchers that pickle it
+    # into other processes (joblib, submitit) import it by its module name.
+    from gradstudy.run import command
+
+    command()
