@@ -13,7 +13,7 @@ Everything runs in one process, interleaved, after a warm-up, and only ratios ar
   activations needs) against the mean of the two activations' own programs;
 * the price of exact seed independence: the engine (every seed in its own ``RUN_GROUP``-seed group,
   one group after another) against one vmap over all of a device's seeds, which is not bitwise
-  independent of the other seeds (``gradstudy.engine``).
+  independent of the other seeds (``gradstudy.engine.program``).
 
 Each ratio is the median over ``--reps`` repetitions, with the min-max spread.
 
@@ -31,7 +31,7 @@ from collections.abc import Callable
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
-from gradstudy.devices import use_host_devices
+from gradstudy.engine.devices import use_host_devices
 
 use_host_devices()
 
@@ -40,11 +40,11 @@ import jax.numpy as jnp
 import numpy as np
 from hydra import compose, initialize_config_dir
 
-from gradstudy.activations import ACTIVATIONS, Activation
-from gradstudy.config import register_configs
-from gradstudy.data import load_dataset
-from gradstudy.engine import RUN_GROUP, Engine, batch_indices
-from gradstudy.evaluate import EVAL_BLOCK, eval_blocks
+from gradstudy.engine.activations import ACTIVATIONS, Activation
+from gradstudy.cells.config import register_configs
+from gradstudy.inputs.data import load_dataset
+from gradstudy.engine.program import RUN_GROUP, Engine, batch_indices
+from gradstudy.engine.evaluate import EVAL_BLOCK, eval_blocks
 from gradstudy.run import conf_dir
 
 #: A per-run activation switch between ReLU and ELU, as a mixed group would compile it: under vmap

@@ -8,7 +8,7 @@ beside ``scripts/benchmark.py``'s engine rate; ``--efficiency`` times that engin
 and prints the whole command's rate over it.
 
 ``--floor`` times, in this process and after a warm-up, only the compute of the grid: each group of
-cells that shares a program (``gradstudy.grouping``) trained by ``Engine.run``, statistics and
+cells that shares a program (``gradstudy.cells.grouping``) trained by ``Engine.run``, statistics and
 evaluations included. Their sum is what no whole command can beat on this machine; over the engine's
 rate it bounds the efficiency any whole command can reach.
 """
@@ -112,10 +112,10 @@ def compute_floor(grid: list[str], reps: int) -> None:
 
     import benchmark
 
-    from gradstudy.config import resolved, seeds_of
-    from gradstudy.data import load_dataset
-    from gradstudy.engine import Engine
-    from gradstudy.grouping import program_key
+    from gradstudy.cells.config import resolved, seeds_of
+    from gradstudy.inputs.data import load_dataset
+    from gradstudy.engine.program import Engine
+    from gradstudy.cells.grouping import program_key
 
     values = [[f"{key}={v}" for v in choices.split(",")] for key, choices in (o.split("=", 1) for o in grid)]
     cells = [benchmark.compose_overrides(list(combo)) for combo in itertools.product(*values)]

@@ -5,7 +5,7 @@ import os
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("MPLBACKEND", "Agg")  # the command-line tools choose Agg; the library leaves the backend alone
 
-from gradstudy.devices import use_host_devices
+from gradstudy.engine.devices import use_host_devices
 
 use_host_devices(2)  # the seed axis is sharded across two host devices, as on a 2-core machine
 
@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from gradstudy.config import conf_dir, register_configs
+from gradstudy.cells.config import register_configs
+from gradstudy.schema import conf_dir
 
 #: A config small enough to train in well under a second: digits, 3 x 16, 30 steps.
 TINY = [
@@ -45,7 +46,7 @@ def tiny_cfg():
 @pytest.fixture(autouse=True, scope="session")
 def _compile_cache(tmp_path_factory):
     """A throwaway persistent compilation cache, on as in ``gradstudy.run``: cells that share a program compile once."""
-    from gradstudy.cache import enable_compile_cache
+    from gradstudy.inputs.cache import enable_compile_cache
 
     os.environ["GRADSTUDY_CACHE_DIR"] = str(tmp_path_factory.mktemp("jax-cache"))
     enable_compile_cache()

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gradstudy.activations import ACTIVATIONS, activation_fn
+from gradstudy.engine.activations import ACTIVATIONS, activation_fn
 from gradstudy.run import conf_dir
 
 
@@ -46,10 +46,10 @@ def test_every_activation_has_a_preset():
 def test_prelu_slope_gradient_matches_finite_differences(tiny_cfg):
     """The gradient of the loss with respect to each layer's learned slope (one per layer, and one per
     unit) against central differences, in float64."""
-    from gradstudy.data import load_dataset
-    from gradstudy.engine import Engine
-    from gradstudy.model import slope_name
-    from gradstudy.step import loss_fn
+    from gradstudy.inputs.data import load_dataset
+    from gradstudy.engine.program import Engine
+    from gradstudy.engine.model import slope_name
+    from gradstudy.engine.step import loss_fn
 
     for per_unit in (False, True):
         cfg = tiny_cfg("act=prelu", f"act.per_unit={str(per_unit).lower()}", "act.alpha=0.3", "init=he")

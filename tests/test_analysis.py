@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from gradstudy.analysis import (
+from gradstudy.analysis.convergence import (
     bootstrap_median_ci,
     compare_cells,
     convergence_table,
@@ -15,7 +15,7 @@ from gradstudy.analysis import (
     mean_ci,
     steps_to_target,
 )
-from gradstudy.store import Study
+from gradstudy.store.study import Study
 
 
 def _curves(cell, seed, accs, losses, steps=(0, 10, 20, 30)):
@@ -151,7 +151,7 @@ def test_compare_cells_gives_a_difference_with_ci():
 
 
 def test_log_mean_ci_is_the_t_interval_of_the_logs_and_counts_zeros():
-    from gradstudy.analysis import log_mean_ci
+    from gradstudy.analysis.convergence import log_mean_ci
 
     x = np.array([0.01, 1.0, 100.0, 5.0])
     gmean, low, high, n, n_zero = log_mean_ci(x)

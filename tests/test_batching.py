@@ -13,7 +13,7 @@ from conftest import TINY, compose_config, run_cli
 
 from gradstudy import run as run_module
 from gradstudy.run import run_cell, run_cells
-from gradstudy.store import CURVES, HISTS, LAYERS, META, SEEDS, STATUS_COMPLETE, STATUS_FAILED, STEPS
+from gradstudy.schema import CURVES, HISTS, LAYERS, META, SEEDS, STEPS, CellStatus
 from hydra_plugins.gradstudy_sweeper.sweeper import members_override
 
 #: 3 seeds: two cells make 6 runs, 3 on each of the 2 devices; a solo cell is padded to 4.
@@ -51,7 +51,7 @@ def test_each_cell_of_a_batched_grid_is_bitwise_its_solo_run(grid, tmp_path):
         solo = run_cell(compose_config(*BASE, *o, f"results_dir={tmp_path / 's'}"))
         assert Path(solo).name == Path(cell_dir).name
         meta, solo_meta = _meta(cell_dir), _meta(solo)
-        assert meta["status"] == STATUS_COMPLETE and meta["group"]["size"] == size and solo_meta["group"]["size"] == 1
+        assert meta["status"] == CellStatus.COMPLETE and meta["group"]["size"] == size and solo_meta["group"]["size"] == 1
         assert meta["diverged"] == solo_meta["diverged"]
         ours, theirs = _tables(cell_dir), _tables(solo)
         assert all(len(frame) for frame in ours.values())
@@ -101,7 +101,7 @@ def test_a_grid_traces_and_compiles_its_training_program_once_per_group(axes, pr
     ]
     traces, compiles = _count_programs(lambda: run_cells(cells))
     metas = [_meta(str(d)) for d in _dirs(tmp_path)]
-    assert all(m["status"] == STATUS_COMPLETE and m["group"]["size"] == 4 // programs for m in metas)
+    assert all(m["status"] == CellStatus.COMPLETE and m["group"]["size"] == 4 // programs for m in metas)
     assert traces["_chunk_fn"] == programs, traces
     assert compiles["_chunk_fn"] == programs, compiles
     # the same grid again in the same process (forced): nothing is traced again
@@ -124,13 +124,13 @@ def test_a_bad_cell_fails_alone_and_its_group_trains(tmp_path):
     bad = compose_config(*TINY, "optim.lr=-1", f"results_dir={tmp_path}")
     dirs = run_cells([cells[0], (bad, None), cells[1]])
     metas = [_meta(d) for d in dirs]
-    assert [m["status"] for m in metas] == [STATUS_COMPLETE, STATUS_FAILED, STATUS_COMPLETE]
+    assert [m["status"] for m in metas] == [CellStatus.COMPLETE, CellStatus.FAILED, CellStatus.COMPLETE]
     assert "optim.lr" in metas[1]["message"]
     assert metas[0]["group"] == metas[2]["group"] and metas[0]["group"]["size"] == 2
 
 
 def test_a_group_that_fails_reruns_its_cells_one_by_one(tmp_path, monkeypatch):
-    from gradstudy.engine import Engine
+    from gradstudy.engine.program import Engine
 
     calls = []
     original = Engine.run
@@ -145,11 +145,11 @@ def test_a_group_that_fails_reruns_its_cells_one_by_one(tmp_path, monkeypatch):
     cells = [(compose_config(*TINY, o, f"results_dir={tmp_path}"), None) for o in ("init=xavier", "init=he")]
     metas = [_meta(d) for d in run_cells(cells)]
     assert calls == [10, 5, 5]
-    assert all(m["status"] == STATUS_COMPLETE and m["group"]["size"] == 1 for m in metas)
+    assert all(m["status"] == CellStatus.COMPLETE and m["group"]["size"] == 1 for m in metas)
 
 
 def test_a_cell_held_by_another_process_is_left_out_of_the_group(tmp_path):
-    from gradstudy.locks import claim
+    from gradstudy.store.locks import claim
 
     cells = [
         (compose_config(*TINY, o, f"results_dir={tmp_path}"), None) for o in ("init=xavier", "init=he", "init=lecun")
@@ -166,8 +166,8 @@ def test_a_cell_held_by_another_process_is_left_out_of_the_group(tmp_path):
 
 
 def _cell_name(cfg) -> str:
-    from gradstudy.config import canonical, resolved
-    from gradstudy.store import cell_id
+    from gradstudy.cells.config import canonical, resolved
+    from gradstudy.store.ids import cell_id
 
     return cell_id(canonical(resolved(cfg)))
 
@@ -188,7 +188,7 @@ def test_the_sweeper_hands_each_group_to_one_job(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     assert "4 cells in 2 jobs" in out.stderr + out.stdout
     metas = [_meta(str(d)) for d in _dirs(tmp_path / "results")]
-    assert len(metas) == 4 and all(m["status"] == STATUS_COMPLETE and m["group"]["size"] == 2 for m in metas)
+    assert len(metas) == 4 and all(m["status"] == CellStatus.COMPLETE and m["group"]["size"] == 2 for m in metas)
     assert {m["config"]["act"]["name"] for m in metas if m["group"] == metas[0]["group"]} == {
         metas[0]["config"]["act"]["name"]
     }
@@ -205,6 +205,6 @@ def test_two_members_that_compose_to_one_cell_train_it_once(tmp_path, capsys):
     cfg = compose_config(*TINY, f"results_dir={tmp_path}", "train.seeds=1")
     first, second = run_cells([(cfg, None), (cfg.copy(), None)])
     assert first == second
-    assert json.loads((Path(first) / META).read_text())["status"] == STATUS_COMPLETE
+    assert json.loads((Path(first) / META).read_text())["status"] == CellStatus.COMPLETE
     err = capsys.readouterr().err
     assert "listed twice in this group" in err and "left alone" not in err

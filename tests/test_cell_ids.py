@@ -7,20 +7,14 @@ import pytest
 import yaml
 from conftest import compose_config
 
-from gradstudy.activations import ACTIVATIONS
-from gradstudy.config import (
-    ADDED_KEYS,
-    RUN_KEYS,
-    canonical,
-    conf_dir,
-    option_keys,
-    resolved,
-)
-from gradstudy.data import FILE_DATASETS
-from gradstudy.inits import INITIALIZERS, bias_init
-from gradstudy.model import NORMS
-from gradstudy.optim import make_optimizer
-from gradstudy.store import cell_id
+from gradstudy.engine.activations import ACTIVATIONS
+from gradstudy.cells.config import ADDED_KEYS, RUN_KEYS, canonical, option_keys, resolved
+from gradstudy.schema import conf_dir
+from gradstudy.inputs.data import FILE_DATASETS
+from gradstudy.inputs.inits import INITIALIZERS, bias_init
+from gradstudy.engine.model import NORMS
+from gradstudy.engine.optim import make_optimizer
+from gradstudy.store.ids import cell_id
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -48,7 +48,7 @@ def test_the_entry_point_imports_no_jax_and_warnings_no_scipy():
         "import gradstudy.run, hydra_plugins.gradstudy_sweeper.sweeper\n"
         "heavy = {'jax', 'flax', 'sklearn', 'scipy', 'optax'}\n"
         "print(sorted({m.split('.')[0] for m in sys.modules} & heavy))\n"
-        "from gradstudy.compat import Inputs, compatibility_warnings\n"
+        "from gradstudy.cells.compat import Inputs, compatibility_warnings\n"
         "from conftest import compose_config\n"
         "assert compatibility_warnings(compose_config('init=he', 'act=relu'), Inputs(0.1, 784)) == []\n"
         "print('scipy' in sys.modules)\n"

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from conftest import TINY, compose_config
 
-from gradstudy.compat import Inputs, compatibility_warnings
+from gradstudy.cells.compat import Inputs, compatibility_warnings
 from gradstudy.run import run_cell
 
 INPUTS = Inputs(data_q=0.1, n_inputs=784)

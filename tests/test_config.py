@@ -5,8 +5,9 @@ from conftest import compose_config
 from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf.errors import ValidationError
 
-from gradstudy.config import ConfigError, seeds_of, validate, validate_against_data
-from gradstudy.data import load_dataset
+from gradstudy.cells.config import seeds_of, validate, validate_against_data
+from gradstudy.schema import ConfigError
+from gradstudy.inputs.data import load_dataset
 
 
 @pytest.mark.parametrize(

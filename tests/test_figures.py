@@ -14,11 +14,12 @@ import pytest
 from conftest import TINY, compose_config
 from matplotlib.colors import to_rgba
 
-from gradstudy import load_study, plots
-from gradstudy.analysis import gradient_table, steps_to_target
-from gradstudy.encoding import DPI, MAX_INCHES
-from gradstudy.figures import REPORT_FIGURES, FigureSpec
-from gradstudy.present import label_of
+from gradstudy import load_study
+from gradstudy.show import plots
+from gradstudy.analysis.convergence import gradient_table, steps_to_target
+from gradstudy.show.encoding import DPI, MAX_INCHES
+from gradstudy.show.figures import REPORT_FIGURES, FigureSpec
+from gradstudy.show.present import label_of
 from gradstudy.report import main as report_main
 from gradstudy.report import write_report
 from gradstudy.run import run_cell, run_cells
@@ -364,7 +365,7 @@ def test_figure_spec_skips_with_a_reason(lr_study):
 
 
 def test_plots_leave_the_backend_alone():
-    code = "import matplotlib; matplotlib.use('svg'); import gradstudy.plots, gradstudy.report; print(matplotlib.get_backend())"
+    code = "import matplotlib; matplotlib.use('svg'); import gradstudy.show.plots, gradstudy.report; print(matplotlib.get_backend())"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "svg"
 

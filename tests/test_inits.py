@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from gradstudy.inits import INITIALIZERS, kernel_init
+from gradstudy.inputs.inits import INITIALIZERS, kernel_init
 from gradstudy.run import conf_dir
 
 FAN_IN, FAN_OUT = 300, 500
@@ -78,8 +78,8 @@ def test_orthogonal_gain_on_tall_and_wide_matrices(shape):
 
 def test_engine_init_counts_fan_per_seed(tiny_cfg):
     """Stacked seeds must not enter the fan: He's variance is 2/fan_in for each seed's matrix."""
-    from gradstudy.data import load_dataset
-    from gradstudy.engine import Engine
+    from gradstudy.inputs.data import load_dataset
+    from gradstudy.engine.program import Engine
 
     cfg = tiny_cfg("init=he", "model.width=256")
     engine = Engine(cfg, load_dataset(cfg.data))
@@ -98,8 +98,8 @@ def test_every_registered_initializer_has_a_preset():
 def test_engine_init_of_a_deep_orthogonal_net_is_orthogonal_for_every_seed(tiny_cfg):
     """Several seeds of a deep orthogonal net (a compiled program of that many batched QR
     decompositions hangs on XLA's CPU backend, so initial values are drawn in numpy)."""
-    from gradstudy.data import load_dataset
-    from gradstudy.engine import Engine
+    from gradstudy.inputs.data import load_dataset
+    from gradstudy.engine.program import Engine
 
     cfg = tiny_cfg("init=orthogonal", "model.depth=8", "model.width=32")
     engine = Engine(cfg, load_dataset(cfg.data))
@@ -113,8 +113,8 @@ def test_engine_init_of_a_deep_orthogonal_net_is_orthogonal_for_every_seed(tiny_
 
 def test_initial_values_do_not_depend_on_the_activation(tiny_cfg):
     """Same init and seed, same values, whatever the activation of the cell."""
-    from gradstudy.data import load_dataset
-    from gradstudy.engine import Engine
+    from gradstudy.inputs.data import load_dataset
+    from gradstudy.engine.program import Engine
 
     params = []
     for act in ("relu", "tanh"):
@@ -124,7 +124,7 @@ def test_initial_values_do_not_depend_on_the_activation(tiny_cfg):
 
 
 def test_meanfield_weights_and_biases_have_the_given_variances():
-    from gradstudy.inits import bias_init, bias_variance, weight_variance
+    from gradstudy.inputs.inits import bias_init, bias_variance, weight_variance
 
     cfg = _cfg("meanfield", sigma_w2=1.76, sigma_b2=0.05)
     w = kernel_init(cfg)(np.random.default_rng(5), (FAN_IN, FAN_OUT))
@@ -136,7 +136,7 @@ def test_meanfield_weights_and_biases_have_the_given_variances():
 
 
 def test_bias_std_draws_random_biases_around_the_constant():
-    from gradstudy.inits import bias_init
+    from gradstudy.inputs.inits import bias_init
 
     b = bias_init(_cfg("he", bias=0.5, bias_std=0.2))(np.random.default_rng(7), (N,))
     assert b.mean() == pytest.approx(0.5, abs=5 * 0.2 / np.sqrt(N))
@@ -146,7 +146,7 @@ def test_bias_std_draws_random_biases_around_the_constant():
 
 @pytest.mark.parametrize("name", sorted(EXPECTED_VAR) + ["orthogonal"])
 def test_weight_variance_is_what_the_initializer_draws(name):
-    from gradstudy.inits import weight_variance
+    from gradstudy.inputs.inits import weight_variance
 
     for shape in ((FAN_IN, FAN_OUT), (FAN_OUT, FAN_IN)):
         w = kernel_init(_cfg(name))(np.random.default_rng(8), shape)

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from conftest import SLOW_CELL, TINY, compose_config, run_cli
 
-from gradstudy.store import CURVES, LAYERS, META, STEPS
+from gradstudy.schema import CURVES, LAYERS, META, STEPS
 
 GRID = ["-m", *TINY, "train.seeds=2", "init=xavier,he"]
 
@@ -52,7 +52,7 @@ def test_an_interrupted_submitit_job_leaves_its_cell_interrupted_and_a_rerun_fin
     import sys
     import time
 
-    from gradstudy.store import cell_state
+    from gradstudy.store.state import cell_state
 
     args = [
         "-m",

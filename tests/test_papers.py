@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 from conftest import compose_config
 
-from gradstudy.config import conf_dir, validate
+from gradstudy.cells.config import validate
+from gradstudy.schema import conf_dir
 from gradstudy.papers import (
     CONTRADICTED,
     INCONCLUSIVE,
@@ -22,7 +23,7 @@ from gradstudy.papers import (
 from gradstudy.reproduce import main as reproduce_main
 from gradstudy.reproduce import plan, write_reproduction
 from gradstudy.run import run_cell
-from gradstudy.store import Study, load_study
+from gradstudy.store.study import Study, load_study
 
 #: Cells per preset: the size of each paper's grid.
 GRID_SIZES = {

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from gradstudy import load_study
-from gradstudy.plots import activation_profile, gradient_profile
-from gradstudy.predictions import predicted_layers
+from gradstudy.show.plots import activation_profile, gradient_profile
+from gradstudy.analysis.predictions import predicted_layers
 from gradstudy.run import run_cells
 
 DEPTH = 6

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 from gradstudy import load_study
-from gradstudy.figures import REPORT_FIGURES, steps_figure
+from gradstudy.show.figures import REPORT_FIGURES, steps_figure
 from gradstudy.report import main as report_main
 from gradstudy.run import run_cell
-from gradstudy.store import write_json
+from gradstudy.store.files import write_json
 
 
 @pytest.fixture(scope="module")

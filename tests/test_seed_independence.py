@@ -1,6 +1,6 @@
 """A seed's numbers are bitwise the same alone, among other seeds, and on one or two host devices.
 
-This is an empirical property of the XLA CPU build (see ``gradstudy.engine``'s docstring); this test
+This is an empirical property of the XLA CPU build (see ``gradstudy.engine.program``'s docstring); this test
 is what guards it. Curves, per-step losses, layer statistics (percentiles included) and histograms
 are compared bit for bit, through the tables a cell writes.
 """
@@ -8,10 +8,10 @@ are compared bit for bit, through the tables a cell writes.
 import jax
 import pytest
 
-from gradstudy.data import load_dataset
-from gradstudy.engine import Engine
-from gradstudy.store import CURVES, HISTS, LAYERS, STEPS
-from gradstudy.tables import cell_tables
+from gradstudy.inputs.data import load_dataset
+from gradstudy.engine.program import Engine
+from gradstudy.schema import CURVES, HISTS, LAYERS, STEPS
+from gradstudy.store.tables import cell_tables
 
 SEED = 3
 COMPANIONS = {1: [SEED], 3: [0, SEED, 4], 5: [0, 1, 2, SEED, 4]}

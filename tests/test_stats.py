@@ -12,11 +12,11 @@ import numpy as np
 import optax
 import pytest
 
-from gradstudy.activations import ACTIVATIONS
-from gradstudy.data import load_dataset
-from gradstudy.engine import Engine, batch_indices
-from gradstudy.model import hidden_name
-from gradstudy.stats import HistBins, hist_bins, histogram, order_statistic, stat_names
+from gradstudy.engine.activations import ACTIVATIONS
+from gradstudy.inputs.data import load_dataset
+from gradstudy.engine.program import Engine, batch_indices
+from gradstudy.engine.model import hidden_name
+from gradstudy.engine.stats import HistBins, hist_bins, histogram, order_statistic, stat_names
 
 DERIVATIVES = {
     "tanh": (np.tanh, lambda z: 1 - np.tanh(z) ** 2),
@@ -209,8 +209,8 @@ def test_optional_statistics_match_numpy(tiny_cfg, act, width):
     """unit_mean_median against numpy; jacobian_sv_mean against the SVD of each example's Jacobian
     dh_l/dh_{l-1}, taken by jax.jacobian of the layer alone (width 80 > the 64 inputs: the first
     layer's Jacobian is wide, so only its 64 nonzero singular values count)."""
-    from gradstudy.activations import activation_fn
-    from gradstudy.stats import JACOBIAN_EXAMPLES
+    from gradstudy.engine.activations import activation_fn
+    from gradstudy.engine.stats import JACOBIAN_EXAMPLES
 
     extra = "stats.extra=[unit_mean_median,jacobian_sv_mean]"
     cfg = tiny_cfg(
@@ -270,7 +270,7 @@ def test_unit_percentiles_follow_single_units_and_land_in_their_own_table(tiny_c
     inverted-CDF percentiles of an explicit float64 forward pass; written to units.parquet, not layers."""
     from gradstudy import load_study
     from gradstudy.run import run_cell
-    from gradstudy.store import unit_stat
+    from gradstudy.schema import unit_stat
 
     extra = ("stats.extra=[unit_percentiles]", "stats.units=3")
     cfg, dataset, _, params, stats = _first_step(tiny_cfg, "tanh", *extra)

@@ -10,10 +10,12 @@ import pytest
 import yaml
 
 from gradstudy import load_study
-from gradstudy.config import canonical, resolved
+from gradstudy.cells.config import canonical, resolved
 from gradstudy.run import run_cell
-from gradstudy.stats import SCALAR_STATS
-from gradstudy.store import cell_id, is_complete, write_json, write_table
+from gradstudy.engine.stats import SCALAR_STATS
+from gradstudy.store.state import is_complete
+from gradstudy.store.files import write_json, write_table
+from gradstudy.store.ids import cell_id
 
 
 @pytest.fixture
@@ -194,7 +196,7 @@ def test_load_study_on_a_missing_or_empty_folder(tmp_path):
 
 def test_a_skipped_cell_made_by_other_code_says_so_and_the_report_flags_the_mix(cell_cfg, tmp_path, capsys):
     from gradstudy.report import write_report
-    from gradstudy.store import code_hash
+    from gradstudy.store.provenance import code_hash
 
     cell_dir = Path(run_cell(cell_cfg()))
     run_cell(cell_cfg("init=he"))
@@ -213,7 +215,7 @@ def test_a_skipped_cell_made_by_other_code_says_so_and_the_report_flags_the_mix(
 
 
 def test_config_yaml_is_the_canonical_config_that_the_id_hashes(cell_cfg):
-    from gradstudy.store import config_hash
+    from gradstudy.store.ids import config_hash
 
     cell_dir = Path(run_cell(cell_cfg("optim.momentum=0.5")))  # sgd ignores momentum
     config = yaml.safe_load((cell_dir / "config.yaml").read_text())
@@ -224,7 +226,7 @@ def test_config_yaml_is_the_canonical_config_that_the_id_hashes(cell_cfg):
 
 
 def test_a_cell_written_before_seeds_parquet_gets_its_seeds_from_meta(cell_cfg):
-    from gradstudy.analysis import final_metrics
+    from gradstudy.analysis.convergence import final_metrics
 
     cell_dir = Path(run_cell(cell_cfg("init=normal", "init.sigma=3", "act=linear", "optim.lr=5", "train.steps=60")))
     expected = load_study(cell_dir.parent).seeds

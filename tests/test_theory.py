@@ -7,8 +7,8 @@ from omegaconf import OmegaConf
 from scipy import integrate
 
 from gradstudy import theory
-from gradstudy.activations import ACTIVATIONS
-from gradstudy.inits import INITIALIZERS, WEIGHT_VARIANCES
+from gradstudy.engine.activations import ACTIVATIONS
+from gradstudy.inputs.inits import INITIALIZERS, WEIGHT_VARIANCES
 from gradstudy.theory import MOMENTS, Moments, c_star, chi1, depth_scales, q_map, q_star
 
 REL = 1e-4

@@ -1,5 +1,5 @@
 """gradstudy: measure why deep networks are hard to train, layer by layer, over seeds and grids."""
 
-from gradstudy.store import Study, load_study
+from gradstudy.store.study import Study, load_study
 
 __all__ = ["Study", "load_study"]

@@ -50,7 +50,8 @@ class SummaryCallback(Callback):
     def _start(self, config: DictConfig, multirun: bool) -> None:
         """Stop before anything is written when ``budget``, ``study`` or ``results_dir`` cannot work:
         one line naming the key, exit status 2 (an exception here would only become a warning)."""
-        from gradstudy.config import ConfigError, check_run_keys
+        from gradstudy.cells.config import check_run_keys
+        from gradstudy.schema import ConfigError
 
         try:
             check_run_keys(config)
@@ -96,8 +97,10 @@ class SummaryCallback(Callback):
 def summarize_sweep(results_dir: Path, sweep: str) -> bool:
     """Print the summary of the cells ``sweep`` touched; True when each is complete or running in
     another live process (the state table in the README), and no run was refused."""
-    from gradstudy.store import STATUS_COMPLETE, STATUS_RUNNING, load_study, sweep_cells, sweep_rejections
-    from gradstudy.summary import summary_table
+    from gradstudy.store.study import load_study
+    from gradstudy.store.sweeps import sweep_cells, sweep_rejections
+    from gradstudy.schema import CellStatus
+    from gradstudy.show.summary import summary_table
 
     cells = sweep_cells(results_dir, sweep)
     rejections = sweep_rejections(results_dir, sweep)
@@ -112,7 +115,7 @@ def summarize_sweep(results_dir: Path, sweep: str) -> bool:
     print_summary(table)
     for cell, why in rejections.items():
         print(f"gradstudy: a run of {cell} was refused: {why}", file=sys.stderr)
-    return bool(table["status"].isin([STATUS_COMPLETE, STATUS_RUNNING]).all()) and not rejections
+    return bool(table["status"].isin([CellStatus.COMPLETE, CellStatus.RUNNING]).all()) and not rejections
 
 
 def print_summary(table: pd.DataFrame) -> None:
@@ -120,7 +123,7 @@ def print_summary(table: pd.DataFrame) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from gradstudy.summary import accuracy_text, diverged_text
+    from gradstudy.show.summary import accuracy_text, diverged_text
 
     out = Table(
         title="gradstudy summary",

@@ -17,12 +17,14 @@ from typing import Any
 import numpy as np
 
 from gradstudy import analysis
-from gradstudy.analysis import KEY
-from gradstudy.encoding import DPI, study_keys
-from gradstudy.figures import REPORT_FIGURES, FigureSpec, steps_figure
-from gradstudy.predictions import predicted_layers
-from gradstudy.present import ZERO_MAGNITUDE, markdown_table
-from gradstudy.store import CONFIG, Study, load_study, read_meta
+from gradstudy.schema import KEY
+from gradstudy.show.encoding import DPI, study_keys
+from gradstudy.show.figures import REPORT_FIGURES, FigureSpec, steps_figure
+from gradstudy.analysis.predictions import predicted_layers
+from gradstudy.show.present import ZERO_MAGNITUDE, markdown_table
+from gradstudy.store.study import Study, load_study
+from gradstudy.store.files import read_meta
+from gradstudy.schema import CONFIG
 
 
 def _header(title: str, study: Study) -> str:

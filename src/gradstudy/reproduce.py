@@ -24,13 +24,17 @@ from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
-from gradstudy.config import BUDGETS, canonical, conf_dir, register_configs, resolved
-from gradstudy.datafiles import MissingDataError
-from gradstudy.encoding import DPI
+from gradstudy.cells.config import BUDGETS, canonical, register_configs, resolved
+from gradstudy.schema import conf_dir
+from gradstudy.inputs.datafiles import MissingDataError
+from gradstudy.show.encoding import DPI
 from gradstudy.papers import CONTRADICTED, Paper, Verdict, check, papers
-from gradstudy.present import markdown_table, number
+from gradstudy.show.present import markdown_table, number
 from gradstudy.report import figure_section
-from gradstudy.store import ARM, cell_id, load_study, write_json, write_text
+from gradstudy.store.study import load_study
+from gradstudy.store.files import write_json, write_text
+from gradstudy.store.ids import cell_id
+from gradstudy.schema import ARM
 
 PLAN = "plan.json"
 REPORT = "reproduction.md"
@@ -99,7 +103,7 @@ def write_plan(p: Plan) -> Path:
 
 def check_data(p: Plan) -> None:
     """Raise MissingDataError before anything runs when a cell's local data files are absent."""
-    from gradstudy.data import FILE_DATASETS, load_dataset
+    from gradstudy.inputs.data import FILE_DATASETS, load_dataset
 
     for data in {OmegaConf.to_yaml(c.data, resolve=True) for c in p.cells}:
         node = OmegaConf.create(data)
@@ -125,10 +129,10 @@ def arm_of(cell: PlannedCell) -> str | None:
 
 
 def write_latency(paper: Paper, p: Plan) -> Path:
-    """Time the inference of the paper's ``latency_arms`` (``gradstudy.latency``) and write the table
+    """Time the inference of the paper's ``latency_arms`` (``gradstudy.engine.latency``) and write the table
     beside the cells, where the speed claims read it."""
-    from gradstudy.data import load_dataset
-    from gradstudy.latency import BATCH, LATENCY_FILE, measure_latency
+    from gradstudy.inputs.data import load_dataset
+    from gradstudy.engine.latency import BATCH, LATENCY_FILE, measure_latency
 
     configs = {arm_of(c): c.cfg for c in p.cells if arm_of(c) in paper.latency_arms}
     dataset = load_dataset(next(iter(configs.values())).data)

@@ -33,58 +33,32 @@ from rich.progress import (
 )
 
 from gradstudy.callbacks import summarize_sweep, sweep_of_job
-from gradstudy.compat import compatibility_warnings, data_inputs
-from gradstudy.config import (
-    ConfigError,
-    canonical,
-    check_run_keys,
-    conf_dir,
-    ignored_overrides,
-    register_configs,
-    resolved,
-    seeds_of,
-    validate,
-    validate_against_data,
-)
-from gradstudy.datafiles import MissingDataError
-from gradstudy.grouping import COMPOSED, program_key
-from gradstudy.locks import CellLock, claim, describe, read_lock
-from gradstudy.store import (
-    ARM,
-    CONFIG,
-    META,
-    OUTCOME_DIVERGED,
-    OUTCOME_OK,
-    STATUS_COMPLETE,
-    STATUS_CORRUPT,
-    STATUS_FAILED,
-    STATUS_INTERRUPTED,
-    STATUS_RUNNING,
-    cell_id,
-    cell_state,
-    code_hash,
-    config_hash,
-    mark_in_sweep,
-    provenance,
-    table_record,
-    write_json,
-    write_table,
-    write_yaml,
-)
+from gradstudy.cells.compat import compatibility_warnings, data_inputs
+from gradstudy.cells.config import canonical, check_run_keys, ignored_overrides, register_configs, resolved, seeds_of, validate, validate_against_data
+from gradstudy.schema import ConfigError, conf_dir
+from gradstudy.inputs.datafiles import MissingDataError
+from gradstudy.cells.grouping import COMPOSED, program_key
+from gradstudy.store.locks import CellLock, claim, describe, read_lock
+from gradstudy.store.provenance import code_hash, provenance
+from gradstudy.store.sweeps import mark_in_sweep
+from gradstudy.store.state import cell_state
+from gradstudy.store.files import table_record, write_json, write_table, write_yaml
+from gradstudy.store.ids import cell_id, config_hash
+from gradstudy.schema import ARM, CONFIG, META, CellStatus, Outcome
 
 
 @functools.lru_cache(maxsize=4)
 def _dataset(data_yaml: str):
     """Each dataset (one ``data`` node, as YAML) is loaded once per process, however many cells of a sweep use it."""
-    from gradstudy.data import load_dataset
+    from gradstudy.inputs.data import load_dataset
 
     return load_dataset(OmegaConf.create(data_yaml))
 
 
 def _applicable_stats(cfg: DictConfig) -> set[str]:
     """The statistics that mean something for the cell's activation (every recorded one but, e.g., ``dead_frac`` for tanh)."""
-    from gradstudy.activations import ACTIVATIONS
-    from gradstudy.stats import INIT_EXTRAS, stat_names
+    from gradstudy.engine.activations import ACTIVATIONS
+    from gradstudy.engine.stats import INIT_EXTRAS, stat_names
 
     act = ACTIVATIONS[cfg.act.name]
     return {s for s in (*stat_names(cfg.stats.tier, cfg.stats.extra, cfg.stats.units), *INIT_EXTRAS) if act.applies(s)}
@@ -133,7 +107,7 @@ def run_cells(cells: list[tuple[DictConfig, str | None]], sweep: str | None = No
 
     Each cell is checked, locked and recorded on its own: a complete cell is skipped, one that
     another process holds is left out, an invalid one fails alone. The cells left that share a
-    program shape (``gradstudy.grouping``) train as one program, in pieces that fit in memory; each
+    program shape (``gradstudy.cells.grouping``) train as one program, in pieces that fit in memory; each
     cell's folder holds exactly what its solo run writes, plus the group it trained in."""
     console = _console()
     outcomes: list[Claim | str] = []
@@ -148,8 +122,8 @@ def run_cells(cells: list[tuple[DictConfig, str | None]], sweep: str | None = No
             _train_group(group, console)
     except CellInterrupted as stop:
         for c in _claims(outcomes):
-            if c.meta["status"] == STATUS_RUNNING:
-                c.meta.update(status=STATUS_INTERRUPTED, message=f"stopped by {stop.name}")
+            if c.meta["status"] == CellStatus.RUNNING:
+                c.meta.update(status=CellStatus.INTERRUPTED, message=f"stopped by {stop.name}")
                 write_json(c.cell_dir / META, c.meta)
                 console.print(f"[red]gradstudy: {c.cell} interrupted by {stop.name}; a rerun starts it again[/red]")
         raise
@@ -190,7 +164,7 @@ def _claim(
             failure = err
     cell_dir = Path(cfg.results_dir) / cfg.study / cell
     previous = cell_state(cell_dir)
-    complete = previous is not None and previous.status == STATUS_COMPLETE
+    complete = previous is not None and previous.status == CellStatus.COMPLETE
     rejected = f"{failure}; the complete cell was left as it is" if failure is not None and complete else None
     try:
         cell_dir.mkdir(parents=True, exist_ok=True)
@@ -216,17 +190,17 @@ def _claim(
         return str(cell_dir)
     # This process holds the lock: look again (another process may have finished the cell meanwhile).
     latest = cell_state(cell_dir)
-    if latest is not None and latest.status == STATUS_COMPLETE and not cfg.force:
+    if latest is not None and latest.status == CellStatus.COMPLETE and not cfg.force:
         lock.release()
         console.print(_skip_line(cell, latest.meta))
         return str(cell_dir)
-    if previous is not None and previous.status in (STATUS_CORRUPT, STATUS_INTERRUPTED):
+    if previous is not None and previous.status in (CellStatus.CORRUPT, CellStatus.INTERRUPTED):
         console.print(f"gradstudy: {cell} was {previous.status} ({previous.reason}); running it again")
     meta = {
         "study": cfg.study,
         "cell": cell,
         ARM: arm,
-        "status": STATUS_RUNNING,
+        "status": CellStatus.RUNNING,
         "seeds": [],
         "diverged": {},
         "config": full,
@@ -257,7 +231,7 @@ def _claim(
 def _fail(c: Claim, err: Exception, console: Console) -> None:
     """Record the cell as failed, with the message and traceback."""
     message = str(err) if isinstance(err, ConfigError | MissingDataError) else f"{type(err).__name__}: {err}"
-    c.meta.update(status=STATUS_FAILED, message=message, traceback="".join(traceback.format_exception(err)))
+    c.meta.update(status=CellStatus.FAILED, message=message, traceback="".join(traceback.format_exception(err)))
     write_json(c.cell_dir / META, c.meta)
     console.print(f"[red]gradstudy: cell {c.cell} failed: {message}[/red]")
 
@@ -300,9 +274,9 @@ def _one_by_one(claims: list[Claim], err: Exception, console: Console) -> None:
 
 
 def _fitting(engine, claims: list[Claim]) -> tuple[list[list[Claim]], list[tuple[Claim, Exception]]]:
-    """``claims`` cut in halves until every piece fits in memory (``gradstudy.memory``), and the
+    """``claims`` cut in halves until every piece fits in memory (``gradstudy.engine.memory``), and the
     cells that do not fit even alone, each with its ``OutOfMemory``."""
-    from gradstudy.memory import OutOfMemory, preflight
+    from gradstudy.engine.memory import OutOfMemory, preflight
 
     if not any(c.cfg.check_memory for c in claims):
         return [claims], []
@@ -344,16 +318,16 @@ def _train(engine, claims: list[Claim], console: Console) -> list:
 
 def _write(c: Claim, result, console: Console) -> None:
     """Write a trained cell's tables, then its meta marked complete."""
-    from gradstudy.tables import cell_tables
+    from gradstudy.store.tables import cell_tables
 
     meta, cfg = c.meta, c.cfg
     tables, diverged = cell_tables(result, _applicable_stats(cfg), cfg.train.steps)
     for name, frame in tables.items():
         write_table(c.cell_dir / name, frame)
     meta["tables"] = {name: table_record(c.cell_dir / name) for name in tables}
-    outcome = OUTCOME_DIVERGED if len(diverged) == len(meta["seeds"]) else OUTCOME_OK
+    outcome = Outcome.DIVERGED if len(diverged) == len(meta["seeds"]) else Outcome.OK
     wall_s = round(time.time() - c.started, 2)
-    meta.update(status=STATUS_COMPLETE, outcome=outcome, diverged=diverged, wall_s=wall_s)
+    meta.update(status=CellStatus.COMPLETE, outcome=outcome, diverged=diverged, wall_s=wall_s)
     write_json(c.cell_dir / META, meta)
     if diverged:
         console.print(
@@ -367,7 +341,7 @@ _ENGINES: dict[str, object] = {}
 def _engine(c: Claim):
     """The engine of the claim's program, built once per process: its programs are traced once,
     however many groups of that shape the process trains."""
-    from gradstudy.engine import Engine
+    from gradstudy.engine.program import Engine
 
     if c.program not in _ENGINES:
         _ENGINES[c.program] = Engine(c.cfg, _dataset(c.data_yaml))
@@ -407,8 +381,8 @@ def _member(config_name: str, overrides: list[str]) -> tuple[DictConfig, str | N
 
 @hydra.main(version_base="1.3", config_path=conf_dir(), config_name="config")
 def main(cfg: DictConfig) -> list[str]:
-    from gradstudy.cache import enable_compile_cache
-    from gradstudy.devices import use_host_devices
+    from gradstudy.inputs.cache import enable_compile_cache
+    from gradstudy.engine.devices import use_host_devices
 
     use_host_devices()
     logging.getLogger("jax").setLevel(logging.WARNING)

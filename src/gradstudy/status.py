@@ -1,6 +1,6 @@
 """``python -m gradstudy.status results/<study> [...]``: the state of every cell of one or more studies.
 
-States (``gradstudy.store``): ``complete`` (its tables match the sizes, row counts and SHA-256 that
+States (``gradstudy.store.study``): ``complete`` (its tables match the sizes, row counts and SHA-256 that
 ``meta.json`` lists), ``running`` (started, not finished: still running or killed), ``failed`` (the
 message says why), ``corrupt`` (a file does not prove itself; a rerun redoes it). Exit status: 0 when
 every cell is complete, 1 when some are not, 2 when a folder holds no cells. Reads files only.
@@ -12,7 +12,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from gradstudy.store import STATUS_COMPLETE, load_study
+from gradstudy.store.study import load_study
+from gradstudy.schema import CellStatus
 
 
 def status_lines(paths: list[Path]) -> tuple[list[str], bool]:
@@ -22,10 +23,10 @@ def status_lines(paths: list[Path]) -> tuple[list[str], bool]:
         raise FileNotFoundError(f"{', '.join(map(str, paths))} holds no gradstudy cells")
     counts = cells["status"].value_counts()
     lines = [f"{len(cells)} cell(s): " + ", ".join(f"{n} {state}" for state, n in counts.items())]
-    for row in cells[cells["status"] != STATUS_COMPLETE].sort_values(["status", "study", "cell"]).itertuples():
+    for row in cells[cells["status"] != CellStatus.COMPLETE].sort_values(["status", "study", "cell"]).itertuples():
         reason = f": {row.reason}" if isinstance(row.reason, str) else ""
         lines.append(f"  {row.status:<9} {row.study}/{row.cell}{reason}")
-    return lines, bool((cells["status"] == STATUS_COMPLETE).all())
+    return lines, bool((cells["status"] == CellStatus.COMPLETE).all())
 
 
 def main(argv: list[str] | None = None) -> int:

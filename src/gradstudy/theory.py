@@ -10,7 +10,7 @@ standard Gaussian measure, sigma_w2 the weight variance times fan-in, sigma_b2 t
 * ``depth_scales``: xi_q and xi_c, the depths over which q and c forget their inputs;
 * ``predicted_profile``: a cell's predicted per-layer z, h and delta scales at step 0.
 
-Every activation of ``gradstudy.activations`` has a ``Curve`` here (phi, phi', phi'' in numpy).
+Every activation of ``gradstudy.engine.activations`` has a ``Curve`` here (phi, phi', phi'' in numpy).
 Closed forms are used where they exist: rectifiers (ReLU, leaky ReLU, linear) through the
 arc-cosine kernel, ELU and SELU's one-dimensional moments through E[e^{az} 1{z<0}] = e^{a^2/2} Phi(-a).
 Everything else is quadrature: probabilists' Gauss-Hermite for smooth activations, and for a kink
@@ -281,7 +281,7 @@ class ExpLinearMoments(Moments):
 
 
 #: Activation name -> its moments, given alpha (None: the activation's default). The names are
-#: ``gradstudy.activations.ACTIVATIONS``'s; the defaults are its ``default_alpha``.
+#: ``gradstudy.engine.activations.ACTIVATIONS``'s; the defaults are its ``default_alpha``.
 MOMENTS: dict[str, Callable[[float | None], Moments]] = {
     "sigmoid": lambda a: Moments(_logistic()),
     "tanh": lambda a: Moments(_tanh()),
@@ -461,7 +461,7 @@ def predicted_profile(cfg: Any, data_q: float, n_inputs: int, delta_last: float 
     layer's own sigma_w2 (Xavier's fan_avg makes the first layer's differ); delta runs backward,
     E[delta_l^2] = E[delta_{l+1}^2] sigma_w2_{l+1} (n_{l+1} / n_l) E[phi'(sqrt(q_l) z)^2], from
     ``delta_last`` at the last hidden layer (the measured ``delta_std`` there)."""
-    from gradstudy.inits import bias_variance, weight_variance
+    from gradstudy.inputs.inits import bias_variance, weight_variance
 
     reason = not_applicable(cfg)
     if reason is not None:

@@ -28,11 +28,11 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from gradstudy.analysis import compare_cells, log_mean_ci, lower_median, mean_ci, steps_to_target
-from gradstudy.figures import FigureSpec
-from gradstudy.present import Interval
-from gradstudy.store import CellKey as Key
-from gradstudy.store import Study, cell_keys, rows_of
+from gradstudy.analysis.convergence import compare_cells, log_mean_ci, lower_median, mean_ci, steps_to_target
+from gradstudy.show.figures import FigureSpec
+from gradstudy.show.present import Interval
+from gradstudy.schema import CellKey as Key
+from gradstudy.store.study import Study, cell_keys, rows_of
 
 SUPPORTED, CONTRADICTED, INCONCLUSIVE = "supported", "contradicted", "inconclusive"
 
@@ -96,7 +96,7 @@ class Paper:
     setup: str
     differences: dict[str, str]
     #: Arms (``+arm=`` values of the grid) whose inference latency ``gradstudy.reproduce`` times
-    #: after training, interleaved in one process (``gradstudy.latency``), for the speed claims.
+    #: after training, interleaved in one process (``gradstudy.engine.latency``), for the speed claims.
     latency_arms: tuple[str, ...] = ()
 
 

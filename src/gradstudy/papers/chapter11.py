@@ -13,10 +13,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from gradstudy import plots
-from gradstudy.analysis import lower_median, steps_to_target
-from gradstudy.figures import FigureSpec
-from gradstudy.latency import LATENCY_FILE, ratios, study_latency
+from gradstudy.show import plots
+from gradstudy.analysis.convergence import lower_median, steps_to_target
+from gradstudy.show.figures import FigureSpec
+from gradstudy.engine.latency import LATENCY_FILE, ratios, study_latency
 from gradstudy.papers import (
     Claim,
     Measurement,
@@ -32,7 +32,7 @@ from gradstudy.papers import (
     rows_of,
     steps_earlier,
 )
-from gradstudy.store import Study
+from gradstudy.store.study import Study
 
 #: "Converges": steps until the test accuracy first reaches this.
 TARGET_ACCURACY = 0.9
@@ -231,7 +231,7 @@ CLAIMS = (
     Claim(
         "elu_predicts_slower",
         "6. ELU is slower to compute, so predictions are slower.",
-        "Inference latency per example of a jitted forward pass at initial parameters, ELU over ReLU, per interleaved round (gradstudy.latency). Threshold: above 1.",
+        "Inference latency per example of a jitted forward pass at initial parameters, ELU over ReLU, per interleaved round (gradstudy.engine.latency). Threshold: above 1.",
         "latency ELU / ReLU",
         "above",
         1.0,

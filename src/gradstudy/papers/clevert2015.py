@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import pandas as pd
 
-from gradstudy import plots
-from gradstudy.analysis import loss_auc
-from gradstudy.figures import FigureSpec
+from gradstudy.show import plots
+from gradstudy.analysis.convergence import loss_auc
+from gradstudy.show.figures import FigureSpec
 from gradstudy.papers import (
     Claim,
     Measurement,
@@ -23,7 +23,7 @@ from gradstudy.papers import (
     layer_values,
     rows_of,
 )
-from gradstudy.store import Study
+from gradstudy.store.study import Study
 
 ARMS = {"ELU": ("elu", None), "ReLU": ("relu", None), "Leaky ReLU (α=0.1)": ("leaky_relu", 0.1)}
 

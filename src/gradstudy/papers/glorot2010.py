@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from gradstudy import plots
-from gradstudy.figures import FigureSpec
+from gradstudy.show import plots
+from gradstudy.show.figures import FigureSpec
 from gradstudy.papers import (
     Claim,
     Measurement,
@@ -25,7 +25,7 @@ from gradstudy.papers import (
     of_seeds,
     of_seeds_log,
 )
-from gradstudy.store import Study
+from gradstudy.store.study import Study
 
 #: Table 1: test error (%) after training, 5 hidden layers, by activation and init ("N" = normalized).
 TABLE_1 = pd.DataFrame(

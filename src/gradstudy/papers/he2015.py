@@ -12,9 +12,9 @@ import math
 import numpy as np
 import pandas as pd
 
-from gradstudy import plots
-from gradstudy.analysis import lower_median, steps_to_target
-from gradstudy.figures import FigureSpec
+from gradstudy.show import plots
+from gradstudy.analysis.convergence import lower_median, steps_to_target
+from gradstudy.show.figures import FigureSpec
 from gradstudy.papers import (
     Claim,
     Measurement,
@@ -30,7 +30,7 @@ from gradstudy.papers import (
     rows_of,
     steps_earlier,
 )
-from gradstudy.store import Study
+from gradstudy.store.study import Study
 
 CHANCE_LOSS = math.log(10)
 #: "Stays at chance": the final training loss is within 5% of ln(10).

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import pandas as pd
 
-from gradstudy import plots
-from gradstudy.analysis import lower_median, steps_to_target
-from gradstudy.figures import FigureSpec
+from gradstudy.show import plots
+from gradstudy.analysis.convergence import lower_median, steps_to_target
+from gradstudy.show.figures import FigureSpec
 from gradstudy.papers import (
     Claim,
     Measurement,
@@ -29,8 +29,8 @@ from gradstudy.papers import (
     rows_of,
     steps_earlier,
 )
-from gradstudy.present import number
-from gradstudy.store import Study
+from gradstudy.show.present import number
+from gradstudy.store.study import Study
 
 #: "A given test accuracy": 0.9, well below both nets' final accuracy in fig. 1(a).
 TARGET_ACCURACY = 0.9

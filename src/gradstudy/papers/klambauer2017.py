@@ -11,9 +11,9 @@ import math
 
 import pandas as pd
 
-from gradstudy import plots
-from gradstudy.analysis import loss_auc
-from gradstudy.figures import FigureSpec
+from gradstudy.show import plots
+from gradstudy.analysis.convergence import loss_auc
+from gradstudy.show.figures import FigureSpec
 from gradstudy.papers import (
     Claim,
     Measurement,
@@ -27,7 +27,7 @@ from gradstudy.papers import (
     of_seeds,
     rows_of,
 )
-from gradstudy.store import Study
+from gradstudy.store.study import Study
 
 CHANCE_LOSS = math.log(10)
 DEPTHS = (8, 16, 32)

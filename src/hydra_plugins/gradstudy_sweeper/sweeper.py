@@ -3,7 +3,7 @@ handed to one job.
 
 The sweep's cells are expanded and composed exactly as the basic sweeper does (it composes every
 cell once to catch bad overrides before launching anything). Cells whose programs have the same
-shape (``gradstudy.grouping.program_key``) become one job: the first cell's overrides plus the
+shape (``gradstudy.cells.grouping.program_key``) become one job: the first cell's overrides plus the
 run-only key ``members``, the list of each cell's own overrides, which ``gradstudy.run`` composes
 one by one. A group of one is an ordinary job. Grouping happens before the launcher, so every
 launcher (basic, joblib, submitit, SLURM) runs batched groups.
@@ -67,9 +67,9 @@ class GradstudySweeper(BasicSweeper):
     def _program_key(self, overrides: list[str]) -> str | None:
         """The cell's program key, or None (a job of its own) when its config does not resolve:
         its job then records why."""
-        from gradstudy.config import resolved
-        from gradstudy.grouping import COMPOSED, program_key
-        from gradstudy.store import ARM
+        from gradstudy.cells.config import resolved
+        from gradstudy.cells.grouping import COMPOSED, program_key
+        from gradstudy.schema import ARM
 
         assert self.hydra_context is not None and self.config is not None
         cfg = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
@@ -84,7 +84,7 @@ class GradstudySweeper(BasicSweeper):
 
     def jobs(self, cells: list[list[str]]) -> list[list[str]]:
         """One job's overrides per group of ``cells``, in the order the groups first appear."""
-        from gradstudy.grouping import COMPOSED, group_by_key
+        from gradstudy.cells.grouping import COMPOSED, group_by_key
 
         if not self.group:
             self.validate_batch_is_legal(cells)

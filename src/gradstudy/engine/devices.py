@@ -8,6 +8,7 @@ Must be called before JAX initializes its backend (the first computation or devi
 from __future__ import annotations
 
 import os
+from typing import Any
 
 _FLAG = "--xla_force_host_platform_device_count"
 
@@ -17,3 +18,11 @@ def use_host_devices(count: int | None = None) -> None:
     flags = os.environ.get("XLA_FLAGS", "")
     if _FLAG not in flags:
         os.environ["XLA_FLAGS"] = f"{flags} {_FLAG}={count or os.cpu_count() or 1}".strip()
+
+
+def device_info() -> dict[str, Any]:
+    """The device a cell ran on, for its ``meta.json``: platform, kind and how many there are."""
+    import jax
+
+    device = jax.devices()[0]
+    return {"platform": device.platform, "kind": device.device_kind, "count": jax.device_count()}

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from gradstudy.inits import bias_variance, weight_variance
+from gradstudy.inputs.inits import bias_variance, weight_variance
 
 #: Depths beyond which a rule's vanishing gradient is worth a warning.
 XAVIER_RELU_DEPTH, SIGMOID_DEPTH = 10, 4

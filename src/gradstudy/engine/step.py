@@ -1,7 +1,7 @@
 """The pure update of one run: loss, gradients, optimizer, and the divergence mask.
 
 ``make_step`` returns the step of one run. What a measured step records is passed in as a function
-(``measure``, built by ``gradstudy.measure``), so the update itself knows nothing of statistics:
+(``measure``, built by ``gradstudy.engine.measure``), so the update itself knows nothing of statistics:
 with no ``measure`` the step is a plain forward and backward pass; with one, the same pass carries
 a zero probe on every pre-activation z_l and records z_l and h_l, and ``measure`` turns the
 gradients, dL/dz_l, z_l and h_l into the step's statistics.
@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from gradstudy.model import MLP
+from gradstudy.engine.model import MLP
 
 
 class TrainState(NamedTuple):

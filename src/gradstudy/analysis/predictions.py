@@ -19,11 +19,12 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from gradstudy import theory
-from gradstudy.analysis import KEY
-from gradstudy.compat import data_inputs
-from gradstudy.config import ActConfig, DataConfig, InitConfig, ModelConfig, NormConfig
-from gradstudy.data import load_dataset
-from gradstudy.store import CONFIG, STATUS_COMPLETE, Study
+from gradstudy.schema import KEY
+from gradstudy.cells.compat import data_inputs
+from gradstudy.cells.config import ActConfig, DataConfig, InitConfig, ModelConfig, NormConfig
+from gradstudy.inputs.data import load_dataset
+from gradstudy.store.study import Study
+from gradstudy.schema import CONFIG, CellStatus
 
 #: The measured statistic each predicted profile is drawn against.
 PREDICTED_STATS = {"act_std": "h_std", "delta_std": "delta_std", "z_std": "z_std"}
@@ -64,7 +65,7 @@ def cell_config(path: Path) -> DictConfig:
 def predicted_layers(study: Study) -> Predictions:
     rows, skipped = [], []
     measured0 = study.layers[(study.layers["step"] == 0) & (study.layers["stat"] == "delta_std")]
-    cells = study.cells[study.cells["status"] == STATUS_COMPLETE]
+    cells = study.cells[study.cells["status"] == CellStatus.COMPLETE]
     for cell in cells.to_dict("records"):
         key = {"study": cell["study"], "cell": cell["cell"]}
         try:

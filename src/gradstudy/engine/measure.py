@@ -14,10 +14,11 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from gradstudy.activations import Activation
-from gradstudy.model import MLP, hidden_name, slope_name
-from gradstudy.stats import HIST_QUANTITIES, HistBins, histogram, mean_singular_value, network_stats
-from gradstudy.step import Measure, Pass, TrainState, probed_pass
+from gradstudy.engine.activations import Activation
+from gradstudy.engine.model import MLP, hidden_name, slope_name
+from gradstudy.engine.stats import HistBins, histogram, mean_singular_value, network_stats
+from gradstudy.schema import HIST_QUANTITIES
+from gradstudy.engine.step import Measure, Pass, TrainState, probed_pass
 
 
 def layer_statistics(act: Activation, percentiles: bool, extra: Sequence[str], units: int = 0) -> Measure:

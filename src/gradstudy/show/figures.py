@@ -10,8 +10,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from gradstudy import plots
-from gradstudy.store import Study
+from gradstudy.show import plots
+from gradstudy.store.study import Study
 
 #: The channels a figure that compares cells takes from the user; a per-cell figure (one panel per
 #: cell, coloured by layer or value) takes only the panel channels.

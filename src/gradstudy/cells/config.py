@@ -17,6 +17,8 @@ import yaml
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
+from gradstudy.schema import ConfigError, conf_dir
+
 #: Top-level keys that say where and how to run, not what is run; they are left out of a cell's id.
 RUN_KEYS = ("hydra", "study", "results_dir", "force", "check_memory", "budget", "budgets", "members")
 #: Config groups whose chosen option (``conf/<group>/<option>.yaml``) lists the keys it uses; the
@@ -114,19 +116,12 @@ class Config:
     study: str = "default"
     results_dir: str = "results"
     force: bool = False
-    #: Refuse a cell that cannot fit in memory before allocating it (``gradstudy.memory``).
+    #: Refuse a cell that cannot fit in memory before allocating it (``gradstudy.engine.memory``).
     check_memory: bool = True
     budget: str = "cpu"
     budgets: dict[str, Any] = field(default_factory=dict)
     #: Set by the gradstudy sweeper: the overrides of each cell of a group job (empty: one cell).
     members: list[Any] = field(default_factory=list)
-
-
-def conf_dir() -> str:
-    """``conf/`` inside an installed wheel, else the repository's top-level ``conf/``."""
-    here = Path(__file__).resolve().parent
-    packaged = here / "conf"
-    return str(packaged if packaged.is_dir() else here.parents[1] / "conf")
 
 
 def option_keys(group: str, option: str) -> set[str] | None:
@@ -174,10 +169,6 @@ def ignored_overrides(cfg: DictConfig, overrides: list[str]) -> list[str]:
 def register_configs() -> None:
     """Register the schema so that ``conf/config.yaml`` and every group file are type-checked."""
     ConfigStore.instance().store(name="gradstudy_schema", node=Config)
-
-
-class ConfigError(ValueError):
-    """A config value that cannot be run; the message names the key and what is allowed."""
 
 
 def seeds_of(cfg: DictConfig) -> list[int]:
@@ -275,7 +266,12 @@ def _floats(node: Any, prefix: str = "") -> list[tuple[str, float]]:
 
 def validate(cfg: DictConfig) -> None:
     """Reject names and values that cannot run. Raises ConfigError naming the key."""
-    from gradstudy import activations, data, inits, model, optim, stats
+    from gradstudy.engine import activations
+    from gradstudy.inputs import data
+    from gradstudy.inputs import inits
+    from gradstudy.engine import model
+    from gradstudy.engine import optim
+    from gradstudy.engine import stats
 
     check_run_keys(cfg)
     check_keys(cfg)

@@ -1,10 +1,10 @@
 """The compiled training program of one group of runs: init, the scanned chunk, the run loop.
 
-A *run* is one seed of one cell. Cells whose programs have the same shape (``gradstudy.grouping``)
+A *run* is one seed of one cell. Cells whose programs have the same shape (``gradstudy.cells.grouping``)
 train as one program, their runs on one leading "runs" axis: what differs between them is data on
 that axis, never part of the program. Each run's initial parameters are made outside ``jit`` by its
 own cell's initializer; its learning rate, momentum and clip norm live in its optimizer state
-(``gradstudy.optim``); its minibatches are drawn in numpy from its seed. A cell trained alone is a
+(``gradstudy.engine.optim``); its minibatches are drawn in numpy from its seed. A cell trained alone is a
 group of one.
 
 Shape of the loop (one ``jit`` per chunk length)::
@@ -16,10 +16,10 @@ Shape of the loop (one ``jit`` per chunk length)::
             then evaluate every run on the full train and test sets
 
 The step counter lives outside the vmap. Chunks of ``train.eval_every`` steps come back to Python
-for progress and writing. The update, the divergence mask and the statistics are ``gradstudy.step``
-and ``gradstudy.measure``; evaluation is ``gradstudy.evaluate``.
+for progress and writing. The update, the divergence mask and the statistics are ``gradstudy.engine.step``
+and ``gradstudy.engine.measure``; evaluation is ``gradstudy.engine.evaluate``.
 
-When JAX has several devices (``gradstudy.devices.use_host_devices`` gives one per CPU core), the
+When JAX has several devices (``gradstudy.engine.devices.use_host_devices`` gives one per CPU core), the
 runs axis is sharded across them. The runs are padded by repeating the last run until every device
 holds the same whole number of groups; the copies are dropped from every output, and nothing is
 padded when the runs divide evenly.
@@ -35,7 +35,7 @@ other runs of its cell or of other cells, and on one or two host devices, becaus
 * evaluation runs each run by itself (``lax.map``), at one fixed block shape, never as one matmul
   whose width grows with the number of runs;
 * per-example sums run in a fixed order: each block at a fixed shape, then block after block;
-* Adam's bias correction and the global-norm clipping multiply by reciprocals (``gradstudy.optim``):
+* Adam's bias correction and the global-norm clipping multiply by reciprocals (``gradstudy.engine.optim``):
   XLA compiles ``array / scalar`` differently on one and on several devices.
 
 On 2 CPU cores ``RUN_GROUP = 1`` is as fast as one vmap over a device's runs at width 100 and about
@@ -57,16 +57,17 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 from omegaconf import OmegaConf
 
-from gradstudy.activations import ACTIVATIONS
-from gradstudy.data import Dataset
-from gradstudy.evaluate import eval_sets, evaluate_run, set_sizes
-from gradstudy.inits import initial_variables
-from gradstudy.measure import histograms, jacobian_statistic, layer_statistics
-from gradstudy.model import build_model, initial_constants
-from gradstudy.optim import make_optimizer
-from gradstudy.stats import HIST_QUANTITIES, INIT_EXTRAS, JACOBIAN_EXAMPLES, HistBins, hist_bins, stat_names
-from gradstudy.step import TrainState, make_step
-from gradstudy.store import HIST_REGIONS
+from gradstudy.engine.activations import ACTIVATIONS
+from gradstudy.inputs.data import Dataset
+from gradstudy.engine.evaluate import eval_sets, evaluate_run, set_sizes
+from gradstudy.inputs.inits import initial_variables
+from gradstudy.engine.measure import histograms, jacobian_statistic, layer_statistics
+from gradstudy.engine.model import build_model, initial_constants
+from gradstudy.engine.optim import make_optimizer
+from gradstudy.engine.stats import INIT_EXTRAS, JACOBIAN_EXAMPLES, HistBins, hist_bins, stat_names
+from gradstudy.schema import HIST_QUANTITIES
+from gradstudy.engine.step import TrainState, make_step
+from gradstudy.schema import HIST_REGIONS
 
 #: Every run is computed in a vmapped group of exactly this many runs (see the module docstring).
 #: One: on CPU a group of one costs nothing at width 100 and pads nothing.

@@ -18,7 +18,7 @@ import json
 from collections.abc import Hashable, Sequence
 from typing import Any, TypeVar
 
-from gradstudy.config import canonical
+from gradstudy.cells.config import canonical
 
 T = TypeVar("T")
 

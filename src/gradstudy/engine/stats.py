@@ -35,8 +35,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gradstudy.activations import Activation
-from gradstudy.store import HIST_REGIONS, unit_stat
+from gradstudy.engine.activations import Activation
+from gradstudy.schema import HIST_REGIONS, unit_stat
 
 SCALAR_STATS = (
     "grad_norm",
@@ -52,8 +52,6 @@ SCALAR_STATS = (
 #: Percentiles of the pre-activation z_l (Ioffe & Szegedy's figure 1), recorded by the ``full`` tier.
 PERCENTILES = (15, 50, 85)
 PERCENTILE_STATS = tuple(f"z_p{q}" for q in PERCENTILES)
-#: Quantities whose per-layer histograms the ``full`` tier records at ``stats.hist_steps``.
-HIST_QUANTITIES = ("activation", "delta")
 
 #: Statistics tiers: ``none`` records nothing, ``scalars`` the per-layer scalars above, ``full`` adds
 #: pre-activation percentiles every ``stats.every`` steps and histograms at ``stats.hist_steps``.

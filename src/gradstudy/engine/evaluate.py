@@ -14,8 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from gradstudy.model import MLP
-from gradstudy.step import TrainState
+from gradstudy.engine.model import MLP
+from gradstudy.engine.step import TrainState
 
 #: Evaluation runs over blocks of this many examples (the last one padded with zero weight).
 EVAL_BLOCK = 1000

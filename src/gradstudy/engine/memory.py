@@ -19,7 +19,7 @@ import jax
 import numpy as np
 from omegaconf import OmegaConf
 
-from gradstudy.config import ConfigError
+from gradstudy.schema import ConfigError
 
 #: Below this fraction of the available memory, the rough size is trusted and XLA is not asked.
 ROUGH_FRACTION = 0.05
@@ -100,7 +100,7 @@ def cell_need(engine: Any, cfg: Any, seeds: list[int]) -> Need:
 
 def memory_need(cfg: Any, dataset: Any, n_runs: int) -> Need:
     """XLA's estimate for ``n_runs`` runs of the config ``cfg`` on ``dataset`` (a batched engine sizes its groups with it)."""
-    from gradstudy.engine import Engine
+    from gradstudy.engine.program import Engine
 
     return cell_need(Engine(cfg, dataset), cfg, list(range(n_runs)))
 

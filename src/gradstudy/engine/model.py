@@ -95,8 +95,8 @@ class MLP(nn.Module):
 
 def build_model(cfg: Any, n_classes: int) -> MLP:
     """The MLP described by a resolved run config (``model``, ``act``, ``norm`` nodes). Its initial
-    values come from ``gradstudy.inits.initial_variables``, not from Flax's initializers."""
-    from gradstudy.activations import ACTIVATIONS, activation_fn
+    values come from ``gradstudy.inputs.inits.initial_variables``, not from Flax's initializers."""
+    from gradstudy.engine.activations import ACTIVATIONS, activation_fn
 
     act = ACTIVATIONS[cfg.act.name]
     make_slope = None
@@ -117,7 +117,7 @@ def build_model(cfg: Any, n_classes: int) -> MLP:
 def initial_constants(cfg: Any) -> dict[str, float]:
     """The starting values of the model's variables that are neither dense nor normalization
     layers': a learned slope starts at ``act.alpha`` (``inits.initial_variables``)."""
-    from gradstudy.activations import ACTIVATIONS
+    from gradstudy.engine.activations import ACTIVATIONS
 
     act = ACTIVATIONS[cfg.act.name]
     return {"alpha": act.default_alpha if cfg.act.alpha is None else cfg.act.alpha} if act.learned_alpha else {}

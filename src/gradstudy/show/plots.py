@@ -1,7 +1,7 @@
 """Figures: one function per figure; each takes a ``Study`` and returns a ``Plot`` (pages and notes).
 
 Every function takes ``hue=``, ``style=``, ``col=`` and ``row=`` (config keys, ``study``, or the
-figure's own keys such as ``layer``) and ``wrap=`` (panels per line); ``gradstudy.encoding`` picks
+figure's own keys such as ``layer``) and ``wrap=`` (panels per line); ``gradstudy.show.encoding`` picks
 what the user leaves open from the study's varying keys. Colours come from one mapping per figure,
 panels of one measure share their y axis, and a figure taller than about 2,400 px is split into
 pages. Divergence is drawn: ✕ where a seed diverged, hatching after divergence on heat maps, and
@@ -26,8 +26,9 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter, NullLoc
 from scipy import stats as sps
 
 from gradstudy import analysis
-from gradstudy.analysis import KEY, steps_to_target
-from gradstudy.encoding import (
+from gradstudy.analysis.convergence import steps_to_target
+from gradstudy.schema import KEY
+from gradstudy.show.encoding import (
     DPI,
     WRAP,
     Colours,
@@ -41,9 +42,9 @@ from gradstudy.encoding import (
     legend_inches,
     styles_for,
 )
-from gradstudy.predictions import Predictions, predicted_layers
-from gradstudy.present import label_of
-from gradstudy.store import Study
+from gradstudy.analysis.predictions import Predictions, predicted_layers
+from gradstudy.show.present import label_of
+from gradstudy.store.study import Study
 
 STEP_LABEL = "step (parameter updates)"
 LAYER_LABEL = "hidden layer (1 = next to the input)"
@@ -392,7 +393,7 @@ def _profile(
     wrap: int,
 ) -> Plot:
     """Rows: each stat at the start and at the end (``analysis.phase_layers``); x: layer. The
-    start rows carry the mean-field prediction (``gradstudy.predictions``) dashed, where it applies."""
+    start rows carry the mean-field prediction (``gradstudy.analysis.predictions``) dashed, where it applies."""
     phased = analysis.phase_layers(study)
     phased = phased[phased["stat"].isin([s for s, _, _ in stats])]
     data = phased.assign(measure=phased["stat"] + "@" + phased["phase"])
@@ -904,8 +905,8 @@ def latency_rounds(
     study: Study, hue: Keys = None, style: Keys = None, col: Keys = None, row: Keys = None, wrap: int = WRAP
 ) -> Plot:
     """Inference microseconds per example of each arm ``gradstudy.reproduce`` timed, one line per
-    arm against the interleaved round (``gradstudy.latency``); the ratios, not the levels, are the result."""
-    from gradstudy.latency import study_latency
+    arm against the interleaved round (``gradstudy.engine.latency``); the ratios, not the levels, are the result."""
+    from gradstudy.engine.latency import study_latency
 
     table = study_latency(study)
     fig, ax = plt.subplots(figsize=(7, 3.5), layout="constrained")

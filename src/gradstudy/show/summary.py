@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pandas as pd
 
-from gradstudy.analysis import KEY, final_metrics
-from gradstudy.present import label_of
-from gradstudy.store import Study
+from gradstudy.analysis.convergence import final_metrics
+from gradstudy.schema import KEY
+from gradstudy.show.present import label_of
+from gradstudy.store.study import Study
 
 
 def summary_table(study: Study) -> pd.DataFrame:

@@ -2,7 +2,7 @@
 
 ``mnist5k``, ``digits``, ``mnist1d`` and ``shapeset`` are offline (shipped in a package or generated);
 ``mnist``, ``fashion_mnist`` and ``cifar10`` read local files from ``data.root``
-(``gradstudy.datafiles``). Every loader returns inputs scaled to a fixed range; ``data.n_train`` and
+(``gradstudy.inputs.datafiles``). Every loader returns inputs scaled to a fixed range; ``data.n_train`` and
 ``data.n_test`` keep the first examples of each split (for ``shapeset``, how many are generated);
 ``data.standardize=true`` then standardizes each feature with the training split's mean and
 standard deviation (constant features become 0).
@@ -22,9 +22,9 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from gradstudy import datafiles
-from gradstudy.cache import cache_root
-from gradstudy.config import ConfigError
+from gradstudy.inputs import datafiles
+from gradstudy.inputs.cache import cache_root
+from gradstudy.schema import ConfigError
 
 #: Fixed so that every run, seed and cell sees the same split.
 SPLIT_SEED = 0
@@ -103,8 +103,8 @@ SHAPESET_SIZES = {"train": (10_000, 1), "test": (2_000, 2)}
 
 
 def load_shapeset(cfg: Any) -> tuple[np.ndarray, ...]:
-    """Shapeset-3x2 (``gradstudy.shapeset``): 32x32 grey images, 9 classes; train and test drawn from fixed seeds."""
-    from gradstudy.shapeset import generate
+    """Shapeset-3x2 (``gradstudy.inputs.shapeset``): 32x32 grey images, 9 classes; train and test drawn from fixed seeds."""
+    from gradstudy.inputs.shapeset import generate
 
     (n_train, train_seed), (n_test, test_seed) = SHAPESET_SIZES["train"], SHAPESET_SIZES["test"]
     train = generate(cfg.get("n_train") or n_train, train_seed)
@@ -162,7 +162,7 @@ def dataset_key(cfg: Any) -> str:
 def load_dataset(cfg: Any, cache: bool = True) -> Dataset:
     """The dataset of the ``data`` node as float32 inputs and int32 labels.
 
-    Prepared arrays are cached in ``<cache root>/datasets`` (``gradstudy.cache``) under
+    Prepared arrays are cached in ``<cache root>/datasets`` (``gradstudy.inputs.cache``) under
     ``dataset_key``, so a second load reads one file instead of running the loader; a damaged cache
     file is rebuilt.
     """

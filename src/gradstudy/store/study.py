@@ -1,0 +1,251 @@
+"""``load_study``: the results folder of one or more studies read into tidy tables (``Study``).
+
+A study is ``<results_dir>/<study>/<cell-id>/`` folders (``gradstudy.schema`` names their files).
+Only complete cells' tables are read; every cell with a ``meta.json`` is listed with its state.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from gradstudy.schema import ARM, CELL_INFO, CONFIG, GROUPS, META, SEEDS, TABLE_COLUMNS, UNIT_COLUMNS, CellKey, CellStatus, Outcome
+from gradstudy.store.state import CellState, cell_state
+
+
+@dataclass(frozen=True)
+class Study:
+    """Tidy tables of one or more studies; every table has ``study`` and ``cell`` columns, and a cell
+    is identified by the pair (two studies may hold the same cell id)."""
+
+    cells: pd.DataFrame
+    curves: pd.DataFrame
+    layers: pd.DataFrame
+    hists: pd.DataFrame
+    seeds: pd.DataFrame
+    steps: pd.DataFrame
+    #: ``stats.extra=[unit_percentiles]``: z percentiles of single units (empty when not recorded).
+    units: pd.DataFrame = dataclasses.field(
+        default_factory=lambda: pd.DataFrame(columns=["study", "cell", *UNIT_COLUMNS])
+    )
+
+    @property
+    def varying_keys(self) -> list[str]:
+        """The config keys whose values differ across cells (see ``varying_keys``)."""
+        return varying_keys(self.cells)
+
+    def sorted_cells(self) -> pd.DataFrame:
+        """``cells`` sorted by its varying keys (numbers numerically), then by study and cell."""
+        keys = self.varying_keys
+        return self.cells.sort_values([*keys, "study", "cell"], kind="stable", na_position="last").reset_index(
+            drop=True
+        )
+
+    def subset(self, keys: Iterable[CellKey]) -> Study:
+        """The part of the study that concerns the cells ``keys`` ((study, cell id) pairs)."""
+        keep = pd.MultiIndex.from_tuples(list(keys), names=["study", "cell"])
+
+        def part(frame: pd.DataFrame) -> pd.DataFrame:
+            return frame[pd.MultiIndex.from_frame(frame[["study", "cell"]]).isin(keep)] if len(frame) else frame
+
+        return Study(**{f.name: part(getattr(self, f.name)) for f in dataclasses.fields(self)})
+
+    def complete(self) -> Study:
+        """The complete cells."""
+        return self.subset(cell_keys(self.cells[self.cells["status"] == CellStatus.COMPLETE]))
+
+    def select(self, **where: object) -> Study:
+        """The complete cells whose config matches ``where``: a value or a list of values per key,
+        with dots written as ``__`` (``model__depth=[8, 16]``). An unknown key raises ``KeyError``."""
+        chosen = self.cells[self.cells["status"] == CellStatus.COMPLETE]
+        for key, value in where.items():
+            column = key.replace("__", ".")
+            if column not in chosen.columns:
+                raise KeyError(f"no config key {column} in this study")
+            chosen = chosen[chosen[column].isin(value if isinstance(value, list) else [value])]
+        return self.subset(cell_keys(chosen))
+
+
+def cell_keys(frame: pd.DataFrame) -> list[CellKey]:
+    """(study, cell) of every row of ``frame``, in order."""
+    return list(zip(frame["study"], frame["cell"], strict=True))
+
+
+def rows_of(frame: pd.DataFrame, key: CellKey) -> pd.DataFrame:
+    """The rows of ``frame`` that belong to the cell ``key``."""
+    return frame[(frame["study"] == key[0]) & (frame["cell"] == key[1])]
+
+
+def varying_keys(cells: pd.DataFrame) -> list[str]:
+    """The config keys whose values differ across ``cells``, in column order.
+
+    A key that a varying choice fixes is left out, because the choice already says it: a group's own
+    keys under that group's choice (``init.scale`` under ``init=xavier,he``), and anything an arm
+    fixes under ``+arm=`` (an arm is a named bundle of choices, so ``arm`` stands for its ``act``,
+    ``init`` and ``norm``)."""
+    config = [c for c in cells.columns if c not in CELL_INFO]
+    varying = [c for c in config if cells[c].astype(str).nunique() > 1]
+
+    def fixed_by(choice: str, key: str) -> bool:
+        return (
+            choice in varying
+            and cells.groupby(choice, dropna=False)[key].agg(lambda v: v.astype(str).nunique()).max() <= 1
+        )
+
+    def implied(key: str) -> bool:
+        if key == ARM:
+            return False
+        return fixed_by(ARM, key) or ("." in key and fixed_by(key.split(".")[0], key))
+
+    return [c for c in varying if not implied(c)]
+
+
+def _flatten(node: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{name}."))
+        else:
+            out[name] = value
+    return out
+
+
+def _read_config(cell_dir: Path) -> dict[str, Any]:
+    """The cell's ``config.yaml``; empty when missing or unreadable (the cell's state says why)."""
+    try:
+        config = yaml.safe_load((cell_dir / CONFIG).read_text()) if (cell_dir / CONFIG).is_file() else {}
+    except (OSError, yaml.YAMLError):
+        return {}
+    return config if isinstance(config, dict) else {}
+
+
+def _cell_row(study: str, cell_dir: Path, state: CellState) -> dict[str, Any]:
+    meta = state.meta
+    config = _read_config(cell_dir)
+    row: dict[str, Any] = {"study": study, "cell": cell_dir.name, ARM: meta.get(ARM)}
+    row.update({g: config.get(g, {}).get("name") for g in GROUPS})
+    flat = _flatten(config)
+    row.update(
+        {
+            k: (str(v) if isinstance(v, list) else v)
+            for k, v in flat.items()
+            if k.split(".")[0] not in GROUPS or not k.endswith(".name")
+        }
+    )
+    row["status"] = state.status
+    row["reason"] = state.reason or None
+    row["outcome"] = meta.get("outcome", Outcome.OK) if state.status == CellStatus.COMPLETE else None
+    row["n_seeds"] = len(meta.get("seeds", []))
+    row["n_diverged"] = len(meta.get("diverged", {}))
+    row["code_hash"] = meta.get("code_hash")
+    row["path"] = str(cell_dir)
+    return row
+
+
+def seeds_table(seeds: list[int], diverged: dict[int, int], steps: int) -> pd.DataFrame:
+    """seed, diverged_at (null when healthy), last_healthy_step (``steps`` when healthy)."""
+    return pd.DataFrame(
+        {
+            "seed": pd.array(seeds, dtype="int64"),
+            "diverged_at": pd.array([diverged.get(s) for s in seeds], dtype="Int64"),
+            "last_healthy_step": pd.array([diverged.get(s, steps) for s in seeds], dtype="int64"),
+        }
+    )
+
+
+def _seeds_from_meta(cell_dir: Path, meta: dict[str, Any]) -> pd.DataFrame:
+    """The seeds table of a cell written before ``seeds.parquet`` existed, from its ``meta.json``."""
+    config = _read_config(cell_dir)
+    diverged = {int(seed): int(step) for seed, step in meta.get("diverged", {}).items()}
+    return seeds_table([int(s) for s in meta.get("seeds", [])], diverged, config["train"]["steps"])
+
+
+def _read_table(cell_dir: Path, name: str, study: str, meta: dict[str, Any]) -> pd.DataFrame:
+    path = cell_dir / name
+    if path.is_file():
+        frame = pd.read_parquet(path)
+    elif name == SEEDS:
+        frame = _seeds_from_meta(cell_dir, meta)
+    else:
+        frame = pd.DataFrame(columns=TABLE_COLUMNS[name])
+    frame.insert(0, "cell", cell_dir.name)
+    frame.insert(0, "study", study)
+    return frame
+
+
+def _has_cells(path: Path) -> bool:
+    return any((child / META).is_file() for child in path.iterdir() if child.is_dir())
+
+
+def _study_dirs(path: Path) -> list[Path]:
+    """``path`` itself when it holds cells, else the studies inside it."""
+    if _has_cells(path):
+        return [path]
+    return sorted(child for child in path.iterdir() if child.is_dir() and _has_cells(child))
+
+
+def _numeric(column: pd.Series) -> pd.Series:
+    """A config column as numbers when every value is a number (None allowed), else as it is."""
+    if column.dtype != object:
+        return column
+    values = column.dropna()
+    if len(values) and all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+        return pd.to_numeric(column)
+    return column
+
+
+def load_study(
+    path: str | os.PathLike[str] | Iterable[str | os.PathLike[str]], cells: Iterable[str] | None = None
+) -> Study:
+    """Read a study folder, a folder of studies, or a list of either into tidy DataFrames.
+
+    ``cells`` limits the result to those cell ids. The tables are read only from complete cells;
+    ``cells`` lists every cell that has a ``meta.json``, with its ``status``, and has the config
+    keys as typed columns (numbers numeric).
+    """
+    roots = [Path(path)] if isinstance(path, str | os.PathLike) else [Path(p) for p in path]
+    for root in roots:
+        if not root.is_dir():
+            raise FileNotFoundError(f"no results folder at {root}")
+    wanted = None if cells is None else set(cells)
+    rows: list[dict[str, Any]] = []
+    tables: dict[str, list[pd.DataFrame]] = {name: [] for name in TABLE_COLUMNS}
+    seen: set[Path] = set()
+    for study_dir in (d for root in roots for d in _study_dirs(root)):
+        if study_dir.resolve() in seen:
+            continue
+        seen.add(study_dir.resolve())
+        for cell_dir in sorted(p for p in study_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            if wanted is not None and cell_dir.name not in wanted:
+                continue
+            state = cell_state(cell_dir)
+            if state is None:
+                continue
+            study = state.meta.get("study", study_dir.name)
+            if state.status == CellStatus.COMPLETE:
+                try:
+                    read = {name: _read_table(cell_dir, name, study, state.meta) for name in tables}
+                except Exception as err:  # a table that passed its checks and still does not read
+                    state = CellState(CellStatus.CORRUPT, f"{cell_dir}: {type(err).__name__}: {err}", state.meta)
+                else:
+                    for name, frame in read.items():
+                        tables[name].append(frame)
+            rows.append(_cell_row(study, cell_dir, state))
+
+    def concat(name: str) -> pd.DataFrame:
+        frames = [f for f in tables[name] if not f.empty]
+        if not frames:
+            return pd.DataFrame(columns=["study", "cell", *TABLE_COLUMNS[name]])
+        return pd.concat(frames, ignore_index=True)
+
+    cells_frame = pd.DataFrame(rows) if rows else pd.DataFrame(columns=["study", "cell", ARM, *GROUPS, *CELL_INFO[2:]])
+    cells_frame = cells_frame.apply(_numeric)
+    return Study(cells=cells_frame, **{name.split(".")[0]: concat(name) for name in TABLE_COLUMNS})
