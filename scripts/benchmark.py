@@ -40,11 +40,11 @@ import jax.numpy as jnp
 import numpy as np
 from hydra import compose, initialize_config_dir
 
-from gradstudy.engine.activations import ACTIVATIONS, Activation
 from gradstudy.cells.config import register_configs
-from gradstudy.inputs.data import load_dataset
-from gradstudy.engine.program import RUN_GROUP, Engine, batch_indices
+from gradstudy.engine.activations import ACTIVATIONS, Activation
 from gradstudy.engine.evaluate import EVAL_BLOCK, eval_blocks
+from gradstudy.engine.program import RUN_GROUP, Engine, batch_indices
+from gradstudy.inputs.data import load_dataset
 from gradstudy.run import conf_dir
 
 #: A per-run activation switch between ReLU and ELU, as a mixed group would compile it: under vmap

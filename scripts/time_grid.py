@@ -113,9 +113,9 @@ def compute_floor(grid: list[str], reps: int) -> None:
     import benchmark
 
     from gradstudy.cells.config import resolved, seeds_of
-    from gradstudy.inputs.data import load_dataset
-    from gradstudy.engine.program import Engine
     from gradstudy.cells.grouping import program_key
+    from gradstudy.engine.program import Engine
+    from gradstudy.inputs.data import load_dataset
 
     values = [[f"{key}={v}" for v in choices.split(",")] for key, choices in (o.split("=", 1) for o in grid)]
     cells = [benchmark.compose_overrides(list(combo)) for combo in itertools.product(*values)]

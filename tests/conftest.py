@@ -46,7 +46,7 @@ def tiny_cfg():
 @pytest.fixture(autouse=True, scope="session")
 def _compile_cache(tmp_path_factory):
     """A throwaway persistent compilation cache, on as in ``gradstudy.run``: cells that share a program compile once."""
-    from gradstudy.inputs.cache import enable_compile_cache
+    from gradstudy.engine.compile_cache import enable_compile_cache
 
     os.environ["GRADSTUDY_CACHE_DIR"] = str(tmp_path_factory.mktemp("jax-cache"))
     enable_compile_cache()

@@ -7,7 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gradstudy.engine.activations import ACTIVATIONS, activation_fn
+from gradstudy.cells.options import ACTIVATIONS
+from gradstudy.engine.activations import FUNCTIONS, activation_fn, saturated
 from gradstudy.run import conf_dir
 
 
@@ -30,12 +31,11 @@ def test_values_and_alpha():
     ],
 )
 def test_saturation_rules(name, inside, outside):
-    rule = ACTIVATIONS[name].saturated
-    assert np.all(rule(jnp.array(inside))) and not np.any(rule(jnp.array(outside)))
+    assert np.all(saturated(name, jnp.array(inside))) and not np.any(saturated(name, jnp.array(outside)))
 
 
 def test_only_bounded_activations_saturate_and_only_relu_dies():
-    assert {n for n, a in ACTIVATIONS.items() if a.saturated is not None} == {"sigmoid", "tanh", "softsign"}
+    assert {n for n, a in ACTIVATIONS.items() if a.saturation is not None} == {"sigmoid", "tanh", "softsign"}
     assert {n for n, a in ACTIVATIONS.items() if a.has_dead_units} == {"relu"}
 
 
@@ -43,13 +43,17 @@ def test_every_activation_has_a_preset():
     assert {p.stem for p in Path(conf_dir(), "act").glob("*.yaml")} == set(ACTIVATIONS)
 
 
+def test_every_activation_has_a_jax_function():
+    assert set(FUNCTIONS) == set(ACTIVATIONS)
+
+
 def test_prelu_slope_gradient_matches_finite_differences(tiny_cfg):
     """The gradient of the loss with respect to each layer's learned slope (one per layer, and one per
     unit) against central differences, in float64."""
-    from gradstudy.inputs.data import load_dataset
-    from gradstudy.engine.program import Engine
     from gradstudy.engine.model import slope_name
+    from gradstudy.engine.program import Engine
     from gradstudy.engine.step import loss_fn
+    from gradstudy.inputs.data import load_dataset
 
     for per_unit in (False, True):
         cfg = tiny_cfg("act=prelu", f"act.per_unit={str(per_unit).lower()}", "act.alpha=0.3", "init=he")

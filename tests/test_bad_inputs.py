@@ -12,10 +12,10 @@ from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
 from gradstudy.cells.config import validate
-from gradstudy.schema import ConfigError
 from gradstudy.report import main as report_main
 from gradstudy.reproduce import main as reproduce_main
 from gradstudy.run import run_cell
+from gradstudy.schema import ConfigError
 from gradstudy.status import main as status_main
 
 #: (overrides, what the message must contain). Refused by composition or by ``validate``.

@@ -51,7 +51,9 @@ def test_each_cell_of_a_batched_grid_is_bitwise_its_solo_run(grid, tmp_path):
         solo = run_cell(compose_config(*BASE, *o, f"results_dir={tmp_path / 's'}"))
         assert Path(solo).name == Path(cell_dir).name
         meta, solo_meta = _meta(cell_dir), _meta(solo)
-        assert meta["status"] == CellStatus.COMPLETE and meta["group"]["size"] == size and solo_meta["group"]["size"] == 1
+        assert (
+            meta["status"] == CellStatus.COMPLETE and meta["group"]["size"] == size and solo_meta["group"]["size"] == 1
+        )
         assert meta["diverged"] == solo_meta["diverged"]
         ours, theirs = _tables(cell_dir), _tables(solo)
         assert all(len(frame) for frame in ours.values())

@@ -1,19 +1,20 @@
 """One policy for cell ids: hash the canonical config (the keys each chosen option uses, without
 run-only keys and without keys added later while they keep their default), and pin the ids."""
 
+import inspect
 from pathlib import Path
 
 import pytest
 import yaml
 from conftest import compose_config
 
-from gradstudy.engine.activations import ACTIVATIONS
 from gradstudy.cells.config import ADDED_KEYS, RUN_KEYS, canonical, option_keys, resolved
-from gradstudy.schema import conf_dir
+from gradstudy.cells.options import ACTIVATIONS, NORMS, OPTIMIZERS
+from gradstudy.engine.model import NORM_LAYERS
+from gradstudy.engine.optim import FACTORIES, make_optimizer
 from gradstudy.inputs.data import FILE_DATASETS
 from gradstudy.inputs.inits import INITIALIZERS, bias_init
-from gradstudy.engine.model import NORMS
-from gradstudy.engine.optim import make_optimizer
+from gradstudy.schema import conf_dir
 from gradstudy.store.ids import cell_id
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -124,10 +125,17 @@ def test_an_optimizer_reads_only_the_keys_its_yaml_lists(name):
 @pytest.mark.parametrize("name", sorted(NORMS))
 def test_a_norm_reads_only_the_keys_its_yaml_lists(name):
     node, read = _node("norm", name)
-    if NORMS[name] is not None:
-        NORMS[name](node)(True)
+    if NORM_LAYERS[name] is not None:
+        NORM_LAYERS[name](node)(True)
         read.add("position")  # the model places every norm before or after the activation
     assert read <= option_keys("norm", name)
+
+
+def test_the_engine_builds_every_norm_and_optimizer_the_options_name():
+    assert set(NORM_LAYERS) == set(NORMS)
+    assert set(FACTORIES) == set(OPTIMIZERS)
+    for name, keys in OPTIMIZERS.items():
+        assert set(inspect.signature(FACTORIES[name]).parameters) == {*keys, "clip_norm"}
 
 
 @pytest.mark.parametrize("name", sorted(ACTIVATIONS))

@@ -6,8 +6,8 @@ from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf.errors import ValidationError
 
 from gradstudy.cells.config import seeds_of, validate, validate_against_data
-from gradstudy.schema import ConfigError
 from gradstudy.inputs.data import load_dataset
+from gradstudy.schema import ConfigError
 
 
 @pytest.mark.parametrize(

@@ -15,9 +15,9 @@ from gradstudy.analysis.convergence import (
     gradient_table,
     loss_auc,
 )
-from gradstudy.show.encoding import study_keys
 from gradstudy.report import write_report
 from gradstudy.run import run_cells
+from gradstudy.show.encoding import study_keys
 from gradstudy.show.summary import diverged_text, summary_table
 
 

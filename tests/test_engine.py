@@ -5,9 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gradstudy.inputs.data import load_dataset
+from gradstudy.cells.statistics import stat_names
 from gradstudy.engine.program import Engine, batch_indices
-from gradstudy.engine.stats import SCALAR_STATS
+from gradstudy.inputs.data import load_dataset
 
 
 @pytest.fixture
@@ -62,7 +62,7 @@ def test_statistics_schedule_and_tiers(tiny_cfg):
     engine = Engine(cfg, load_dataset(cfg.data))
     result = engine.run(engine.init([0]), [0])
     assert list(result.stats_steps) == [0, 5, 10, 15, 20]
-    assert result.stats.shape == (5, 1, cfg.model.depth, len(SCALAR_STATS))
+    assert result.stats.shape == (5, 1, cfg.model.depth, len(stat_names("scalars")))
     assert list(result.eval_steps) == [0, 10, 20, 23]
     assert np.isfinite(result.stats[..., :4]).all()
     cfg = tiny_cfg("stats=none")
@@ -124,10 +124,10 @@ def test_injected_hyperparameters_update_bitwise_as_constants(name, clip):
     import optax
     from omegaconf import OmegaConf
 
-    from gradstudy.engine.optim import OPTIMIZERS, hyperparameters, make_optimizer
+    from gradstudy.engine.optim import FACTORIES, hyperparameters, make_optimizer
 
     cfg = OmegaConf.create({"name": name, "lr": 0.03, "momentum": 0.7, "clip_norm": clip})
-    injected, constant = make_optimizer(cfg), OPTIMIZERS[name](**hyperparameters(cfg))
+    injected, constant = make_optimizer(cfg), FACTORIES[name](**hyperparameters(cfg))
     assert set(injected.init({"w": jnp.zeros(2)}).hyperparams) == set(hyperparameters(cfg))
     rng = np.random.default_rng(1)
     params = {"w": jnp.asarray(rng.standard_normal((16, 9)), jnp.float32), "b": jnp.zeros(9, jnp.float32)}

@@ -13,9 +13,9 @@ from conftest import SLOW_CELL, TINY, compose_config, run_cli
 from gradstudy import load_study
 from gradstudy.callbacks import SummaryCallback
 from gradstudy.run import run_cell
+from gradstudy.schema import CURVES, LAYERS, META, CellStatus
 from gradstudy.status import main as status_main
 from gradstudy.store.state import cell_state
-from gradstudy.schema import CURVES, LAYERS, META, CellStatus
 
 FAST = (*TINY, "train.seeds=2", "train.steps=10")
 
@@ -269,9 +269,9 @@ def test_an_over_memory_config_is_refused_before_anything_is_allocated(tmp_path)
 def test_the_memory_need_is_xla_s_and_covers_the_state():
     import jax
 
-    from gradstudy.inputs.data import load_dataset
-    from gradstudy.engine.program import Engine
     from gradstudy.engine.memory import OutOfMemory, cell_need, memory_need, preflight
+    from gradstudy.engine.program import Engine
+    from gradstudy.inputs.data import load_dataset
 
     cfg = compose_config(*FAST, "stats=full")
     engine_dataset = load_dataset(cfg.data)

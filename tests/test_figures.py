@@ -15,14 +15,14 @@ from conftest import TINY, compose_config
 from matplotlib.colors import to_rgba
 
 from gradstudy import load_study
-from gradstudy.show import plots
 from gradstudy.analysis.convergence import gradient_table, steps_to_target
-from gradstudy.show.encoding import DPI, MAX_INCHES
-from gradstudy.show.figures import REPORT_FIGURES, FigureSpec
-from gradstudy.show.present import label_of
 from gradstudy.report import main as report_main
 from gradstudy.report import write_report
 from gradstudy.run import run_cell, run_cells
+from gradstudy.show import plots
+from gradstudy.show.encoding import DPI, MAX_INCHES
+from gradstudy.show.figures import REPORT_FIGURES, FigureSpec
+from gradstudy.show.present import label_of
 
 #: Saved pages may exceed the layout's limit by the tight bounding box's padding, no more.
 MAX_PIXELS = MAX_INCHES * DPI + 60

@@ -78,8 +78,8 @@ def test_orthogonal_gain_on_tall_and_wide_matrices(shape):
 
 def test_engine_init_counts_fan_per_seed(tiny_cfg):
     """Stacked seeds must not enter the fan: He's variance is 2/fan_in for each seed's matrix."""
-    from gradstudy.inputs.data import load_dataset
     from gradstudy.engine.program import Engine
+    from gradstudy.inputs.data import load_dataset
 
     cfg = tiny_cfg("init=he", "model.width=256")
     engine = Engine(cfg, load_dataset(cfg.data))
@@ -98,8 +98,8 @@ def test_every_registered_initializer_has_a_preset():
 def test_engine_init_of_a_deep_orthogonal_net_is_orthogonal_for_every_seed(tiny_cfg):
     """Several seeds of a deep orthogonal net (a compiled program of that many batched QR
     decompositions hangs on XLA's CPU backend, so initial values are drawn in numpy)."""
-    from gradstudy.inputs.data import load_dataset
     from gradstudy.engine.program import Engine
+    from gradstudy.inputs.data import load_dataset
 
     cfg = tiny_cfg("init=orthogonal", "model.depth=8", "model.width=32")
     engine = Engine(cfg, load_dataset(cfg.data))
@@ -113,8 +113,8 @@ def test_engine_init_of_a_deep_orthogonal_net_is_orthogonal_for_every_seed(tiny_
 
 def test_initial_values_do_not_depend_on_the_activation(tiny_cfg):
     """Same init and seed, same values, whatever the activation of the cell."""
-    from gradstudy.inputs.data import load_dataset
     from gradstudy.engine.program import Engine
+    from gradstudy.inputs.data import load_dataset
 
     params = []
     for act in ("relu", "tanh"):

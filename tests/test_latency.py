@@ -5,8 +5,8 @@ import pandas as pd
 import pytest
 from conftest import TINY, compose_config
 
-from gradstudy.inputs.data import load_dataset
 from gradstudy.engine.latency import measure_latency, ratios
+from gradstudy.inputs.data import load_dataset
 
 
 def test_rounds_interleave_every_arm_and_time_per_example():

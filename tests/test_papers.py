@@ -9,7 +9,6 @@ import pytest
 from conftest import compose_config
 
 from gradstudy.cells.config import validate
-from gradstudy.schema import conf_dir
 from gradstudy.papers import (
     CONTRADICTED,
     INCONCLUSIVE,
@@ -23,6 +22,7 @@ from gradstudy.papers import (
 from gradstudy.reproduce import main as reproduce_main
 from gradstudy.reproduce import plan, write_reproduction
 from gradstudy.run import run_cell
+from gradstudy.schema import conf_dir
 from gradstudy.store.study import Study, load_study
 
 #: Cells per preset: the size of each paper's grid.

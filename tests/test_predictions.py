@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from gradstudy import load_study
-from gradstudy.show.plots import activation_profile, gradient_profile
 from gradstudy.analysis.predictions import predicted_layers
 from gradstudy.run import run_cells
+from gradstudy.show.plots import activation_profile, gradient_profile
 
 DEPTH = 6
 

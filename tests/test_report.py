@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from gradstudy import load_study
-from gradstudy.show.figures import REPORT_FIGURES, steps_figure
 from gradstudy.report import main as report_main
 from gradstudy.run import run_cell
+from gradstudy.show.figures import REPORT_FIGURES, steps_figure
 from gradstudy.store.files import write_json
 
 

@@ -8,8 +8,8 @@ are compared bit for bit, through the tables a cell writes.
 import jax
 import pytest
 
-from gradstudy.inputs.data import load_dataset
 from gradstudy.engine.program import Engine
+from gradstudy.inputs.data import load_dataset
 from gradstudy.schema import CURVES, HISTS, LAYERS, STEPS
 from gradstudy.store.tables import cell_tables
 

@@ -12,11 +12,12 @@ import numpy as np
 import optax
 import pytest
 
-from gradstudy.engine.activations import ACTIVATIONS
-from gradstudy.inputs.data import load_dataset
-from gradstudy.engine.program import Engine, batch_indices
+from gradstudy.cells.options import ACTIVATIONS
+from gradstudy.cells.statistics import BinKind, HistBins, hist_bins, stat_names
 from gradstudy.engine.model import hidden_name
-from gradstudy.engine.stats import HistBins, hist_bins, histogram, order_statistic, stat_names
+from gradstudy.engine.program import Engine, batch_indices
+from gradstudy.engine.stats import histogram, order_statistic
+from gradstudy.inputs.data import load_dataset
 
 DERIVATIVES = {
     "tanh": (np.tanh, lambda z: 1 - np.tanh(z) ** 2),
@@ -180,7 +181,7 @@ def _numpy_histogram(values: np.ndarray, bins: HistBins) -> list[int]:
 @pytest.mark.parametrize("kind", ["linear", "signed_log"])
 def test_fixed_histogram_bins_count_every_value_once(kind):
     rng = np.random.default_rng(0)
-    bins = HistBins("linear", -1.0, 1.0, 8) if kind == "linear" else HistBins("signed_log", 1e-3, 1e2, 5)
+    bins = HistBins(BinKind.LINEAR, -1.0, 1.0, 8) if kind == "linear" else HistBins(BinKind.SIGNED_LOG, 1e-3, 1e2, 5)
     values = np.concatenate(
         [
             rng.standard_normal(500) * (0.6 if kind == "linear" else 10.0) ** rng.integers(-3, 4, 500),
@@ -197,11 +198,11 @@ def test_fixed_histogram_bins_count_every_value_once(kind):
 
 
 def test_histogram_bins_come_from_the_config_alone():
-    tanh, relu = ACTIVATIONS["tanh"], ACTIVATIONS["relu"]
-    assert hist_bins("activation", tanh, 50, [1e-6, 1e3]) == HistBins("linear", -1.0, 1.0, 50)
-    assert hist_bins("activation", ACTIVATIONS["sigmoid"], 10, [1e-6, 1e3]) == HistBins("linear", 0.0, 1.0, 10)
-    assert hist_bins("activation", relu, 50, [1e-6, 1e3]) == HistBins("signed_log", 1e-6, 1e3, 50)
-    assert hist_bins("delta", tanh, 50, [1e-4, 10]) == HistBins("signed_log", 1e-4, 10.0, 50)
+    linear, signed_log = BinKind.LINEAR, BinKind.SIGNED_LOG
+    assert hist_bins("activation", "tanh", 50, [1e-6, 1e3]) == HistBins(linear, -1.0, 1.0, 50)
+    assert hist_bins("activation", "sigmoid", 10, [1e-6, 1e3]) == HistBins(linear, 0.0, 1.0, 10)
+    assert hist_bins("activation", "relu", 50, [1e-6, 1e3]) == HistBins(signed_log, 1e-6, 1e3, 50)
+    assert hist_bins("delta", "tanh", 50, [1e-4, 10]) == HistBins(signed_log, 1e-4, 10.0, 50)
 
 
 @pytest.mark.parametrize("act, width", [("tanh", 16), ("sigmoid", 16), ("tanh", 80)])
@@ -209,8 +210,8 @@ def test_optional_statistics_match_numpy(tiny_cfg, act, width):
     """unit_mean_median against numpy; jacobian_sv_mean against the SVD of each example's Jacobian
     dh_l/dh_{l-1}, taken by jax.jacobian of the layer alone (width 80 > the 64 inputs: the first
     layer's Jacobian is wide, so only its 64 nonzero singular values count)."""
+    from gradstudy.cells.statistics import JACOBIAN_EXAMPLES
     from gradstudy.engine.activations import activation_fn
-    from gradstudy.engine.stats import JACOBIAN_EXAMPLES
 
     extra = "stats.extra=[unit_mean_median,jacobian_sv_mean]"
     cfg = tiny_cfg(

@@ -11,11 +11,12 @@ import yaml
 
 from gradstudy import load_study
 from gradstudy.cells.config import canonical, resolved
+from gradstudy.cells.statistics import stat_names
 from gradstudy.run import run_cell
-from gradstudy.engine.stats import SCALAR_STATS
-from gradstudy.store.state import is_complete
+from gradstudy.schema import CellStatus
 from gradstudy.store.files import write_json, write_table
 from gradstudy.store.ids import cell_id
+from gradstudy.store.state import cell_state
 
 
 @pytest.fixture
@@ -33,7 +34,7 @@ def test_cell_id_is_a_readable_slug_plus_config_hash(cell_cfg, tmp_path):
 
 def test_complete_cell_and_study_schema(cell_cfg, tmp_path):
     cell_dir = run_cell(cell_cfg())
-    assert is_complete(cell_dir)
+    assert cell_state(cell_dir).status == CellStatus.COMPLETE
     names = sorted(os.listdir(cell_dir))
     assert names == [
         "config.yaml",
@@ -77,7 +78,7 @@ def test_complete_cell_and_study_schema(cell_cfg, tmp_path):
     assert set(curves["split"]) == {"train", "test"} and set(curves["metric"]) == {"loss", "accuracy"}
     assert sorted(curves["step"].unique()) == [0, 10, 20, 30]
     # relu: dead units, no flat region, no learned slope
-    assert set(layers["stat"]) == set(SCALAR_STATS) - {"saturated_frac", "prelu_alpha"}
+    assert set(layers["stat"]) == set(stat_names("scalars")) - {"saturated_frac", "prelu_alpha"}
     assert np.isfinite(layers["value"]).all() and np.isfinite(curves["value"]).all()
     steps = study.steps
     assert list(steps.columns) == ["study", "cell", "seed", "step", "loss"] and steps["loss"].dtype == np.float32
@@ -168,10 +169,10 @@ def test_interrupted_cell_is_not_complete_and_reruns(cell_cfg):
     meta_path = os.path.join(cell_dir, "meta.json")
     meta = json.loads(Path(meta_path).read_text())
     write_json(Path(meta_path), {**meta, "status": "running"})
-    assert not is_complete(cell_dir)
+    assert cell_state(cell_dir).status != CellStatus.COMPLETE
     assert load_study(os.path.dirname(cell_dir)).curves.empty
     run_cell(cell_cfg())
-    assert is_complete(cell_dir)
+    assert cell_state(cell_dir).status == CellStatus.COMPLETE
 
 
 def test_atomic_write_leaves_nothing_behind_on_failure(tmp_path):

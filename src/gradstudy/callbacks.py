@@ -97,10 +97,10 @@ class SummaryCallback(Callback):
 def summarize_sweep(results_dir: Path, sweep: str) -> bool:
     """Print the summary of the cells ``sweep`` touched; True when each is complete or running in
     another live process (the state table in the README), and no run was refused."""
-    from gradstudy.store.study import load_study
-    from gradstudy.store.sweeps import sweep_cells, sweep_rejections
     from gradstudy.schema import CellStatus
     from gradstudy.show.summary import summary_table
+    from gradstudy.store.study import load_study
+    from gradstudy.store.sweeps import sweep_cells, sweep_rejections
 
     cells = sweep_cells(results_dir, sweep)
     rejections = sweep_rejections(results_dir, sweep)

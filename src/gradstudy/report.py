@@ -17,14 +17,13 @@ from typing import Any
 import numpy as np
 
 from gradstudy import analysis
-from gradstudy.schema import KEY
+from gradstudy.analysis.predictions import predicted_layers
+from gradstudy.schema import CONFIG, KEY
 from gradstudy.show.encoding import DPI, study_keys
 from gradstudy.show.figures import REPORT_FIGURES, FigureSpec, steps_figure
-from gradstudy.analysis.predictions import predicted_layers
 from gradstudy.show.present import ZERO_MAGNITUDE, markdown_table
-from gradstudy.store.study import Study, load_study
 from gradstudy.store.files import read_meta
-from gradstudy.schema import CONFIG
+from gradstudy.store.study import Study, load_study
 
 
 def _header(title: str, study: Study) -> str:

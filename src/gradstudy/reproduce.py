@@ -25,16 +25,15 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
 from gradstudy.cells.config import BUDGETS, canonical, register_configs, resolved
-from gradstudy.schema import conf_dir
 from gradstudy.inputs.datafiles import MissingDataError
-from gradstudy.show.encoding import DPI
 from gradstudy.papers import CONTRADICTED, Paper, Verdict, check, papers
-from gradstudy.show.present import markdown_table, number
 from gradstudy.report import figure_section
-from gradstudy.store.study import load_study
+from gradstudy.schema import ARM, conf_dir
+from gradstudy.show.encoding import DPI
+from gradstudy.show.present import markdown_table, number
 from gradstudy.store.files import write_json, write_text
 from gradstudy.store.ids import cell_id
-from gradstudy.schema import ARM
+from gradstudy.store.study import load_study
 
 PLAN = "plan.json"
 REPORT = "reproduction.md"
@@ -131,8 +130,8 @@ def arm_of(cell: PlannedCell) -> str | None:
 def write_latency(paper: Paper, p: Plan) -> Path:
     """Time the inference of the paper's ``latency_arms`` (``gradstudy.engine.latency``) and write the table
     beside the cells, where the speed claims read it."""
-    from gradstudy.inputs.data import load_dataset
     from gradstudy.engine.latency import BATCH, LATENCY_FILE, measure_latency
+    from gradstudy.inputs.data import load_dataset
 
     configs = {arm_of(c): c.cfg for c in p.cells if arm_of(c) in paper.latency_arms}
     dataset = load_dataset(next(iter(configs.values())).data)

@@ -34,17 +34,27 @@ from rich.progress import (
 
 from gradstudy.callbacks import summarize_sweep, sweep_of_job
 from gradstudy.cells.compat import compatibility_warnings, data_inputs
-from gradstudy.cells.config import canonical, check_run_keys, ignored_overrides, register_configs, resolved, seeds_of, validate, validate_against_data
-from gradstudy.schema import ConfigError, conf_dir
-from gradstudy.inputs.datafiles import MissingDataError
+from gradstudy.cells.config import (
+    canonical,
+    check_run_keys,
+    ignored_overrides,
+    register_configs,
+    resolved,
+    seeds_of,
+    validate,
+    validate_against_data,
+)
 from gradstudy.cells.grouping import COMPOSED, program_key
-from gradstudy.store.locks import CellLock, claim, describe, read_lock
-from gradstudy.store.provenance import code_hash, provenance
-from gradstudy.store.sweeps import mark_in_sweep
-from gradstudy.store.state import cell_state
+from gradstudy.cells.statistics import applicable
+from gradstudy.engine.devices import device_info
+from gradstudy.inputs.datafiles import MissingDataError
+from gradstudy.schema import ARM, CONFIG, META, CellStatus, ConfigError, Outcome, conf_dir
 from gradstudy.store.files import table_record, write_json, write_table, write_yaml
 from gradstudy.store.ids import cell_id, config_hash
-from gradstudy.schema import ARM, CONFIG, META, CellStatus, Outcome
+from gradstudy.store.locks import CellLock, claim, describe, read_lock
+from gradstudy.store.provenance import code_hash, provenance
+from gradstudy.store.state import cell_state
+from gradstudy.store.sweeps import mark_in_sweep
 
 
 @functools.lru_cache(maxsize=4)
@@ -53,15 +63,6 @@ def _dataset(data_yaml: str):
     from gradstudy.inputs.data import load_dataset
 
     return load_dataset(OmegaConf.create(data_yaml))
-
-
-def _applicable_stats(cfg: DictConfig) -> set[str]:
-    """The statistics that mean something for the cell's activation (every recorded one but, e.g., ``dead_frac`` for tanh)."""
-    from gradstudy.engine.activations import ACTIVATIONS
-    from gradstudy.engine.stats import INIT_EXTRAS, stat_names
-
-    act = ACTIVATIONS[cfg.act.name]
-    return {s for s in (*stat_names(cfg.stats.tier, cfg.stats.extra, cfg.stats.units), *INIT_EXTRAS) if act.applies(s)}
 
 
 def _skip_line(cell: str, meta: dict) -> str:
@@ -219,7 +220,7 @@ def _claim(
         meta["warnings"] = compatibility_warnings(cfg, data_inputs(dataset))
         for warning in meta["warnings"]:
             console.print(f"gradstudy: {cell}: warning: {warning}")
-        meta.update(provenance())
+        meta.update(provenance(), device=device_info())
         write_json(cell_dir / META, meta)
     except Exception as err:
         _fail(c, err, console)
@@ -321,7 +322,9 @@ def _write(c: Claim, result, console: Console) -> None:
     from gradstudy.store.tables import cell_tables
 
     meta, cfg = c.meta, c.cfg
-    tables, diverged = cell_tables(result, _applicable_stats(cfg), cfg.train.steps)
+    tables, diverged = cell_tables(
+        result, applicable(cfg.act.name, cfg.stats.tier, cfg.stats.extra, cfg.stats.units), cfg.train.steps
+    )
     for name, frame in tables.items():
         write_table(c.cell_dir / name, frame)
     meta["tables"] = {name: table_record(c.cell_dir / name) for name in tables}
@@ -381,7 +384,7 @@ def _member(config_name: str, overrides: list[str]) -> tuple[DictConfig, str | N
 
 @hydra.main(version_base="1.3", config_path=conf_dir(), config_name="config")
 def main(cfg: DictConfig) -> list[str]:
-    from gradstudy.inputs.cache import enable_compile_cache
+    from gradstudy.engine.compile_cache import enable_compile_cache
     from gradstudy.engine.devices import use_host_devices
 
     use_host_devices()

@@ -12,8 +12,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from gradstudy.store.study import load_study
 from gradstudy.schema import CellStatus
+from gradstudy.store.study import load_study
 
 
 def status_lines(paths: list[Path]) -> tuple[list[str], bool]:

@@ -24,8 +24,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from gradstudy.store.study import Study, rows_of
 from gradstudy.schema import CellKey
+from gradstudy.store.study import Study, rows_of
 
 BOOTSTRAP_RESAMPLES = 2000
 BOOTSTRAP_SEED = 0

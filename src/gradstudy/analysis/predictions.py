@@ -19,12 +19,11 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from gradstudy import theory
-from gradstudy.schema import KEY
 from gradstudy.cells.compat import data_inputs
 from gradstudy.cells.config import ActConfig, DataConfig, InitConfig, ModelConfig, NormConfig
 from gradstudy.inputs.data import load_dataset
+from gradstudy.schema import CONFIG, KEY, CellStatus
 from gradstudy.store.study import Study
-from gradstudy.schema import CONFIG, CellStatus
 
 #: The measured statistic each predicted profile is drawn against.
 PREDICTED_STATS = {"act_std": "h_std", "delta_std": "delta_std", "z_std": "z_std"}

@@ -17,6 +17,8 @@ import yaml
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
+from gradstudy.cells import options, statistics
+from gradstudy.inputs import data, inits
 from gradstudy.schema import ConfigError, conf_dir
 
 #: Top-level keys that say where and how to run, not what is run; they are left out of a cell's id.
@@ -265,19 +267,19 @@ def _floats(node: Any, prefix: str = "") -> list[tuple[str, float]]:
 
 
 def validate(cfg: DictConfig) -> None:
-    """Reject names and values that cannot run. Raises ConfigError naming the key."""
-    from gradstudy.engine import activations
-    from gradstudy.inputs import data
-    from gradstudy.inputs import inits
-    from gradstudy.engine import model
-    from gradstudy.engine import optim
-    from gradstudy.engine import stats
-
+    """Reject names and values that cannot run. Raises ConfigError naming the key. Imports no jax:
+    the names come from ``cells.options``, ``cells.statistics`` and the numpy-only ``inputs``."""
     check_run_keys(cfg)
     check_keys(cfg)
     for key, value in _floats(resolved(cfg)):
         _check(math.isfinite(value), key, "must be a finite number", value)
+    _check(isinstance(cfg.check_memory, bool), "check_memory", "must be true or false", cfg.check_memory)
+    _check(isinstance(cfg.force, bool), "force", "must be true or false", cfg.force)
+    for check in (_check_init, _check_act_and_norm, _check_data_model_optim, _check_train, _check_stats):
+        check(cfg)
 
+
+def _check_init(cfg: DictConfig) -> None:
     _check_choice("init.name", cfg.init.name, inits.INITIALIZERS)
     _check_choice("init.mode", cfg.init.mode, inits.FAN_MODES)
     _check_choice("init.distribution", cfg.init.distribution, inits.DISTRIBUTIONS)
@@ -286,60 +288,78 @@ def validate(cfg: DictConfig) -> None:
     _check(cfg.init.bias_std >= 0, "init.bias_std", "must be >= 0", cfg.init.bias_std)
     _check(cfg.init.sigma_w2 > 0, "init.sigma_w2", "must be > 0", cfg.init.sigma_w2)
     _check(cfg.init.sigma_b2 >= 0, "init.sigma_b2", "must be >= 0", cfg.init.sigma_b2)
-    _check_choice("act.name", cfg.act.name, activations.ACTIVATIONS)
-    _check_choice("norm.name", cfg.norm.name, model.NORMS)
-    _check_choice("norm.position", cfg.norm.position, model.NORM_POSITIONS)
+
+
+def _check_act_and_norm(cfg: DictConfig) -> None:
+    _check_choice("act.name", cfg.act.name, options.ACTIVATIONS)
+    _check_choice("norm.name", cfg.norm.name, options.NORMS)
+    _check_choice("norm.position", cfg.norm.position, options.NORM_POSITIONS)
     _check(0 <= cfg.norm.momentum < 1, "norm.momentum", "must be in [0, 1)", cfg.norm.momentum)
     _check(cfg.norm.epsilon > 0, "norm.epsilon", "must be > 0", cfg.norm.epsilon)
+
+
+def _check_data_model_optim(cfg: DictConfig) -> None:
     _check_choice("data.name", cfg.data.name, data.DATASETS)
     for key in ("n_train", "n_test"):
         size = cfg.data[key]
         _check(size is None or size >= 1, f"data.{key}", "must be >= 1 or null", size)
     _check(cfg.model.depth >= 1, "model.depth", "must be >= 1 hidden layer", cfg.model.depth)
     _check(cfg.model.width >= 1, "model.width", "must be >= 1 unit", cfg.model.width)
-    _check_choice("optim.name", cfg.optim.name, optim.OPTIMIZERS)
+    _check_choice("optim.name", cfg.optim.name, options.OPTIMIZERS)
     _check(cfg.optim.lr > 0, "optim.lr", "must be > 0", cfg.optim.lr)
     _check(0 <= cfg.optim.momentum < 1, "optim.momentum", "must be in [0, 1)", cfg.optim.momentum)
     clip = cfg.optim.clip_norm
     _check(clip is None or clip > 0, "optim.clip_norm", "must be > 0 or null", clip)
+
+
+def _check_train(cfg: DictConfig) -> None:
     _check(cfg.train.steps >= 1, "train.steps", "must be >= 1", cfg.train.steps)
     _check(cfg.train.batch_size >= 1, "train.batch_size", "must be >= 1", cfg.train.batch_size)
     _check(cfg.train.eval_every >= 1, "train.eval_every", "must be >= 1", cfg.train.eval_every)
     seeds_of(cfg)
-    _check_choice("stats.tier", cfg.stats.tier, stats.TIERS)
-    _check(cfg.stats.every >= 1, "stats.every", "must be >= 1", cfg.stats.every)
+
+
+def _check_stats(cfg: DictConfig) -> None:
+    stats, train = cfg.stats, cfg.train
+    _check_choice("stats.tier", stats.tier, list(statistics.Tier))
+    _check(stats.every >= 1, "stats.every", "must be >= 1", stats.every)
     _check(
-        cfg.train.eval_every % cfg.stats.every == 0,
+        train.eval_every % stats.every == 0,
         "train.eval_every",
-        f"must be a multiple of stats.every={cfg.stats.every} so that statistics line up with evaluation",
-        cfg.train.eval_every,
+        f"must be a multiple of stats.every={stats.every} so that statistics line up with evaluation",
+        train.eval_every,
     )
     _check(
-        all(
-            s == cfg.train.steps or (0 <= s < cfg.train.steps and s % cfg.train.eval_every == 0)
-            for s in cfg.stats.hist_steps
-        ),
+        all(s == train.steps or (0 <= s < train.steps and s % train.eval_every == 0) for s in stats.hist_steps),
         "stats.hist_steps",
-        f"every step must be 0, a multiple of train.eval_every={cfg.train.eval_every} below train.steps, "
-        f"or train.steps={cfg.train.steps}",
-        list(cfg.stats.hist_steps),
+        f"every step must be 0, a multiple of train.eval_every={train.eval_every} below train.steps, "
+        f"or train.steps={train.steps}",
+        list(stats.hist_steps),
     )
-    _check(cfg.stats.hist_bins >= 1, "stats.hist_bins", "must be >= 1", cfg.stats.hist_bins)
-    for extra in cfg.stats.extra:
-        _check_choice("stats.extra", extra, stats.EXTRA_STATS)
-    per_step = [*stats.STEP_EXTRAS, stats.UNIT_PERCENTILES]
+    _check(stats.hist_bins >= 1, "stats.hist_bins", "must be >= 1", stats.hist_bins)
+    span = list(stats.hist_range)
     _check(
-        cfg.stats.tier != "none" or not any(e in per_step for e in cfg.stats.extra),
-        "stats.extra",
-        f"{sorted(per_step)} are recorded with the per-layer scalars; they need stats.tier=scalars or full",
-        list(cfg.stats.extra),
+        len(span) == 2 and all(isinstance(v, float | int) and 0 < v < math.inf for v in span) and span[0] < span[1],
+        "stats.hist_range",
+        "must be two finite positive numbers in increasing order, [smallest, largest] magnitude",
+        span,
     )
-    if stats.UNIT_PERCENTILES in cfg.stats.extra:
+    for extra in stats.extra:
+        _check_choice("stats.extra", extra, statistics.EXTRA_STATS)
+    per_step = [s.name for s in statistics.recorded("scalars", list(stats.extra))]
+    asked = [e for e in stats.extra if e in per_step]
+    _check(
+        stats.tier != statistics.Tier.NONE or not asked,
+        "stats.extra",
+        f"{asked} are recorded with the per-layer scalars; they need stats.tier=scalars or full",
+        list(stats.extra),
+    )
+    if "unit_percentiles" in stats.extra:
         _check(
-            1 <= cfg.stats.units <= cfg.model.width,
+            1 <= stats.units <= cfg.model.width,
             "stats.units",
             f"must be between 1 and model.width={cfg.model.width}",
-            cfg.stats.units,
+            stats.units,
         )
 
 

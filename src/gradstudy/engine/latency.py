@@ -27,8 +27,8 @@ def forward_pass(cfg: Any, x: np.ndarray, n_classes: int) -> Callable[[], None]:
     """One jitted evaluation-mode forward pass of the model ``cfg`` on ``x``, blocking until done."""
     import jax
 
-    from gradstudy.inputs.inits import initial_variables
     from gradstudy.engine.model import build_model, initial_constants
+    from gradstudy.inputs.inits import initial_variables
 
     model = build_model(cfg, n_classes)
     example = np.asarray(x[:1])

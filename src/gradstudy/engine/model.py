@@ -19,8 +19,8 @@ from typing import Any
 import flax.linen as nn
 import jax
 
-NORM_POSITIONS = ("before", "after")
-
+from gradstudy.cells.options import ACTIVATIONS
+from gradstudy.engine.activations import FUNCTIONS, activation_fn
 
 NormFactory = Callable[[bool], nn.Module]
 
@@ -34,8 +34,8 @@ def _layernorm(cfg: Any) -> NormFactory:
     return lambda train: nn.LayerNorm(epsilon=cfg.epsilon)
 
 
-#: name -> builder of a factory ``train -> norm module`` (None: no normalization).
-NORMS: dict[str, Callable[[Any], NormFactory] | None] = {
+#: ``cells.options.NORMS`` name -> builder of a factory ``train -> norm module`` (None: no normalization).
+NORM_LAYERS: dict[str, Callable[[Any], NormFactory] | None] = {
     "none": None,
     "batchnorm": _batchnorm,
     "layernorm": _layernorm,
@@ -96,19 +96,16 @@ class MLP(nn.Module):
 def build_model(cfg: Any, n_classes: int) -> MLP:
     """The MLP described by a resolved run config (``model``, ``act``, ``norm`` nodes). Its initial
     values come from ``gradstudy.inputs.inits.initial_variables``, not from Flax's initializers."""
-    from gradstudy.engine.activations import ACTIVATIONS, activation_fn
-
     act = ACTIVATIONS[cfg.act.name]
     make_slope = None
     if act.learned_alpha:
-        alpha = act.default_alpha if cfg.act.alpha is None else cfg.act.alpha
-        make_slope = partial(LearnedSlope, act.fn, alpha, cfg.act.per_unit)
+        make_slope = partial(LearnedSlope, FUNCTIONS[cfg.act.name], act.alpha(cfg.act.alpha), cfg.act.per_unit)
     return MLP(
         depth=cfg.model.depth,
         width=cfg.model.width,
         n_classes=n_classes,
         act=activation_fn(cfg.act.name, cfg.act.alpha),
-        make_norm=None if NORMS[cfg.norm.name] is None else NORMS[cfg.norm.name](cfg.norm),
+        make_norm=None if NORM_LAYERS[cfg.norm.name] is None else NORM_LAYERS[cfg.norm.name](cfg.norm),
         norm_position=cfg.norm.position,
         make_slope=make_slope,
     )
@@ -117,7 +114,5 @@ def build_model(cfg: Any, n_classes: int) -> MLP:
 def initial_constants(cfg: Any) -> dict[str, float]:
     """The starting values of the model's variables that are neither dense nor normalization
     layers': a learned slope starts at ``act.alpha`` (``inits.initial_variables``)."""
-    from gradstudy.engine.activations import ACTIVATIONS
-
     act = ACTIVATIONS[cfg.act.name]
-    return {"alpha": act.default_alpha if cfg.act.alpha is None else cfg.act.alpha} if act.learned_alpha else {}
+    return {"alpha": act.alpha(cfg.act.alpha)} if act.learned_alpha else {}

@@ -8,13 +8,14 @@ which broke bitwise seed independence (``tests/test_seed_independence.py``).
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import optax
+
+from gradstudy.cells.options import OPTIMIZERS
 
 
 def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> optax.GradientTransformation:
@@ -74,15 +75,14 @@ def adam(lr: float, clip_norm: float | None = None) -> optax.GradientTransformat
     return _clipped(clip_norm, optax.chain(scale_by_adam(), optax.scale_by_learning_rate(lr)))
 
 
-#: name -> factory whose arguments are ``optim`` keys; every number among them is a per-run
-#: hyperparameter (``make_optimizer``), ``clip_norm`` too when clipping is on.
-OPTIMIZERS: dict[str, Callable[..., optax.GradientTransformation]] = {"sgd": sgd, "momentum": momentum, "adam": adam}
+#: ``cells.options.OPTIMIZERS`` name -> factory whose arguments are the ``optim`` keys that option
+#: reads (``make_optimizer`` makes each a per-run hyperparameter), plus ``clip_norm``.
+FACTORIES: dict[str, Callable[..., optax.GradientTransformation]] = {"sgd": sgd, "momentum": momentum, "adam": adam}
 
 
 def hyperparameters(cfg: Any) -> dict[str, float]:
     """The ``optim`` values that the optimizer ``cfg.name`` reads, clip_norm only when it is set."""
-    names = [n for n in inspect.signature(OPTIMIZERS[cfg.name]).parameters if n != "clip_norm"]
-    values = {n: float(cfg[n]) for n in names}
+    values = {n: float(cfg[n]) for n in OPTIMIZERS[cfg.name]}
     if cfg.clip_norm is not None:
         values["clip_norm"] = float(cfg.clip_norm)
     return values
@@ -93,4 +93,4 @@ def make_optimizer(cfg: Any) -> optax.GradientTransformation:
     with its numbers held in the optimizer state (``optax.inject_hyperparams``) rather than baked into
     the program: runs of one compiled program can each have their own learning rate, momentum and
     clip norm, and a run's update is bitwise the one with constants (``tests/test_engine.py``)."""
-    return optax.inject_hyperparams(OPTIMIZERS[cfg.name])(**hyperparameters(cfg))
+    return optax.inject_hyperparams(FACTORIES[cfg.name])(**hyperparameters(cfg))

@@ -57,17 +57,15 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 from omegaconf import OmegaConf
 
-from gradstudy.engine.activations import ACTIVATIONS
-from gradstudy.inputs.data import Dataset
+from gradstudy.cells.statistics import JACOBIAN_EXAMPLES, HistBins, Schedule, Tier, hist_bins, recorded
 from gradstudy.engine.evaluate import eval_sets, evaluate_run, set_sizes
-from gradstudy.inputs.inits import initial_variables
-from gradstudy.engine.measure import histograms, jacobian_statistic, layer_statistics
+from gradstudy.engine.measure import hist_counter, init_statistics, layer_statistics
 from gradstudy.engine.model import build_model, initial_constants
 from gradstudy.engine.optim import make_optimizer
-from gradstudy.engine.stats import INIT_EXTRAS, JACOBIAN_EXAMPLES, HistBins, hist_bins, stat_names
-from gradstudy.schema import HIST_QUANTITIES
 from gradstudy.engine.step import TrainState, make_step
-from gradstudy.schema import HIST_REGIONS
+from gradstudy.inputs.data import Dataset
+from gradstudy.inputs.inits import initial_variables
+from gradstudy.schema import HIST_QUANTITIES, HIST_REGIONS
 
 #: Every run is computed in a vmapped group of exactly this many runs (see the module docstring).
 #: One: on CPU a group of one costs nothing at width 100 and pads nothing.
@@ -146,12 +144,15 @@ class Engine:
         self.steps = cfg.train.steps
         self.eval_every = cfg.train.eval_every
         self.batch_size = cfg.train.batch_size
-        self.stats_every = None if cfg.stats.tier == "none" else cfg.stats.every
-        self.stat_names = stat_names(cfg.stats.tier, tuple(cfg.stats.extra), cfg.stats.units)
-        self.init_stat_names = tuple(e for e in cfg.stats.extra if e in INIT_EXTRAS)
-        self.hist_steps = sorted(set(cfg.stats.hist_steps)) if cfg.stats.tier == "full" else []
-        act = ACTIVATIONS[cfg.act.name]
-        self.hist_bins = {q: hist_bins(q, act, cfg.stats.hist_bins, cfg.stats.hist_range) for q in HIST_QUANTITIES}
+        tier, extra, units = Tier(cfg.stats.tier), tuple(cfg.stats.extra), cfg.stats.units
+        step_stats, init_stats = recorded(tier, extra), recorded(tier, extra, Schedule.INIT)
+        self.stats_every = None if tier is Tier.NONE else cfg.stats.every
+        self.stat_names = tuple(name for s in step_stats for name in s.names(units))
+        self.init_stat_names = tuple(s.name for s in init_stats)
+        self.hist_steps = sorted(set(cfg.stats.hist_steps)) if tier is Tier.FULL else []
+        self.hist_bins = {
+            q: hist_bins(q, cfg.act.name, cfg.stats.hist_bins, cfg.stats.hist_range) for q in HIST_QUANTITIES
+        }
         self.n_classes = dataset.n_classes
         self.model = build_model(cfg, dataset.n_classes)
         self.n_train = len(dataset.y_train)
@@ -165,14 +166,14 @@ class Engine:
         # The template optimizer: runs read their hyperparameters from their own optimizer state.
         optimizer = make_optimizer(cfg.optim)
         self.plain_step = make_step(self.model, optimizer, self.x_train, self.y_train)
-        measure = layer_statistics(act, cfg.stats.tier == "full", tuple(cfg.stats.extra), cfg.stats.units)
+        measure = layer_statistics(step_stats, cfg.act.name, units)
         self.measured_step = make_step(self.model, optimizer, self.x_train, self.y_train, measure)
-        self._run_histograms = histograms(self.model, self.hist_bins, self.x_train, self.y_train)
-        self._run_jacobians = jacobian_statistic(self.model, act, cfg.act.alpha)
+        self._run_hist_counts = hist_counter(self.model, self.hist_bins, self.x_train, self.y_train)
+        self._run_init_stats = init_statistics(self.model, init_stats, cfg.act.name, cfg.act.alpha)
         runs, shared = P(RUNS), P()
         self._chunk = self._per_device(self._chunk_fn, (runs, shared, shared, runs, shared), donate=True)
-        self._histograms = self._per_device(self._histograms_fn, (runs, runs))
-        self._jacobians = jax.jit(lambda state, x: jax.lax.map(lambda run: self._run_jacobians(run, x), state))
+        self._hist_counts = self._per_device(self._hist_counts_fn, (runs, runs))
+        self._init_stats = jax.jit(lambda state, x: jax.lax.map(lambda run: self._run_init_stats(run, x), state))
 
     # ----- runs across devices ----------------------------------------------------------------
     def padded(self, seeds: Sequence[int]) -> list[int]:
@@ -340,14 +341,14 @@ class Engine:
             self._means(after),
         )
 
-    def _histograms_fn(self, state: TrainState, idx):
-        return in_groups(jax.vmap(self._run_histograms), self.run_group, state, idx)
+    def _hist_counts_fn(self, state: TrainState, idx):
+        return in_groups(jax.vmap(self._run_hist_counts), self.run_group, state, idx)
 
-    def histograms(self, state: TrainState, seeds: Sequence[int], step: int) -> tuple[jax.Array, ...]:
+    def hist_counts(self, state: TrainState, seeds: Sequence[int], step: int) -> tuple[jax.Array, ...]:
         """Per-layer histograms of h_l and delta_l on the minibatch that step ``step`` trains on, no
         update applied: one (n_runs, depth, n_bins + len(HIST_REGIONS)) array per ``HIST_QUANTITIES``."""
         idx = np.stack([batch_indices(s, self.n_train, self.batch_size, step, 1)[0] for s in self.padded(seeds)])
-        return self._histograms(state, self._on_devices(idx))
+        return self._hist_counts(state, self._on_devices(idx))
 
     def init_stats(self, state: TrainState) -> np.ndarray:
         """The step-0 statistics asked for in ``stats.extra``: (n_runs, depth, len(init_stat_names))."""
@@ -355,7 +356,7 @@ class Engine:
             return np.zeros((state.diverged_at.shape[0], self.depth, 0))
         # On one device: XLA's CPU eigensolver can hang when its input is split across host devices.
         single = jax.device_put(state, jax.devices()[0])
-        return np.asarray(self._jacobians(single, self.x_train[:JACOBIAN_EXAMPLES]))
+        return np.asarray(self._init_stats(single, self.x_train[:JACOBIAN_EXAMPLES]))
 
     # ----- evaluation -------------------------------------------------------------------------
     def _evaluate_fn(self, state: TrainState, sets) -> jax.Array:
@@ -382,7 +383,7 @@ class Engine:
         eval_steps, evals, stats, losses, hists = [0], [], [], [], []
         init_stats = self.init_stats(state)
         if 0 in self.hist_steps:
-            hists.append(self.histograms(state, seeds, 0))
+            hists.append(self.hist_counts(state, seeds, 0))
         step = 0
         while step < self.steps:
             length = min(self.eval_every, self.steps - step)
@@ -395,7 +396,7 @@ class Engine:
             stats.append(np.asarray(chunk_stats))
             losses.append(np.asarray(chunk_losses))
             if step in self.hist_steps:
-                hists.append(self.histograms(state, seeds, step))
+                hists.append(self.hist_counts(state, seeds, step))
             if on_chunk is not None:
                 finite = losses[-1][:, np.isfinite(losses[-1]).all(axis=0)]
                 on_chunk(step, float(finite.mean()) if finite.size else float("nan"))

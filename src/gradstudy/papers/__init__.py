@@ -29,9 +29,9 @@ import pandas as pd
 from scipy import stats as sps
 
 from gradstudy.analysis.convergence import compare_cells, log_mean_ci, lower_median, mean_ci, steps_to_target
+from gradstudy.schema import CellKey as Key
 from gradstudy.show.figures import FigureSpec
 from gradstudy.show.present import Interval
-from gradstudy.schema import CellKey as Key
 from gradstudy.store.study import Study, cell_keys, rows_of
 
 SUPPORTED, CONTRADICTED, INCONCLUSIVE = "supported", "contradicted", "inconclusive"

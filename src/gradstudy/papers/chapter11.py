@@ -13,9 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from gradstudy.show import plots
 from gradstudy.analysis.convergence import lower_median, steps_to_target
-from gradstudy.show.figures import FigureSpec
 from gradstudy.engine.latency import LATENCY_FILE, ratios, study_latency
 from gradstudy.papers import (
     Claim,
@@ -32,6 +30,8 @@ from gradstudy.papers import (
     rows_of,
     steps_earlier,
 )
+from gradstudy.show import plots
+from gradstudy.show.figures import FigureSpec
 from gradstudy.store.study import Study
 
 #: "Converges": steps until the test accuracy first reaches this.

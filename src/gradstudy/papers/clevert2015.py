@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from gradstudy.show import plots
 from gradstudy.analysis.convergence import loss_auc
-from gradstudy.show.figures import FigureSpec
 from gradstudy.papers import (
     Claim,
     Measurement,
@@ -23,6 +21,8 @@ from gradstudy.papers import (
     layer_values,
     rows_of,
 )
+from gradstudy.show import plots
+from gradstudy.show.figures import FigureSpec
 from gradstudy.store.study import Study
 
 ARMS = {"ELU": ("elu", None), "ReLU": ("relu", None), "Leaky ReLU (α=0.1)": ("leaky_relu", 0.1)}

@@ -10,8 +10,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from gradstudy.show import plots
-from gradstudy.show.figures import FigureSpec
 from gradstudy.papers import (
     Claim,
     Measurement,
@@ -25,6 +23,8 @@ from gradstudy.papers import (
     of_seeds,
     of_seeds_log,
 )
+from gradstudy.show import plots
+from gradstudy.show.figures import FigureSpec
 from gradstudy.store.study import Study
 
 #: Table 1: test error (%) after training, 5 hidden layers, by activation and init ("N" = normalized).

@@ -12,9 +12,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from gradstudy.show import plots
 from gradstudy.analysis.convergence import lower_median, steps_to_target
-from gradstudy.show.figures import FigureSpec
 from gradstudy.papers import (
     Claim,
     Measurement,
@@ -30,6 +28,8 @@ from gradstudy.papers import (
     rows_of,
     steps_earlier,
 )
+from gradstudy.show import plots
+from gradstudy.show.figures import FigureSpec
 from gradstudy.store.study import Study
 
 CHANCE_LOSS = math.log(10)

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from gradstudy.show import plots
 from gradstudy.analysis.convergence import lower_median, steps_to_target
-from gradstudy.show.figures import FigureSpec
 from gradstudy.papers import (
     Claim,
     Measurement,
@@ -29,6 +27,8 @@ from gradstudy.papers import (
     rows_of,
     steps_earlier,
 )
+from gradstudy.show import plots
+from gradstudy.show.figures import FigureSpec
 from gradstudy.show.present import number
 from gradstudy.store.study import Study
 

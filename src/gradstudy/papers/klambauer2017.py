@@ -11,9 +11,7 @@ import math
 
 import pandas as pd
 
-from gradstudy.show import plots
 from gradstudy.analysis.convergence import loss_auc
-from gradstudy.show.figures import FigureSpec
 from gradstudy.papers import (
     Claim,
     Measurement,
@@ -27,6 +25,8 @@ from gradstudy.papers import (
     of_seeds,
     rows_of,
 )
+from gradstudy.show import plots
+from gradstudy.show.figures import FigureSpec
 from gradstudy.store.study import Study
 
 CHANCE_LOSS = math.log(10)

@@ -16,9 +16,9 @@ import pandas as pd
 from scipy import stats as sps
 
 from gradstudy import theory
+from gradstudy.papers import Claim, Measurement, MissingCells, Paper, cell, final_values, interval_of, of_seeds
 from gradstudy.show import plots
 from gradstudy.show.figures import FigureSpec
-from gradstudy.papers import Claim, Measurement, MissingCells, Paper, cell, final_values, interval_of, of_seeds
 from gradstudy.store.study import Study
 
 #: A cell trains when its mean final training accuracy is at least this (chance: 0.1).

@@ -19,8 +19,8 @@ import pandas as pd
 from matplotlib.colors import Colormap, ListedColormap, LogNorm, Normalize
 from matplotlib.lines import Line2D
 
-from gradstudy.store.study import Study
 from gradstudy.schema import CELL_INFO
+from gradstudy.store.study import Study
 
 #: Keys that become panels first when several keys vary (the rest share a panel, told apart by colour).
 FACET_PREFERENCE = ("arm", "act", "norm", "data", "init", "optim", "study")

@@ -27,6 +27,7 @@ from scipy import stats as sps
 
 from gradstudy import analysis
 from gradstudy.analysis.convergence import steps_to_target
+from gradstudy.analysis.predictions import Predictions, predicted_layers
 from gradstudy.schema import KEY
 from gradstudy.show.encoding import (
     DPI,
@@ -42,7 +43,6 @@ from gradstudy.show.encoding import (
     legend_inches,
     styles_for,
 )
-from gradstudy.analysis.predictions import Predictions, predicted_layers
 from gradstudy.show.present import label_of
 from gradstudy.store.study import Study
 

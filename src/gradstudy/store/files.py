@@ -82,5 +82,3 @@ def read_meta(cell_dir: Path) -> dict[str, Any] | None:
 
 class CorruptCell(ValueError):
     """A cell's files do not prove themselves; the message names the file and the reason."""
-
-

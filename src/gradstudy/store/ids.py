@@ -28,4 +28,3 @@ def cell_id(canonical: dict[str, Any]) -> str:
     parts += [f"d{model.get('depth')}w{model.get('width')}", str(canonical.get("optim", {}).get("name", ""))]
     slug = "-".join(re.sub(r"[^A-Za-z0-9_.]+", "_", part) for part in parts)
     return f"{slug}-{config_hash(canonical)}"
-

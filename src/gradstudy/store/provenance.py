@@ -26,9 +26,7 @@ def provenance() -> dict[str, Any]:
         except metadata.PackageNotFoundError:
             versions[pkg] = None
     try:
-        git = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=PACKAGE, capture_output=True, text=True, timeout=5
-        )
+        git = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PACKAGE, capture_output=True, text=True, timeout=5)
         git_hash = git.stdout.strip() if git.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
         git_hash = None
@@ -47,4 +45,3 @@ def code_hash() -> str:
             digest.update(f"{root.name}/{path.relative_to(root).as_posix()}\0".encode())
             digest.update(path.read_bytes())
     return digest.hexdigest()[:12]
-

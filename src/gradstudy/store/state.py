@@ -9,7 +9,6 @@ from typing import Any
 from gradstudy.schema import CURVES, LAYERS, CellStatus
 from gradstudy.store.files import CorruptCell, read_meta, table_record
 
-
 #: Tables every complete cell has; cells written before ``seeds``/``steps``/``hists`` existed may lack those.
 REQUIRED_TABLES = (CURVES, LAYERS)
 
@@ -78,4 +77,3 @@ def cell_state(cell_dir: Path) -> CellState | None:
         )
         return CellState(CellStatus.INTERRUPTED, gone, meta)
     return CellState(str(meta.get("status")), str(meta.get("message", "")), meta)
-

@@ -16,7 +16,19 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from gradstudy.schema import ARM, CELL_INFO, CONFIG, GROUPS, META, SEEDS, TABLE_COLUMNS, UNIT_COLUMNS, CellKey, CellStatus, Outcome
+from gradstudy.schema import (
+    ARM,
+    CELL_INFO,
+    CONFIG,
+    GROUPS,
+    META,
+    SEEDS,
+    TABLE_COLUMNS,
+    UNIT_COLUMNS,
+    CellKey,
+    CellStatus,
+    Outcome,
+)
 from gradstudy.store.state import CellState, cell_state
 
 

@@ -38,4 +38,3 @@ def sweep_rejections(results_dir: Path, sweep: str) -> dict[str, str]:
     return {
         p.name[: -len(REJECTED)]: p.read_text() for p in _sweep_markers(results_dir, sweep) if p.name.endswith(REJECTED)
     }
-

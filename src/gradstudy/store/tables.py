@@ -22,8 +22,25 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from gradstudy.schema import (
+    CURVE_COLUMNS,
+    CURVES,
+    EVAL_METRICS,
+    HIST_COLUMNS,
+    HIST_DTYPES,
+    HIST_REGIONS,
+    HISTS,
+    LAYER_COLUMNS,
+    LAYERS,
+    SEEDS,
+    STEP_COLUMNS,
+    STEPS,
+    UNIT_COLUMNS,
+    UNIT_DTYPES,
+    UNITS,
+    parse_unit_stat,
+)
 from gradstudy.store.study import seeds_table
-from gradstudy.schema import CURVE_COLUMNS, CURVES, EVAL_METRICS, HIST_COLUMNS, HIST_DTYPES, HIST_REGIONS, HISTS, LAYER_COLUMNS, LAYERS, SEEDS, STEP_COLUMNS, STEPS, UNIT_COLUMNS, UNIT_DTYPES, UNITS, parse_unit_stat
 
 
 def long_table(
