@@ -11,7 +11,7 @@ from conftest import TINY, compose_config, run_cli
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
-from gradstudy.cells.config import validate
+from gradstudy.cells.validate import validate
 from gradstudy.report import main as report_main
 from gradstudy.reproduce import main as reproduce_main
 from gradstudy.run import run_cell

@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import TINY, run_cli
 
 from gradstudy import load_study
@@ -57,3 +58,28 @@ def test_the_entry_point_imports_no_jax_and_warnings_no_scipy():
         [sys.executable, "-c", code], cwd=Path(__file__).parent, capture_output=True, text=True, check=True
     )
     assert done.stdout.split("\n")[:2] == ["[]", "False"], done.stdout
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [("model.depth=0", "model.depth"), ("act.name=glorot_magic", "act.name"), ("optim.lr=-1", "optim.lr")],
+)
+def test_a_rejected_config_is_refused_without_importing_jax(tmp_path, override, key):
+    """Validation reads every name from jax-free registries (``cells.options``, ``cells.statistics``):
+    a cell refused for a bad value records its message without the 0.8 s of jax, flax and optax."""
+    code = (
+        "import json, sys\n"
+        "from conftest import compose_config\n"
+        "from gradstudy.run import run_cell\n"
+        f"cfg = compose_config({override!r}, 'results_dir={tmp_path}', 'study=s')\n"
+        "folder = run_cell(cfg)\n"
+        "meta = json.load(open(folder + '/meta.json'))\n"
+        "print(meta['status'], '|', meta['message'])\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'jax', 'flax', 'optax', 'jaxlib'}))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=Path(__file__).parent, capture_output=True, text=True, check=True
+    )
+    status, jax_modules = done.stdout.strip().split("\n")[-2:]
+    assert status.startswith("failed |") and key in status, done.stdout
+    assert jax_modules == "[]", done.stdout

@@ -5,7 +5,8 @@ from conftest import compose_config
 from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf.errors import ValidationError
 
-from gradstudy.cells.config import seeds_of, validate, validate_against_data
+from gradstudy.cells.config import seeds_of
+from gradstudy.cells.validate import validate, validate_against_data
 from gradstudy.inputs.data import load_dataset
 from gradstudy.schema import ConfigError
 

@@ -5,7 +5,8 @@ import pandas as pd
 import pytest
 from conftest import TINY, compose_config
 
-from gradstudy.engine.latency import measure_latency, ratios
+from gradstudy.analysis.latency import ratios
+from gradstudy.engine.latency import measure_latency
 from gradstudy.inputs.data import load_dataset
 
 

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from conftest import compose_config
 
-from gradstudy.cells.config import validate
+from gradstudy.cells.validate import validate
 from gradstudy.papers import (
     CONTRADICTED,
     INCONCLUSIVE,

@@ -21,7 +21,7 @@ def test_quickstart_is_two_commands_and_ci_runs_the_second():
 
 
 def test_quickstart_grid_composes_and_validates():
-    from gradstudy.cells.config import validate
+    from gradstudy.cells.validate import validate
 
     overrides = _quickstart()[0].split("gradstudy.run -m ")[1].split()
     for init in overrides[0].split("=")[1].split(","):

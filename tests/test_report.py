@@ -76,3 +76,34 @@ def test_report_on_empty_or_wrong_folder(tmp_path, capsys):
     assert "holds no gradstudy cells" in capsys.readouterr().err
     assert report_main([str(tmp_path / "missing")]) == 2
     assert "no results folder" in capsys.readouterr().err
+
+
+def test_the_report_keeps_its_theory_overlays_when_the_data_files_are_gone(tmp_path, monkeypatch):
+    """The run records what the theory needs (``theory_inputs`` in meta.json), so a study whose
+    data folder has moved away still gets its full report, dashed predictions included, and no
+    figure or table loads a dataset."""
+    import shutil
+
+    import numpy as np
+    from conftest import TINY, compose_config
+    from test_data import _write_idx
+
+    from gradstudy.analysis.predictions import predicted_layers
+    from gradstudy.inputs import data
+
+    folder = tmp_path / "mnist"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 120), ("t10k", 40)):
+        _write_idx(folder / f"{split}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28), dtype=np.uint8), False)
+        _write_idx(folder / f"{split}-labels-idx1-ubyte", rng.integers(0, 10, n).astype(np.uint8), False)
+    base = [*TINY, "data=mnist", f"data.root={folder}", f"results_dir={tmp_path / 'results'}", "study=moved"]
+    run_cell(compose_config(*base, "init=he", "act=relu", "train.batch_size=32"))
+    shutil.rmtree(folder)
+    monkeypatch.setattr(data, "load_dataset", lambda *a, **k: pytest.fail("the report loaded a dataset"))
+    study = load_study(tmp_path / "results" / "moved")
+    predicted = predicted_layers(study)
+    assert predicted.skipped.empty and len(predicted.layers) == 3 * study.cells["model.depth"].iloc[0]
+    assert report_main([str(tmp_path / "results" / "moved")]) == 0
+    text = (tmp_path / "results" / "moved" / "report.md").read_text()
+    assert "Dashed: the mean-field prediction" in text and "No prediction for" not in text

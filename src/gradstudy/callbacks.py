@@ -50,7 +50,7 @@ class SummaryCallback(Callback):
     def _start(self, config: DictConfig, multirun: bool) -> None:
         """Stop before anything is written when ``budget``, ``study`` or ``results_dir`` cannot work:
         one line naming the key, exit status 2 (an exception here would only become a warning)."""
-        from gradstudy.cells.config import check_run_keys
+        from gradstudy.cells.validate import check_run_keys
         from gradstudy.schema import ConfigError
 
         try:

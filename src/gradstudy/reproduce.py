@@ -130,7 +130,8 @@ def arm_of(cell: PlannedCell) -> str | None:
 def write_latency(paper: Paper, p: Plan) -> Path:
     """Time the inference of the paper's ``latency_arms`` (``gradstudy.engine.latency``) and write the table
     beside the cells, where the speed claims read it."""
-    from gradstudy.engine.latency import BATCH, LATENCY_FILE, measure_latency
+    from gradstudy.analysis.latency import LATENCY_FILE
+    from gradstudy.engine.latency import BATCH, measure_latency
     from gradstudy.inputs.data import load_dataset
 
     configs = {arm_of(c): c.cfg for c in p.cells if arm_of(c) in paper.latency_arms}

@@ -33,22 +33,14 @@ from rich.progress import (
 )
 
 from gradstudy.callbacks import summarize_sweep, sweep_of_job
-from gradstudy.cells.compat import compatibility_warnings, data_inputs
-from gradstudy.cells.config import (
-    canonical,
-    check_run_keys,
-    ignored_overrides,
-    register_configs,
-    resolved,
-    seeds_of,
-    validate,
-    validate_against_data,
-)
+from gradstudy.cells.compat import cell_inputs, compatibility_warnings, data_inputs
+from gradstudy.cells.config import canonical, ignored_overrides, register_configs, resolved, seeds_of
 from gradstudy.cells.grouping import COMPOSED, program_key
 from gradstudy.cells.statistics import applicable
+from gradstudy.cells.validate import check_run_keys, validate, validate_against_data
 from gradstudy.engine.devices import device_info
 from gradstudy.inputs.datafiles import MissingDataError
-from gradstudy.schema import ARM, CONFIG, META, CellStatus, ConfigError, Outcome, conf_dir
+from gradstudy.schema import ARM, CONFIG, META, THEORY_INPUTS, CellStatus, ConfigError, Outcome, conf_dir
 from gradstudy.store.files import table_record, write_json, write_table, write_yaml
 from gradstudy.store.ids import cell_id, config_hash
 from gradstudy.store.locks import CellLock, claim, describe, read_lock
@@ -217,7 +209,9 @@ def _claim(
         c.program = program_key(full)
         dataset = _dataset(c.data_yaml)
         validate_against_data(cfg, len(dataset.y_train))
-        meta["warnings"] = compatibility_warnings(cfg, data_inputs(dataset))
+        inputs = data_inputs(dataset)
+        meta["warnings"] = compatibility_warnings(cfg, inputs)
+        meta[THEORY_INPUTS] = cell_inputs(cfg, inputs)
         for warning in meta["warnings"]:
             console.print(f"gradstudy: {cell}: warning: {warning}")
         meta.update(provenance(), device=device_info())

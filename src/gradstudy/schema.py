@@ -52,6 +52,8 @@ HISTS = "hists.parquet"
 SEEDS = "seeds.parquet"
 STEPS = "steps.parquet"
 UNITS = "units.parquet"
+#: The key of ``meta.json`` that holds what the theory needs of the cell (``theory.CellInputs``).
+THEORY_INPUTS = "theory_inputs"
 #: The folder of sweep membership markers inside a results folder.
 SWEEPS = ".sweeps"
 

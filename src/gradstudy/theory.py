@@ -425,13 +425,6 @@ def depth_scales(
     return DepthScales(xi_q=_depth(x1 + sigma_w2 * m.d2phi_phi(q)), xi_c=_depth(chi_c))
 
 
-def critical_sigma_w2(
-    act: str, sigma_b2: float, alpha: float | None = None, low: float = 0.5, high: float = 8.0
-) -> float:
-    """The weight variance at which chi1 = 1 (the order-to-chaos boundary) for bias variance ``sigma_b2``."""
-    return float(optimize.brentq(lambda w: chi1(act, w, sigma_b2, alpha) - 1, low, high, xtol=1e-12))
-
-
 # ----- a cell's predicted profile --------------------------------------------------------------
 def not_applicable(cfg: Any) -> str | None:
     """Why mean-field theory does not describe the cell ``cfg`` at initialization, or None when it does."""
@@ -454,27 +447,35 @@ class Profile:
     delta_std: np.ndarray
 
 
-def predicted_profile(cfg: Any, data_q: float, n_inputs: int, delta_last: float = 1.0) -> Profile:
+@dataclass(frozen=True)
+class CellInputs:
+    """What the theory needs of a cell beyond its activation, norm and depth: the data's E[x^2]
+    (over examples and features), its feature count, each dense layer's sigma_w2 (weight variance
+    times fan-in, the first hidden layer's first) and sigma_b2. ``gradstudy.run`` records
+    them in the cell's ``meta.json`` (``cells.compat.cell_inputs``), so a prediction never needs the
+    data or the initializer again."""
+
+    data_q: float
+    n_inputs: int
+    sigma_w2: tuple[float, ...]
+    sigma_b2: float
+
+
+def predicted_profile(cfg: Any, inputs: CellInputs, delta_last: float = 1.0) -> Profile:
     """The predicted step-0 profile of a cell's own architecture.
 
-    q_l starts from the data's E[x^2] (over examples and features) and runs forward with each
-    layer's own sigma_w2 (Xavier's fan_avg makes the first layer's differ); delta runs backward,
+    q_l starts from the data's E[x^2] and runs forward with each layer's own sigma_w2 (Xavier's
+    fan_avg makes the first layer's differ); delta runs backward,
     E[delta_l^2] = E[delta_{l+1}^2] sigma_w2_{l+1} (n_{l+1} / n_l) E[phi'(sqrt(q_l) z)^2], from
     ``delta_last`` at the last hidden layer (the measured ``delta_std`` there)."""
-    from gradstudy.inputs.inits import bias_variance, weight_variance
-
     reason = not_applicable(cfg)
     if reason is not None:
         raise ValueError(f"no mean-field prediction: {reason}")
     m = moments(cfg.act.name, cfg.act.alpha)
     depth, width = cfg.model.depth, cfg.model.width
-    widths = [n_inputs, *[width] * depth]
-    sigma_w2 = [
-        weight_variance(cfg.init, fan_in, fan_out) * fan_in
-        for fan_in, fan_out in zip(widths[:-1], widths[1:], strict=True)
-    ]
-    sigma_b2 = bias_variance(cfg.init)
-    qs = [sigma_w2[0] * data_q + sigma_b2]
+    widths = [inputs.n_inputs, *[width] * depth]
+    sigma_w2, sigma_b2 = inputs.sigma_w2, inputs.sigma_b2
+    qs = [sigma_w2[0] * inputs.data_q + sigma_b2]
     for layer in range(1, depth):
         qs.append(sigma_w2[layer] * m.phi2(qs[-1]) + sigma_b2)
     h_var = [max(m.phi2(q) - m.mean(q) ** 2, 0.0) for q in qs]

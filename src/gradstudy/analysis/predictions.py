@@ -1,28 +1,27 @@
 """Mean-field predictions for the cells of a study, as tidy rows beside the measured ones.
 
 For each complete cell the theory applies to (``theory.not_applicable``), ``predicted_layers`` gives
-the step-0 profile of ``theory.predicted_profile`` for the cell's own config and data: the std of z_l
-(``z_std``), of
-h_l (``act_std``) and of delta_l (``delta_std``), the latter anchored at the measured step-0
+the step-0 profile of ``theory.predicted_profile`` for the cell's own config and the inputs its run
+recorded (``theory.CellInputs`` in ``meta.json``): the std of z_l (``z_std``), of h_l (``act_std``) and of delta_l (``delta_std``), the latter anchored at the measured step-0
 ``delta_std`` of the last hidden layer (geometric mean over seeds). Cells it does not apply to are
 listed with the reason, so that a report can say so instead of drawing nothing silently.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from gradstudy import theory
-from gradstudy.cells.compat import data_inputs
-from gradstudy.cells.config import ActConfig, DataConfig, InitConfig, ModelConfig, NormConfig
-from gradstudy.inputs.data import load_dataset
-from gradstudy.schema import CONFIG, KEY, CellStatus
+from gradstudy.cells.config import ActConfig, InitConfig, ModelConfig, NormConfig
+from gradstudy.schema import GROUPS, KEY, THEORY_INPUTS, CellStatus
+from gradstudy.store.files import read_meta
 from gradstudy.store.study import Study
 
 #: The measured statistic each predicted profile is drawn against.
@@ -45,52 +44,69 @@ class Predictions:
         return (ends["first"] / ends["last"]).rename("delta_std_ratio_predicted").reset_index()
 
 
-#: The config nodes the theory reads, with their schemas (a cell's config.yaml leaves out the keys
-#: its options ignore; the schema's defaults fill them back in).
-THEORY_NODES = {"init": InitConfig, "act": ActConfig, "norm": NormConfig, "data": DataConfig, "model": ModelConfig}
+#: The config nodes the theory reads, with their schemas (a cell's canonical config leaves out the
+#: keys its options ignore; the schema's defaults fill them back in).
+THEORY_NODES = {"init": InitConfig, "act": ActConfig, "norm": NormConfig, "model": ModelConfig}
 
 
-def cell_config(path: Path) -> DictConfig:
-    """The nodes of a cell's config (its ``config.yaml``) that the theory reads, on the schema's defaults."""
-    plain = yaml.safe_load((Path(path) / CONFIG).read_text()) or {}
+def cell_config(cell: Mapping[str, Any]) -> DictConfig:
+    """The nodes of a cell's config that the theory reads, from its row of ``Study.cells`` (the
+    option names in the group columns, the other keys in dotted columns), on the schema's defaults."""
+    nodes: dict[str, dict[str, Any]] = {node: {} for node in THEORY_NODES}
+    for column, value in cell.items():
+        node, _, key = str(column).partition(".")
+        if node in nodes and key and not (isinstance(value, float) and np.isnan(value)):
+            nodes[node][key] = value
+    for node in GROUPS:
+        if node in nodes and isinstance(cell.get(node), str):
+            nodes[node]["name"] = cell[node]
     return OmegaConf.create(
-        {
-            node: OmegaConf.merge(OmegaConf.structured(schema), plain.get(node, {}))
-            for node, schema in THEORY_NODES.items()
-        }
+        {node: OmegaConf.merge(OmegaConf.structured(schema), nodes[node]) for node, schema in THEORY_NODES.items()}
     )
 
 
+def _recorded_inputs(path: str) -> theory.CellInputs | None:
+    """The theory's inputs that the run recorded in the cell's ``meta.json`` (None for a cell made before they were)."""
+    record = (read_meta(Path(path)) or {}).get(THEORY_INPUTS)
+    return theory.CellInputs(**record) if record else None
+
+
+def _cell_prediction(cell: Mapping[str, Any], last: pd.Series) -> theory.Profile | str:
+    """The cell's predicted profile, or why there is none."""
+    try:
+        cfg = cell_config(cell)
+    except (ValueError, TypeError) as err:
+        return f"its config could not be read: {err}"
+    reason = theory.not_applicable(cfg)
+    if reason is not None:
+        return reason
+    last = last[(last["layer"] == cfg.model.depth) & (last["value"] > 0)]["value"]
+    if last.empty:
+        return "no measured step-0 delta_std at the last hidden layer to anchor the gradient profile"
+    try:
+        inputs = _recorded_inputs(cell["path"])
+    except (OSError, ValueError, TypeError) as err:
+        return f"its meta.json could not be read: {err}"
+    if inputs is None:
+        return "made before runs recorded the theory's inputs (rerun it with force=true)"
+    try:
+        return theory.predicted_profile(cfg, inputs, float(np.exp(np.log(last).mean())))
+    except ValueError as err:
+        return str(err)
+
+
 def predicted_layers(study: Study) -> Predictions:
+    """The predicted step-0 rows of every complete cell of ``study``, from ``Study.cells`` and each
+    cell's ``meta.json`` alone (no data is loaded), and the cells without a prediction, with why."""
     rows, skipped = [], []
     measured0 = study.layers[(study.layers["step"] == 0) & (study.layers["stat"] == "delta_std")]
-    cells = study.cells[study.cells["status"] == CellStatus.COMPLETE]
-    for cell in cells.to_dict("records"):
+    by_cell = dict(tuple(measured0.groupby(KEY)))
+    for cell in study.cells[study.cells["status"] == CellStatus.COMPLETE].to_dict("records"):
         key = {"study": cell["study"], "cell": cell["cell"]}
-        try:
-            cfg = cell_config(cell["path"])
-        except (OSError, ValueError, yaml.YAMLError) as err:
-            skipped.append({**key, "reason": f"its config could not be read: {err}"})
-            continue
-        reason = theory.not_applicable(cfg)
-        last = measured0[
-            (measured0["study"] == cell["study"])
-            & (measured0["cell"] == cell["cell"])
-            & (measured0["layer"] == cfg.model.depth)
-        ]["value"]
-        last = last[last > 0]
-        if reason is None and last.empty:
-            reason = "no measured step-0 delta_std at the last hidden layer to anchor the gradient profile"
-        if reason is None:
-            inputs = data_inputs(load_dataset(cfg.data))
-            try:
-                profile = theory.predicted_profile(
-                    cfg, inputs.data_q, inputs.n_inputs, float(np.exp(np.log(last).mean()))
-                )
-            except ValueError as err:
-                reason = str(err)
-        if reason is not None:
-            skipped.append({**key, "reason": reason})
+        last = by_cell.get((cell["study"], cell["cell"]), measured0.iloc[:0])
+        profile = _cell_prediction(cell, last)
+        if isinstance(profile, str):
+            skipped.append({**key, "reason": profile})
             continue
         for stat, field in PREDICTED_STATS.items():
             for layer, value in enumerate(getattr(profile, field), start=1):

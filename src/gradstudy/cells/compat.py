@@ -44,6 +44,23 @@ def data_inputs(dataset: Any) -> Inputs:
     return Inputs(data_q=float(np.mean(x**2)), n_inputs=int(dataset.n_features))
 
 
+def cell_inputs(cfg: Any, inputs: Inputs) -> dict[str, Any]:
+    """The fields of ``theory.CellInputs`` for the cell ``cfg`` on data ``inputs``, as plain data for
+    its ``meta.json``: each hidden layer's sigma_w2 under the cell's initializer (the first one's
+    fan-in is the data's) and sigma_b2. Made without loading the theory (and scipy)."""
+    widths = [inputs.n_inputs, *[cfg.model.width] * cfg.model.depth]
+    sigma_w2 = [
+        weight_variance(cfg.init, fan_in, fan_out) * fan_in
+        for fan_in, fan_out in zip(widths[:-1], widths[1:], strict=True)
+    ]
+    return {
+        "data_q": inputs.data_q,
+        "n_inputs": inputs.n_inputs,
+        "sigma_w2": sigma_w2,
+        "sigma_b2": bias_variance(cfg.init),
+    }
+
+
 def _sigma_w2(cfg: Any) -> float:
     """The hidden layers' sigma_w2 (weight variance times fan-in) under the cell's initializer."""
     width = cfg.model.width
@@ -56,7 +73,8 @@ def _delta_ratio(cfg: Any, inputs: Inputs) -> str:
     if reason is not None:
         return f"(no mean-field prediction: {reason})"
     try:
-        delta = _theory().predicted_profile(cfg, inputs.data_q, inputs.n_inputs).delta_std
+        theory = _theory()
+        delta = theory.predicted_profile(cfg, theory.CellInputs(**cell_inputs(cfg, inputs))).delta_std
     except ValueError as err:
         return f"(no mean-field prediction: {err})"
     ratio = delta[0] / delta[-1]

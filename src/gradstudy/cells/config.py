@@ -7,9 +7,7 @@ against their ranges. It runs before any data is loaded or any program compiled.
 
 from __future__ import annotations
 
-import math
-import os
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +15,6 @@ import yaml
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
-from gradstudy.cells import options, statistics
-from gradstudy.inputs import data, inits
 from gradstudy.schema import ConfigError, conf_dir
 
 #: Top-level keys that say where and how to run, not what is run; they are left out of a cell's id.
@@ -192,15 +188,6 @@ def seeds_of(cfg: DictConfig) -> list[int]:
     return list(range(seeds))
 
 
-def _check(ok: bool, key: str, message: str, value: Any) -> None:
-    if not ok:
-        raise ConfigError(f"{key}: {message}, got {value!r}")
-
-
-def _check_choice(key: str, value: str, valid: Any) -> None:
-    _check(value in valid, key, f"must be one of {sorted(valid)}", value)
-
-
 #: The schema of each top-level node, for rejecting keys added with ``+`` and required keys deleted with ``~``.
 SCHEMA = {
     "init": InitConfig,
@@ -212,165 +199,6 @@ SCHEMA = {
     "train": TrainConfig,
     "stats": StatsConfig,
 }
-
-
-def check_run_keys(cfg: DictConfig) -> None:
-    """What must hold before a sweep writes anything: ``budget`` (checked before anything
-    interpolates it), ``study`` (one safe folder name) and ``results_dir`` (a folder that can be
-    created and written). Raises ConfigError naming the key."""
-    budgets = cfg.get("budgets") or {}
-    valid = sorted(budgets) if budgets else list(BUDGETS)
-    _check(cfg.budget in valid, "budget", f"must be one of {valid}", cfg.budget)
-    study = str(cfg.study)
-    _check(
-        study not in ("", ".", "..") and "/" not in study and "\\" not in study and not Path(study).is_absolute(),
-        "study",
-        "must be one folder name (not empty, not . or .., no / or \\)",
-        study,
-    )
-    results = Path(str(cfg.results_dir)).expanduser()
-    _check(not results.exists() or results.is_dir(), "results_dir", "is a file, not a folder", str(cfg.results_dir))
-    existing = next(p for p in (results, *results.absolute().parents) if p.exists())
-    _check(
-        existing.is_dir() and os.access(existing, os.W_OK | os.X_OK),
-        "results_dir",
-        f"cannot be written ({existing} is not a writable folder)",
-        str(cfg.results_dir),
-    )
-
-
-def check_keys(cfg: DictConfig) -> None:
-    """Reject keys that the schema does not have (added with ``+``) and required keys that are
-    missing (deleted with ``~``); the dataclasses already reject plain typos. Reads key names only,
-    so no interpolation is resolved."""
-    top = {f.name for f in fields(Config)} | {"hydra"}
-    for key in cfg:
-        if key not in top:
-            raise ConfigError(f"{key}: is not a gradstudy key; top-level keys: {sorted(top - {'hydra'})}")
-    for group, schema in SCHEMA.items():
-        if group not in cfg:
-            raise ConfigError(f"{group}: is required")
-        names = {f.name for f in fields(schema)}
-        for key in cfg[group]:
-            if key not in names:
-                raise ConfigError(f"{group}.{key}: is not a key of {group}; its keys: {sorted(names)}")
-        for key in names - set(cfg[group]):
-            raise ConfigError(f"{group}.{key}: is required (deleted with ~?)")
-
-
-def _floats(node: Any, prefix: str = "") -> list[tuple[str, float]]:
-    if isinstance(node, dict):
-        return [item for k, v in node.items() for item in _floats(v, f"{prefix}{k}.")]
-    if isinstance(node, list):
-        return [item for i, v in enumerate(node) for item in _floats(v, f"{prefix[:-1]}[{i}].")]
-    return [(prefix[:-1], node)] if isinstance(node, float) else []
-
-
-def validate(cfg: DictConfig) -> None:
-    """Reject names and values that cannot run. Raises ConfigError naming the key. Imports no jax:
-    the names come from ``cells.options``, ``cells.statistics`` and the numpy-only ``inputs``."""
-    check_run_keys(cfg)
-    check_keys(cfg)
-    for key, value in _floats(resolved(cfg)):
-        _check(math.isfinite(value), key, "must be a finite number", value)
-    _check(isinstance(cfg.check_memory, bool), "check_memory", "must be true or false", cfg.check_memory)
-    _check(isinstance(cfg.force, bool), "force", "must be true or false", cfg.force)
-    for check in (_check_init, _check_act_and_norm, _check_data_model_optim, _check_train, _check_stats):
-        check(cfg)
-
-
-def _check_init(cfg: DictConfig) -> None:
-    _check_choice("init.name", cfg.init.name, inits.INITIALIZERS)
-    _check_choice("init.mode", cfg.init.mode, inits.FAN_MODES)
-    _check_choice("init.distribution", cfg.init.distribution, inits.DISTRIBUTIONS)
-    _check(cfg.init.scale > 0, "init.scale", "must be > 0", cfg.init.scale)
-    _check(cfg.init.sigma > 0, "init.sigma", "must be > 0", cfg.init.sigma)
-    _check(cfg.init.bias_std >= 0, "init.bias_std", "must be >= 0", cfg.init.bias_std)
-    _check(cfg.init.sigma_w2 > 0, "init.sigma_w2", "must be > 0", cfg.init.sigma_w2)
-    _check(cfg.init.sigma_b2 >= 0, "init.sigma_b2", "must be >= 0", cfg.init.sigma_b2)
-
-
-def _check_act_and_norm(cfg: DictConfig) -> None:
-    _check_choice("act.name", cfg.act.name, options.ACTIVATIONS)
-    _check_choice("norm.name", cfg.norm.name, options.NORMS)
-    _check_choice("norm.position", cfg.norm.position, options.NORM_POSITIONS)
-    _check(0 <= cfg.norm.momentum < 1, "norm.momentum", "must be in [0, 1)", cfg.norm.momentum)
-    _check(cfg.norm.epsilon > 0, "norm.epsilon", "must be > 0", cfg.norm.epsilon)
-
-
-def _check_data_model_optim(cfg: DictConfig) -> None:
-    _check_choice("data.name", cfg.data.name, data.DATASETS)
-    for key in ("n_train", "n_test"):
-        size = cfg.data[key]
-        _check(size is None or size >= 1, f"data.{key}", "must be >= 1 or null", size)
-    _check(cfg.model.depth >= 1, "model.depth", "must be >= 1 hidden layer", cfg.model.depth)
-    _check(cfg.model.width >= 1, "model.width", "must be >= 1 unit", cfg.model.width)
-    _check_choice("optim.name", cfg.optim.name, options.OPTIMIZERS)
-    _check(cfg.optim.lr > 0, "optim.lr", "must be > 0", cfg.optim.lr)
-    _check(0 <= cfg.optim.momentum < 1, "optim.momentum", "must be in [0, 1)", cfg.optim.momentum)
-    clip = cfg.optim.clip_norm
-    _check(clip is None or clip > 0, "optim.clip_norm", "must be > 0 or null", clip)
-
-
-def _check_train(cfg: DictConfig) -> None:
-    _check(cfg.train.steps >= 1, "train.steps", "must be >= 1", cfg.train.steps)
-    _check(cfg.train.batch_size >= 1, "train.batch_size", "must be >= 1", cfg.train.batch_size)
-    _check(cfg.train.eval_every >= 1, "train.eval_every", "must be >= 1", cfg.train.eval_every)
-    seeds_of(cfg)
-
-
-def _check_stats(cfg: DictConfig) -> None:
-    stats, train = cfg.stats, cfg.train
-    _check_choice("stats.tier", stats.tier, list(statistics.Tier))
-    _check(stats.every >= 1, "stats.every", "must be >= 1", stats.every)
-    _check(
-        train.eval_every % stats.every == 0,
-        "train.eval_every",
-        f"must be a multiple of stats.every={stats.every} so that statistics line up with evaluation",
-        train.eval_every,
-    )
-    _check(
-        all(s == train.steps or (0 <= s < train.steps and s % train.eval_every == 0) for s in stats.hist_steps),
-        "stats.hist_steps",
-        f"every step must be 0, a multiple of train.eval_every={train.eval_every} below train.steps, "
-        f"or train.steps={train.steps}",
-        list(stats.hist_steps),
-    )
-    _check(stats.hist_bins >= 1, "stats.hist_bins", "must be >= 1", stats.hist_bins)
-    span = list(stats.hist_range)
-    _check(
-        len(span) == 2 and all(isinstance(v, float | int) and 0 < v < math.inf for v in span) and span[0] < span[1],
-        "stats.hist_range",
-        "must be two finite positive numbers in increasing order, [smallest, largest] magnitude",
-        span,
-    )
-    for extra in stats.extra:
-        _check_choice("stats.extra", extra, statistics.EXTRA_STATS)
-    per_step = [s.name for s in statistics.recorded("scalars", list(stats.extra))]
-    asked = [e for e in stats.extra if e in per_step]
-    _check(
-        stats.tier != statistics.Tier.NONE or not asked,
-        "stats.extra",
-        f"{asked} are recorded with the per-layer scalars; they need stats.tier=scalars or full",
-        list(stats.extra),
-    )
-    if "unit_percentiles" in stats.extra:
-        _check(
-            1 <= stats.units <= cfg.model.width,
-            "stats.units",
-            f"must be between 1 and model.width={cfg.model.width}",
-            stats.units,
-        )
-
-
-def validate_against_data(cfg: DictConfig, n_train: int) -> None:
-    """Checks that need the dataset's size; still before any compile."""
-    _check(
-        cfg.train.batch_size <= n_train,
-        "train.batch_size",
-        f"must not exceed the {n_train} training examples of data={cfg.data.name}",
-        cfg.train.batch_size,
-    )
 
 
 def resolved(cfg: DictConfig) -> dict[str, Any]:

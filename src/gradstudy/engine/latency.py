@@ -19,8 +19,6 @@ import pandas as pd
 
 #: Defaults: rounds (each a sample of the ratio), timed calls per architecture per round, batch size.
 ROUNDS, CALLS, BATCH = 30, 15, 1000
-#: The file ``gradstudy.reproduce`` writes beside a study's cells.
-LATENCY_FILE = "latency.csv"
 
 
 def forward_pass(cfg: Any, x: np.ndarray, n_classes: int) -> Callable[[], None]:
@@ -62,18 +60,3 @@ def measure_latency(
                 times.append(time.perf_counter() - start)
             rows.append({"arm": name, "round": round_, "seconds_per_example": float(np.median(times)) / len(x)})
     return pd.DataFrame(rows)
-
-
-def ratios(table: pd.DataFrame, slower: str, faster: str) -> pd.Series:
-    """Per round, the latency of ``slower`` over that of ``faster`` (same round, so same moment)."""
-    wide = table.pivot_table(index="round", columns="arm", values="seconds_per_example")
-    return wide[slower] / wide[faster]
-
-
-def study_latency(study: Any) -> pd.DataFrame | None:
-    """The latency table ``gradstudy.reproduce`` wrote beside a study's cells, or None when there is none."""
-    from pathlib import Path
-
-    paths = study.cells["path"].dropna() if "path" in study.cells else []
-    path = Path(paths.iloc[0]).parent / LATENCY_FILE if len(paths) else None
-    return pd.read_csv(path) if path is not None and path.is_file() else None

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from gradstudy.analysis.convergence import lower_median, steps_to_target
-from gradstudy.engine.latency import LATENCY_FILE, ratios, study_latency
+from gradstudy.analysis.latency import LATENCY_FILE, ratios, study_latency
 from gradstudy.papers import (
     Claim,
     Measurement,

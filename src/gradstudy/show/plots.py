@@ -906,7 +906,7 @@ def latency_rounds(
 ) -> Plot:
     """Inference microseconds per example of each arm ``gradstudy.reproduce`` timed, one line per
     arm against the interleaved round (``gradstudy.engine.latency``); the ratios, not the levels, are the result."""
-    from gradstudy.engine.latency import study_latency
+    from gradstudy.analysis.latency import study_latency
 
     table = study_latency(study)
     fig, ax = plt.subplots(figsize=(7, 3.5), layout="constrained")
