@@ -5,16 +5,9 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from gradstudy.analysis.convergence import (
-    bootstrap_median_ci,
-    compare_cells,
-    convergence_table,
-    gradient_table,
-    loss_auc,
-    lower_median,
-    mean_ci,
-    steps_to_target,
-)
+from gradstudy.analysis.convergence import compare_cells, convergence_table, loss_auc, steps_to_target
+from gradstudy.analysis.profiles import gradient_table
+from gradstudy.analysis.seeds import bootstrap_median_ci, lower_median, mean_ci
 from gradstudy.store.study import Study
 
 
@@ -151,7 +144,7 @@ def test_compare_cells_gives_a_difference_with_ci():
 
 
 def test_log_mean_ci_is_the_t_interval_of_the_logs_and_counts_zeros():
-    from gradstudy.analysis.convergence import log_mean_ci
+    from gradstudy.analysis.seeds import log_mean_ci
 
     x = np.array([0.01, 1.0, 100.0, 5.0])
     gmean, low, high, n, n_zero = log_mean_ci(x)

@@ -9,12 +9,8 @@ import pandas as pd
 from conftest import LRS
 
 from gradstudy import load_study
-from gradstudy.analysis.convergence import (
-    convergence_table,
-    final_metrics,
-    gradient_table,
-    loss_auc,
-)
+from gradstudy.analysis.convergence import convergence_table, final_metrics, loss_auc
+from gradstudy.analysis.profiles import gradient_table
 from gradstudy.report import write_report
 from gradstudy.run import run_cells
 from gradstudy.show.encoding import study_keys

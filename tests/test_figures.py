@@ -15,7 +15,8 @@ from conftest import TINY, compose_config
 from matplotlib.colors import to_rgba
 
 from gradstudy import load_study
-from gradstudy.analysis.convergence import gradient_table, steps_to_target
+from gradstudy.analysis.convergence import steps_to_target
+from gradstudy.analysis.profiles import gradient_table
 from gradstudy.report import main as report_main
 from gradstudy.report import write_report
 from gradstudy.run import run_cell, run_cells
@@ -348,7 +349,7 @@ def test_sixteen_cell_full_grid_is_legible(tmp_path):
 # ----- the presentation layer --------------------------------------------------------------------
 def test_figure_spec_skips_with_a_reason(lr_study):
     study = load_study(lr_study)
-    spec = FigureSpec("x", "caption", plots.histograms, ("hists",), where={"optim__lr": 123.0})
+    spec = FigureSpec("x", "caption", plots.layer_histograms, ("hists",), where={"optim__lr": 123.0})
     assert spec.missing(study) == "no complete cell with optim.lr=123.0"
     assert (
         FigureSpec("y", "c", plots.saturation_over_training, ("layers",), ("dead_frac",))
@@ -356,7 +357,7 @@ def test_figure_spec_skips_with_a_reason(lr_study):
         .startswith("none of dead_frac")
     )
     assert (
-        FigureSpec("z", "c", plots.histograms, ("hists",)).missing(
+        FigureSpec("z", "c", plots.layer_histograms, ("hists",)).missing(
             dataclasses.replace(study, hists=study.hists.iloc[:0])
         )
         == "no histograms (they need stats=full)"

@@ -9,16 +9,8 @@ import pytest
 from conftest import compose_config
 
 from gradstudy.cells.validate import validate
-from gradstudy.papers import (
-    CONTRADICTED,
-    INCONCLUSIVE,
-    SUPPORTED,
-    Measurement,
-    check,
-    decide,
-    difference,
-    papers,
-)
+from gradstudy.papers import papers
+from gradstudy.papers.claims import CONTRADICTED, INCONCLUSIVE, SUPPORTED, Measurement, check, decide, difference
 from gradstudy.reproduce import main as reproduce_main
 from gradstudy.reproduce import plan, write_reproduction
 from gradstudy.run import run_cell

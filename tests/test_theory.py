@@ -7,6 +7,7 @@ from omegaconf import OmegaConf
 from scipy import integrate
 
 from gradstudy import theory
+from gradstudy.cells.compat import Inputs, cell_inputs
 from gradstudy.cells.options import ACTIVATIONS
 from gradstudy.engine.activations import FUNCTIONS
 from gradstudy.inputs.inits import INITIALIZERS, WEIGHT_VARIANCES
@@ -32,7 +33,7 @@ def test_tanh_oracles(sigma_w2, q, x1, c, xi_c):
 
 
 def test_tanh_order_to_chaos_boundary():
-    assert theory.critical_sigma_w2("tanh", 0.05) == pytest.approx(1.76095, rel=REL)
+    assert chi1("tanh", 1.76095, 0.05) == pytest.approx(1.0, abs=1e-5)
 
 
 def test_relu_at_he_variance_is_neutral():
@@ -147,22 +148,26 @@ def _cell(init: dict, act="relu", depth=10, width=100):
     )
 
 
+def _predicted(cfg, data_q, n_inputs, delta_last=1.0):
+    """The profile from the inputs a run records for ``cfg`` (``cells.compat.cell_inputs``)."""
+    inputs = theory.CellInputs(**cell_inputs(cfg, Inputs(data_q, n_inputs)))
+    return theory.predicted_profile(cfg, inputs, delta_last)
+
+
 def test_xavier_relu_profile_shrinks_by_the_stated_ratio():
     """Xavier (fan_avg, scale 1) with ReLU: each hidden layer multiplies E[delta^2] by 1/2 going down,
     so from the last to the first of 10 layers the standard deviation shrinks by 2^(-9/2) ~ 1/22.6."""
-    profile = theory.predicted_profile(
-        _cell({"name": "xavier", "mode": "fan_avg", "distribution": "uniform"}), 0.1, 100
-    )
+    profile = _predicted(_cell({"name": "xavier", "mode": "fan_avg", "distribution": "uniform"}), 0.1, 100)
     assert profile.delta_std[0] / profile.delta_std[-1] == pytest.approx(2 ** (-4.5), rel=1e-12)
     # q halves per layer from the first: z_std shrinks by sqrt(2) per layer
     np.testing.assert_allclose(profile.z_std[1:] / profile.z_std[:-1], 2**-0.5, rtol=1e-12)
 
 
 def test_he_relu_profile_is_flat_and_first_layer_uses_its_own_fan():
-    profile = theory.predicted_profile(_cell({"name": "he", "scale": 2.0}), 0.1, 784, delta_last=0.3)
+    profile = _predicted(_cell({"name": "he", "scale": 2.0}), 0.1, 784, delta_last=0.3)
     np.testing.assert_allclose(profile.delta_std, 0.3, rtol=1e-12)
     np.testing.assert_allclose(profile.z_std, np.sqrt(2 * 0.1), rtol=1e-12)
-    xavier = theory.predicted_profile(_cell({"name": "xavier", "mode": "fan_avg"}), 0.1, 784)
+    xavier = _predicted(_cell({"name": "xavier", "mode": "fan_avg"}), 0.1, 784)
     assert xavier.z_std[0] ** 2 == pytest.approx(784 / ((784 + 100) / 2) * 0.1, rel=1e-12)
 
 
@@ -174,4 +179,4 @@ def test_no_prediction_where_the_theory_does_not_apply(change, reason):
     cfg = OmegaConf.merge(_cell({"name": "he"}), change)
     assert reason in theory.not_applicable(cfg)
     with pytest.raises(ValueError, match=reason):
-        theory.predicted_profile(cfg, 0.1, 784)
+        _predicted(cfg, 0.1, 784)

@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from gradstudy import analysis
-from gradstudy.analysis.predictions import predicted_layers
-from gradstudy.schema import CONFIG, KEY
+from gradstudy.analysis.predictions import Predictions, predicted_layers
+from gradstudy.schema import CONFIG, KEY, CellStatus
 from gradstudy.show.encoding import DPI, study_keys
 from gradstudy.show.figures import REPORT_FIGURES, FigureSpec, steps_figure
 from gradstudy.show.present import ZERO_MAGNITUDE, markdown_table
@@ -27,7 +28,7 @@ from gradstudy.store.study import Study, load_study
 
 
 def _header(title: str, study: Study) -> str:
-    complete = study.cells[study.cells["status"] == "complete"]
+    complete = study.cells[study.cells["status"] == CellStatus.COMPLETE]
     first = Path(complete["path"].iloc[0]) if len(complete) else None
     meta = read_meta(first) if first else {}
     lines = [f"# gradstudy report: {title}", ""]
@@ -48,7 +49,7 @@ def _header(title: str, study: Study) -> str:
             f"**Warning: this study mixes cells made by different code** (code_hash {counts}); "
             "rerun the older cells with force=true before comparing them.",
         ]
-    missing = study.cells[study.cells["status"] != "complete"]
+    missing = study.cells[study.cells["status"] != CellStatus.COMPLETE]
     if len(missing):
         lines += ["", "Missing (not complete):", ""]
         lines += [
@@ -61,18 +62,25 @@ def _header(title: str, study: Study) -> str:
 
 
 def figure_section(
-    study: Study, specs: list[FigureSpec], out: Path, formats: tuple[str, ...], dpi: int, **encoding: Any
+    study: Study,
+    specs: list[FigureSpec],
+    out: Path,
+    formats: tuple[str, ...],
+    dpi: int,
+    predicted: Predictions | None = None,
+    **encoding: Any,
 ) -> list[str]:
     """Draw each figure that applies into ``out/figures`` (numbered pages when it is too large for one)
     and return its markdown: the pages, the caption, the notes and the encoding; a figure that does
-    not apply gets a one-line reason."""
+    not apply gets a one-line reason. ``predicted``: the study's theory predictions, computed once
+    for every profile figure (None: each computes its own)."""
     lines = []
     for spec in specs:
         reason = spec.missing(study)
         if reason is not None:
             lines += ["", f"*{spec.name}*: not drawn: {reason}."]
             continue
-        plot = spec.render(study, **encoding)
+        plot = spec.render(study, predicted, **encoding)
         paths = [p for p in plot.save(out / "figures", spec.name, formats, dpi) if p.suffix == f".{formats[0]}"]
         lines.append("")
         lines += [
@@ -81,6 +89,81 @@ def figure_section(
         ]
         lines += ["", " ".join([spec.caption, *plot.notes, f"Encoding: {plot.encoding.describe()}."])]
     return lines
+
+
+CONVERGENCE_COLUMNS = [
+    "cell",
+    "outcome",
+    "steps_to_target",
+    "steps_low",
+    "steps_high",
+    "n_reached",
+    "n_healthy",
+    "train_loss_auc_mean",
+    "train_loss_mean",
+    "test_loss_mean",
+    "test_accuracy_mean",
+    "test_accuracy_low",
+    "test_accuracy_high",
+    "n_seeds",
+    "n_diverged",
+]
+GRADIENT_COLUMNS = [
+    "cell",
+    "phase",
+    "step",
+    "n_ended_early",
+    "delta_std_ratio_gmean",
+    "delta_std_ratio_low",
+    "delta_std_ratio_high",
+    "delta_std_ratio_n_zero",
+    "delta_std_ratio_predicted",
+    "grad_norm_ratio_gmean",
+    "grad_norm_ratio_low",
+    "grad_norm_ratio_high",
+    "grad_norm_ratio_n_zero",
+]
+
+
+def _convergence_section(
+    convergence: pd.DataFrame, keys: list[str], target: float, metric: str, split: str
+) -> list[str]:
+    if convergence.empty:
+        return ["\nNo complete cell yet: no tables or figures."]
+    return [
+        "",
+        "## Convergence",
+        "",
+        f"Steps to {split} {metric} {target} (lower median over the healthy seeds and bootstrap 95% CI; ∞ = fewer than half of them reached it), "
+        "area under the training loss, and final metrics (mean and 95% t interval over the seeds that did not diverge). "
+        "A cell whose seeds all diverged has outcome `diverged` and no final metrics.",
+        "",
+        markdown_table(convergence, [*keys, *CONVERGENCE_COLUMNS]),
+    ]
+
+
+def _gradient_section(gradients: pd.DataFrame, predicted: Predictions, keys: list[str]) -> list[str]:
+    if gradients.empty:
+        return []
+    ratios = gradients.drop_duplicates(["study", "cell", "phase"]).merge(predicted.ratios(), on=KEY, how="left")
+    ratios.loc[ratios["phase"] != "start", "delta_std_ratio_predicted"] = np.nan
+    return [
+        "",
+        "## Gradients",
+        "",
+        "First-to-last hidden layer ratios of δ std and of the weight-gradient norm (geometric mean over seeds and the 95% t interval "
+        "of the logs mapped back; below 1 the gradients shrink towards the input). `end` is each seed's last measured step: the end "
+        "of training, or for a seed that diverged its last healthy step (`n_ended_early` counts those). "
+        f"A ratio of exactly 0 shows as {ZERO_MAGNITUDE}; `_n_zero` counts such seeds. Per-layer values are in gradients.csv. "
+        "`delta_std_ratio_predicted` is mean-field theory's ratio at step 0 (gradstudy.theory) for the cell's own "
+        "initialization, activation, widths and data.",
+        *[
+            f"No prediction for {', '.join(cells)}: {reason}."
+            for reason, cells in predicted.skipped.groupby("reason", sort=False)["cell"]
+        ],
+        "",
+        markdown_table(ratios, [*keys, *GRADIENT_COLUMNS]),
+    ]
 
 
 def write_report(
@@ -97,7 +180,8 @@ def write_report(
 
     ``out`` defaults to the study folder (required for several). ``encoding`` (``hue``, ``style``,
     ``col``, ``row``, ``wrap``) goes to every figure that compares cells; the per-cell figures take
-    only ``col``, ``row`` and ``wrap``.
+    only ``col``, ``row`` and ``wrap``. The theory's predictions are computed once, from the stored
+    values (``analysis.predictions``), for the gradient table and every profile figure.
     """
     dirs = [Path(study_dirs)] if isinstance(study_dirs, str | Path) else [Path(d) for d in study_dirs]
     if out is None and len(dirs) > 1:
@@ -110,92 +194,18 @@ def write_report(
     out = Path(out) if out else dirs[0]
     convergence = analysis.convergence_table(study, target, metric, split)
     gradients = analysis.gradient_table(study)
+    complete = study.complete()
+    predicted = predicted_layers(complete)
     keys = study_keys(study)
     out.mkdir(parents=True, exist_ok=True)
     convergence.to_csv(out / "convergence.csv", index=False)
     gradients.to_csv(out / "gradients.csv", index=False)
     sections = [_header(" + ".join(d.name for d in dirs), study)]
-    if convergence.empty:
-        sections.append("\nNo complete cell yet: no tables or figures.")
-    else:
-        sections += [
-            "",
-            "## Convergence",
-            "",
-            f"Steps to {split} {metric} {target} (lower median over the healthy seeds and bootstrap 95% CI; ∞ = fewer than half of them reached it), "
-            "area under the training loss, and final metrics (mean and 95% t interval over the seeds that did not diverge). "
-            "A cell whose seeds all diverged has outcome `diverged` and no final metrics.",
-            "",
-            markdown_table(
-                convergence,
-                [
-                    *keys,
-                    "cell",
-                    "outcome",
-                    "steps_to_target",
-                    "steps_low",
-                    "steps_high",
-                    "n_reached",
-                    "n_healthy",
-                    "train_loss_auc_mean",
-                    "train_loss_mean",
-                    "test_loss_mean",
-                    "test_accuracy_mean",
-                    "test_accuracy_low",
-                    "test_accuracy_high",
-                    "n_seeds",
-                    "n_diverged",
-                ],
-            ),
-        ]
-    if not gradients.empty:
-        predicted = predicted_layers(study.complete())
-        ratios = gradients.drop_duplicates(["study", "cell", "phase"]).merge(predicted.ratios(), on=KEY, how="left")
-        ratios.loc[ratios["phase"] != "start", "delta_std_ratio_predicted"] = np.nan
-        sections += [
-            "",
-            "## Gradients",
-            "",
-            "First-to-last hidden layer ratios of δ std and of the weight-gradient norm (geometric mean over seeds and the 95% t interval "
-            "of the logs mapped back; below 1 the gradients shrink towards the input). `end` is each seed's last measured step: the end "
-            "of training, or for a seed that diverged its last healthy step (`n_ended_early` counts those). "
-            f"A ratio of exactly 0 shows as {ZERO_MAGNITUDE}; `_n_zero` counts such seeds. Per-layer values are in gradients.csv. "
-            "`delta_std_ratio_predicted` is mean-field theory's ratio at step 0 (gradstudy.theory) for the cell's own "
-            "initialization, activation, widths and data.",
-            *[
-                f"No prediction for {', '.join(cells)}: {reason}."
-                for reason, cells in predicted.skipped.groupby("reason", sort=False)["cell"]
-            ],
-            "",
-            markdown_table(
-                ratios,
-                [
-                    *keys,
-                    "cell",
-                    "phase",
-                    "step",
-                    "n_ended_early",
-                    "delta_std_ratio_gmean",
-                    "delta_std_ratio_low",
-                    "delta_std_ratio_high",
-                    "delta_std_ratio_n_zero",
-                    "delta_std_ratio_predicted",
-                    "grad_norm_ratio_gmean",
-                    "grad_norm_ratio_low",
-                    "grad_norm_ratio_high",
-                    "grad_norm_ratio_n_zero",
-                ],
-            ),
-        ]
-    complete = study.complete()
+    sections += _convergence_section(convergence, keys, target, metric, split)
+    sections += _gradient_section(gradients, predicted, keys)
     if not complete.cells.empty:
-        sections += [
-            "",
-            "## Figures",
-            *figure_section(
-                complete, [steps_figure(target, metric, split), *REPORT_FIGURES], out, formats, dpi, **encoding
-            ),
-        ]
+        specs = [steps_figure(target, metric, split), *REPORT_FIGURES]
+        sections += ["", "## Figures", *figure_section(complete, specs, out, formats, dpi, predicted, **encoding)]
     report = out / "report.md"
     report.write_text("\n".join(sections) + "\n")
     return report

@@ -26,7 +26,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from gradstudy.cells.config import BUDGETS, canonical, register_configs, resolved
 from gradstudy.inputs.datafiles import MissingDataError
-from gradstudy.papers import CONTRADICTED, Paper, Verdict, check, papers
+from gradstudy.papers import papers
+from gradstudy.papers.claims import CONTRADICTED, Paper, Verdict, check
 from gradstudy.report import figure_section
 from gradstudy.schema import ARM, conf_dir
 from gradstudy.show.encoding import DPI

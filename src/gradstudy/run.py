@@ -141,20 +141,7 @@ def _claim(
     except ConfigError as err:  # nowhere safe to record it: say so, write nothing
         console.print(f"[red]gradstudy: not run: {err}[/red]")
         return ""
-    try:
-        full = resolved(cfg)
-        plain = canonical(full)
-        cell = cell_id(plain)
-    except Exception as err:  # an interpolation that cannot resolve: still record the failure
-        full = plain = {}
-        cell = f"unresolved-{config_hash({'yaml': OmegaConf.to_yaml(cfg)})}"
-        failure: Exception | None = err
-    else:
-        try:
-            validate(cfg)
-            failure = None
-        except Exception as err:
-            failure = err
+    full, plain, cell, failure = _identify(cfg)
     cell_dir = Path(cfg.results_dir) / cfg.study / cell
     previous = cell_state(cell_dir)
     complete = previous is not None and previous.status == CellStatus.COMPLETE
@@ -177,50 +164,73 @@ def _claim(
             f"gradstudy: {cell}: listed twice in this group (two members compose to the same config); it trains once"
         )
         return str(cell_dir)
-    lock = claim(cell_dir)
+    lock = _lock(cfg, cell, cell_dir, console)
     if lock is None:
-        console.print(f"gradstudy: {cell} is running in {describe(read_lock(cell_dir) or {})}; left alone")
-        return str(cell_dir)
-    # This process holds the lock: look again (another process may have finished the cell meanwhile).
-    latest = cell_state(cell_dir)
-    if latest is not None and latest.status == CellStatus.COMPLETE and not cfg.force:
-        lock.release()
-        console.print(_skip_line(cell, latest.meta))
         return str(cell_dir)
     if previous is not None and previous.status in (CellStatus.CORRUPT, CellStatus.INTERRUPTED):
         console.print(f"gradstudy: {cell} was {previous.status} ({previous.reason}); running it again")
-    meta = {
-        "study": cfg.study,
-        "cell": cell,
-        ARM: arm,
-        "status": CellStatus.RUNNING,
-        "seeds": [],
-        "diverged": {},
-        "config": full,
-    }
-    c = Claim(cfg, cell, cell_dir, lock, meta)
+    meta = {"study": cfg.study, "cell": cell, ARM: arm, "status": CellStatus.RUNNING, "seeds": [], "diverged": {}}
+    c = Claim(cfg, cell, cell_dir, lock, {**meta, "config": full})
     try:
-        if plain:  # the config the cell would run, also kept for a failed one
-            write_yaml(cell_dir / CONFIG, plain)
-        if failure is not None:
-            raise failure
-        meta["seeds"] = seeds_of(cfg)
-        c.data_yaml = OmegaConf.to_yaml(cfg.data, resolve=True)
-        c.program = program_key(full)
-        dataset = _dataset(c.data_yaml)
-        validate_against_data(cfg, len(dataset.y_train))
-        inputs = data_inputs(dataset)
-        meta["warnings"] = compatibility_warnings(cfg, inputs)
-        meta[THEORY_INPUTS] = cell_inputs(cfg, inputs)
-        for warning in meta["warnings"]:
-            console.print(f"gradstudy: {cell}: warning: {warning}")
-        meta.update(provenance(), device=device_info())
-        write_json(cell_dir / META, meta)
+        _prepare(c, plain, failure, console)
     except Exception as err:
         _fail(c, err, console)
         lock.release()
         return str(cell_dir)
     return c
+
+
+def _identify(cfg: DictConfig) -> tuple[dict, dict, str, Exception | None]:
+    """The cell's resolved and canonical configs, its id, and why it cannot run (None when it can).
+    A config whose interpolations cannot resolve still gets an id, so its failure is recorded."""
+    try:
+        full = resolved(cfg)
+        plain = canonical(full)
+        cell = cell_id(plain)
+    except Exception as err:
+        return {}, {}, f"unresolved-{config_hash({'yaml': OmegaConf.to_yaml(cfg)})}", err
+    try:
+        validate(cfg)
+    except Exception as err:
+        return full, plain, cell, err
+    return full, plain, cell, None
+
+
+def _lock(cfg: DictConfig, cell: str, cell_dir: Path, console: Console) -> CellLock | None:
+    """The cell's lock, unless another process holds it or finished the cell meanwhile."""
+    lock = claim(cell_dir)
+    if lock is None:
+        console.print(f"gradstudy: {cell} is running in {describe(read_lock(cell_dir) or {})}; left alone")
+        return None
+    # This process holds the lock: look again (another process may have finished the cell meanwhile).
+    latest = cell_state(cell_dir)
+    if latest is not None and latest.status == CellStatus.COMPLETE and not cfg.force:
+        lock.release()
+        console.print(_skip_line(cell, latest.meta))
+        return None
+    return lock
+
+
+def _prepare(c: Claim, plain: dict, failure: Exception | None, console: Console) -> None:
+    """Write the cell's config and its running ``meta.json``: seeds, dataset checks, warnings, the
+    theory's inputs and provenance. Raises what makes the cell fail."""
+    cfg, meta = c.cfg, c.meta
+    if plain:  # the config the cell would run, also kept for a failed one
+        write_yaml(c.cell_dir / CONFIG, plain)
+    if failure is not None:
+        raise failure
+    meta["seeds"] = seeds_of(cfg)
+    c.data_yaml = OmegaConf.to_yaml(cfg.data, resolve=True)
+    c.program = program_key(meta["config"])
+    dataset = _dataset(c.data_yaml)
+    validate_against_data(cfg, len(dataset.y_train))
+    inputs = data_inputs(dataset)
+    meta["warnings"] = compatibility_warnings(cfg, inputs)
+    for warning in meta["warnings"]:
+        console.print(f"gradstudy: {c.cell}: warning: {warning}")
+    meta[THEORY_INPUTS] = cell_inputs(cfg, inputs)
+    meta.update(provenance(), device=device_info())
+    write_json(c.cell_dir / META, meta)
 
 
 def _fail(c: Claim, err: Exception, console: Console) -> None:

@@ -35,6 +35,15 @@ class Predictions:
     layers: pd.DataFrame
     skipped: pd.DataFrame
 
+    def of(self, study: Study) -> Predictions:
+        """The predictions of ``study``'s cells alone (a part of the study these were made for)."""
+        keep = pd.MultiIndex.from_frame(study.cells[KEY])
+
+        def part(frame: pd.DataFrame) -> pd.DataFrame:
+            return frame[pd.MultiIndex.from_frame(frame[KEY]).isin(keep)] if len(frame) else frame
+
+        return Predictions(part(self.layers), part(self.skipped))
+
     def ratios(self) -> pd.DataFrame:
         """The predicted first-to-last hidden layer ratio of ``delta_std`` per cell."""
         delta = self.layers[self.layers["stat"] == "delta_std"]
@@ -115,3 +124,13 @@ def predicted_layers(study: Study) -> Predictions:
         layers=pd.DataFrame(rows, columns=[*KEY, "stat", "layer", "value"]),
         skipped=pd.DataFrame(skipped, columns=[*KEY, "reason"]),
     )
+
+
+def trainable_depth(cells: pd.DataFrame, x: str, xs: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """The trainable depth 6 xi_c of Schoenholz et al. 2017 on a fine grid of sigma_w2 across ``xs``, for the cells' one activation and bias variance."""
+    if x != "init.sigma_w2" or cells["act"].nunique() != 1 or "init.sigma_b2" not in cells:
+        return None
+    act, sigma_b2 = cells["act"].iloc[0], float(cells["init.sigma_b2"].iloc[0])
+    alpha = cells["act.alpha"].iloc[0] if "act.alpha" in cells and pd.notna(cells["act.alpha"].iloc[0]) else None
+    fine = np.linspace(xs.min(), xs.max(), 120)
+    return fine, np.array([6 * theory.depth_scales(act, w, sigma_b2, alpha).xi_c for w in fine])

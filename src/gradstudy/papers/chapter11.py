@@ -13,9 +13,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from gradstudy.analysis.convergence import lower_median, steps_to_target
+from gradstudy.analysis.convergence import steps_to_target
 from gradstudy.analysis.latency import LATENCY_FILE, ratios, study_latency
-from gradstudy.papers import (
+from gradstudy.analysis.seeds import lower_median
+from gradstudy.papers.claims import (
+    ABOVE,
+    BELOW,
     Claim,
     Measurement,
     MissingCells,
@@ -27,12 +30,11 @@ from gradstudy.papers import (
     layer_values,
     of_seeds,
     of_seeds_log,
-    rows_of,
     steps_earlier,
 )
 from gradstudy.show import plots
 from gradstudy.show.figures import FigureSpec
-from gradstudy.store.study import Study
+from gradstudy.store.study import Study, rows_of
 
 #: "Converges": steps until the test accuracy first reaches this.
 TARGET_ACCURACY = 0.9
@@ -143,7 +145,7 @@ CLAIMS = (
         "1. With the logistic sigmoid and N(0, 1) weights, the variance of each layer's outputs is much greater than the variance of its inputs.",
         "The chapter, on Glorot & Bengio 2010. Threshold, fixed before the run: std(z_l) / std(h_{l-1}) at step 0, geometric mean over layers 2-10, above 3 (a variance ratio of 9).",
         "std(z_l) / std(h_{l-1}), step 0, sigmoid + N(0, 1)",
-        "above",
+        ABOVE,
         3.0,
         _output_over_input("ch11_sigmoid_normal"),
     ),
@@ -152,7 +154,7 @@ CLAIMS = (
         "1. ... and the top layers saturate.",
         "The chapter: 'the activation function saturates at the top layers'. Threshold: more than half of the top layer's activations within 0.01 of 0 or 1 at step 0.",
         "saturated_frac of layer 10, step 0, sigmoid + N(0, 1)",
-        "above",
+        ABOVE,
         0.5,
         _top_saturated,
     ),
@@ -161,7 +163,7 @@ CLAIMS = (
         "2. Xavier initialization keeps the variance of each layer's outputs about equal to that of its inputs (lower bound).",
         "The chapter's Xavier uniform r = sqrt(6/(n_in+n_out)), with tanh, where its derivation's linear regime holds. Threshold: std(z_l) / std(h_{l-1}) above 0.8.",
         "std(z_l) / std(h_{l-1}), step 0, tanh + chapter Xavier uniform",
-        "above",
+        ABOVE,
         0.8,
         _output_over_input("ch11_tanh_xavier"),
     ),
@@ -170,7 +172,7 @@ CLAIMS = (
         "2. ... (upper bound).",
         "Threshold: std(z_l) / std(h_{l-1}) below 1.25.",
         "std(z_l) / std(h_{l-1}), step 0, tanh + chapter Xavier uniform",
-        "below",
+        BELOW,
         1.25,
         _output_over_input("ch11_tanh_xavier"),
     ),
@@ -179,7 +181,7 @@ CLAIMS = (
         "3. He initialization suits ReLU: the back-propagated gradient keeps its spread down to the first layer.",
         "Threshold: std(delta) at layer 1 over layer 10 at step 0 above 0.5 (Xavier with ReLU gives about 2^-4.5 = 0.044 here).",
         "delta_std layer 1 / layer 10, step 0, ReLU + chapter He normal",
-        "above",
+        ABOVE,
         0.5,
         _delta_first_over_last,
     ),
@@ -188,7 +190,7 @@ CLAIMS = (
         "3. ... and training converges faster than with Xavier initialization.",
         f"Threshold: steps to test accuracy {TARGET_ACCURACY}, He minus Xavier (lower medians, bootstrap CI), below 0.",
         f"steps to test accuracy {TARGET_ACCURACY}, relu_he - relu_xavier",
-        "below",
+        BELOW,
         0.0,
         _steps_earlier("ch11_relu_he", "ch11_relu_xavier"),
     ),
@@ -197,7 +199,7 @@ CLAIMS = (
         "4. ReLU units die: at a high learning rate the fraction of units that output 0 on every example grows during training.",
         "At lr 0.3 (six times the others'). Threshold: negative_frac at the last measured step minus step 0 (mean over layers, paired per seed) above 0.",
         "negative_frac end - start, ReLU at lr 0.3",
-        "above",
+        ABOVE,
         0.0,
         _relu_units_die,
     ),
@@ -206,7 +208,7 @@ CLAIMS = (
         "4. Leaky ReLU prevents it: fewer of its units sit at z <= 0 on every example at the end than ReLU's.",
         "Same learning rate. Threshold: final negative_frac (mean over layers), leaky ReLU minus ReLU (Welch), below 0.",
         "final negative_frac, leaky - ReLU, lr 0.3",
-        "below",
+        BELOW,
         0.0,
         _leaky_fewer_negative,
     ),
@@ -215,7 +217,7 @@ CLAIMS = (
         "5. Leaky ReLU outperforms ReLU.",
         "Threshold: final test accuracy, leaky ReLU minus ReLU (Welch), above 0.",
         "final test accuracy, leaky - ReLU",
-        "above",
+        ABOVE,
         0.0,
         _final_accuracy_difference("ch11_leaky_he", "ch11_relu_he"),
     ),
@@ -224,7 +226,7 @@ CLAIMS = (
         "5. ELU outperforms leaky ReLU.",
         "Threshold: final test accuracy, ELU minus leaky ReLU (Welch), above 0.",
         "final test accuracy, ELU - leaky",
-        "above",
+        ABOVE,
         0.0,
         _final_accuracy_difference("ch11_elu_he", "ch11_leaky_he"),
     ),
@@ -233,7 +235,7 @@ CLAIMS = (
         "6. ELU is slower to compute, so predictions are slower.",
         "Inference latency per example of a jitted forward pass at initial parameters, ELU over ReLU, per interleaved round (gradstudy.engine.latency). Threshold: above 1.",
         "latency ELU / ReLU",
-        "above",
+        ABOVE,
         1.0,
         _latency_ratio("ch11_elu_he", "ch11_relu_he"),
     ),
@@ -242,7 +244,7 @@ CLAIMS = (
         "7. Batch normalization converges in fewer iterations.",
         f"Threshold: steps to test accuracy {TARGET_ACCURACY}, with batch norm minus without (lower medians, bootstrap CI), below 0.",
         f"steps to test accuracy {TARGET_ACCURACY}, relu_he_bn - relu_he",
-        "below",
+        BELOW,
         0.0,
         _steps_earlier("ch11_relu_he_bn", "ch11_relu_he"),
     ),
@@ -251,7 +253,7 @@ CLAIMS = (
         "8. With batch norm you can skip normalizing the inputs: accuracy without it is within one point of accuracy with it (lower bound).",
         f"An equivalence claim with its margin fixed before the run: final test accuracy, unstandardized minus standardized inputs, above -{EQUIVALENCE_MARGIN}.",
         "final test accuracy, bn raw - bn standardized",
-        "above",
+        ABOVE,
         -EQUIVALENCE_MARGIN,
         _final_accuracy_difference("ch11_relu_he_bn", "ch11_relu_he_bn_std"),
     ),
@@ -260,7 +262,7 @@ CLAIMS = (
         "8. ... (upper bound).",
         f"Final test accuracy, unstandardized minus standardized inputs, below {EQUIVALENCE_MARGIN}.",
         "final test accuracy, bn raw - bn standardized",
-        "below",
+        BELOW,
         EQUIVALENCE_MARGIN,
         _final_accuracy_difference("ch11_relu_he_bn", "ch11_relu_he_bn_std"),
     ),
@@ -269,7 +271,7 @@ CLAIMS = (
         "9. Batch normalization makes predictions slower.",
         "Inference latency per example at initial parameters (running averages, evaluation mode), with batch norm over without, per interleaved round. Threshold: above 1.",
         "latency BN / no BN",
-        "above",
+        ABOVE,
         1.0,
         _latency_ratio("ch11_relu_he_bn", "ch11_relu_he"),
     ),

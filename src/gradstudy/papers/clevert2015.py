@@ -9,7 +9,8 @@ from __future__ import annotations
 import pandas as pd
 
 from gradstudy.analysis.convergence import loss_auc
-from gradstudy.papers import (
+from gradstudy.papers.claims import (
+    BELOW,
     Claim,
     Measurement,
     MissingCells,
@@ -19,11 +20,10 @@ from gradstudy.papers import (
     final_values,
     interval_of,
     layer_values,
-    rows_of,
 )
 from gradstudy.show import plots
 from gradstudy.show.figures import FigureSpec
-from gradstudy.store.study import Study
+from gradstudy.store.study import Study, rows_of
 
 ARMS = {"ELU": ("elu", None), "ReLU": ("relu", None), "Leaky ReLU (α=0.1)": ("leaky_relu", 0.1)}
 
@@ -77,7 +77,7 @@ CLAIMS = (
         "ELU's median unit activation stays closer to zero than ReLU's.",
         _SHIFT.format("ReLU"),
         "|median unit activation| averaged over layers and steps, ELU - ReLU",
-        "below",
+        BELOW,
         0.0,
         _closer_to_zero("relu"),
     ),
@@ -86,7 +86,7 @@ CLAIMS = (
         "ELU's median unit activation stays closer to zero than leaky ReLU's.",
         _SHIFT.format("leaky ReLU"),
         "|median unit activation| averaged over layers and steps, ELU - leaky ReLU",
-        "below",
+        BELOW,
         0.0,
         _closer_to_zero("leaky_relu"),
     ),
@@ -95,7 +95,7 @@ CLAIMS = (
         "ELU's training loss falls faster than ReLU's.",
         _SPEED.format("ReLU"),
         "training-loss AUC, ELU - ReLU",
-        "below",
+        BELOW,
         0.0,
         _falls_faster("relu"),
     ),
@@ -104,7 +104,7 @@ CLAIMS = (
         "ELU's training loss falls faster than leaky ReLU's.",
         _SPEED.format("leaky ReLU"),
         "training-loss AUC, ELU - leaky ReLU",
-        "below",
+        BELOW,
         0.0,
         _falls_faster("leaky_relu"),
     ),

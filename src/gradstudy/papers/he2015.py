@@ -12,8 +12,11 @@ import math
 import numpy as np
 import pandas as pd
 
-from gradstudy.analysis.convergence import lower_median, steps_to_target
-from gradstudy.papers import (
+from gradstudy.analysis.convergence import steps_to_target
+from gradstudy.analysis.seeds import lower_median
+from gradstudy.papers.claims import (
+    ABOVE,
+    BELOW,
     Claim,
     Measurement,
     MissingCells,
@@ -25,12 +28,11 @@ from gradstudy.papers import (
     layer_values,
     of_seeds,
     of_seeds_log,
-    rows_of,
     steps_earlier,
 )
 from gradstudy.show import plots
 from gradstudy.show.figures import FigureSpec
-from gradstudy.store.study import Study
+from gradstudy.store.study import Study, rows_of
 
 CHANCE_LOSS = math.log(10)
 #: "Stays at chance": the final training loss is within 5% of ln(10).
@@ -39,7 +41,6 @@ STALL_FRACTION = 0.95
 TRAIN_FRACTION = 0.5
 #: "Starts reducing the loss": the first evaluation with training loss 10% below ln(10).
 START_FRACTION = 0.9
-INIT_NAMES = {"lecun": "Xavier (their definition: std sqrt(1/fan_in) = our lecun)", "he": "He (ours: N(0, 2/fan_in))"}
 
 #: Figs. 2-3: what the paper reports, qualitatively (curves, no numbers).
 PAPER_TABLE = pd.DataFrame(
@@ -89,7 +90,7 @@ CLAIMS = (
         "At 30 layers, Xavier init completely stalls: the training loss stays at chance.",
         "§2.2 and fig. 3: the 30-layer model with Xavier init 'completely stalls'. Threshold: final training loss above 95% of ln(10).",
         "final training loss, lecun init, 30 layers",
-        "above",
+        ABOVE,
         STALL_FRACTION * CHANCE_LOSS,
         _final_loss("lecun", 30),
     ),
@@ -98,7 +99,7 @@ CLAIMS = (
         "At 30 layers, He init trains.",
         "§2.2 and fig. 3: 'our method converges'. Threshold: final training loss below half of ln(10).",
         "final training loss, he init, 30 layers",
-        "below",
+        BELOW,
         TRAIN_FRACTION * CHANCE_LOSS,
         _final_loss("he", 30),
     ),
@@ -107,7 +108,7 @@ CLAIMS = (
         "At 22 layers, Xavier init trains.",
         "§2.2 and fig. 2: both inits converge at 22 layers. Threshold: final training loss below half of ln(10).",
         "final training loss, lecun init, 22 layers",
-        "below",
+        BELOW,
         TRAIN_FRACTION * CHANCE_LOSS,
         _final_loss("lecun", 22),
     ),
@@ -116,7 +117,7 @@ CLAIMS = (
         "At 22 layers, He init trains.",
         "§2.2 and fig. 2. Threshold: final training loss below half of ln(10).",
         "final training loss, he init, 22 layers",
-        "below",
+        BELOW,
         TRAIN_FRACTION * CHANCE_LOSS,
         _final_loss("he", 22),
     ),
@@ -126,7 +127,7 @@ CLAIMS = (
         "§2.2 and fig. 2: 'ours starts reducing error earlier'. Threshold: steps until the training loss is 10% below ln(10), "
         "He minus Xavier (lower medians, bootstrap CI), below 0.",
         "steps to training loss 0.9·ln(10), he - lecun, 22 layers",
-        "below",
+        BELOW,
         0.0,
         _start_earlier,
     ),
@@ -136,7 +137,7 @@ CLAIMS = (
         "§2.2: with std sqrt(1/fan_in) each ReLU layer halves the signal's second moment. Threshold: top-layer activation std "
         "below 0.1x the first layer's at step 0 (30 layers).",
         "act std layer 30 / layer 1 at step 0, lecun init",
-        "below",
+        BELOW,
         0.1,
         _activation_ratio("lecun"),
     ),
@@ -146,7 +147,7 @@ CLAIMS = (
         "§2.2, eq. 10: with std sqrt(2/fan_in) the second moment is preserved. Threshold: top-layer activation std above 0.5x "
         "the first layer's at step 0 (30 layers).",
         "act std layer 30 / layer 1 at step 0, he init",
-        "above",
+        ABOVE,
         0.5,
         _activation_ratio("he"),
     ),
@@ -156,7 +157,7 @@ CLAIMS = (
         "§2.1 and Table 2: with everything else equal, learned slopes lower the error (their 14-layer model on ImageNet). "
         "Threshold: final test accuracy, PReLU minus ReLU (Welch), above 0.",
         "final test accuracy, prelu - relu, he init, 22 layers",
-        "above",
+        ABOVE,
         0.0,
         _prelu_minus_relu,
     ),

@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import pandas as pd
 
-from gradstudy.analysis.convergence import lower_median, steps_to_target
-from gradstudy.papers import (
+from gradstudy.analysis.convergence import steps_to_target
+from gradstudy.analysis.seeds import lower_median
+from gradstudy.papers.claims import (
+    ABOVE,
+    BELOW,
     Claim,
     Measurement,
     MissingCells,
@@ -24,13 +27,12 @@ from gradstudy.papers import (
     interval_of,
     of_seeds_log,
     ratio,
-    rows_of,
     steps_earlier,
 )
 from gradstudy.show import plots
 from gradstudy.show.figures import FigureSpec
 from gradstudy.show.present import number
-from gradstudy.store.study import Study
+from gradstudy.store.study import Study, rows_of
 
 #: "A given test accuracy": 0.9, well below both nets' final accuracy in fig. 1(a).
 TARGET_ACCURACY = 0.9
@@ -94,7 +96,7 @@ CLAIMS = (
         "§4.1, fig. 1(a): the BN network trains faster. Threshold: steps to 0.9 test accuracy, "
         "BN minus no BN (lower medians, bootstrap CI), below 0.",
         "steps to test accuracy 0.9, BN - no BN",
-        "below",
+        BELOW,
         0.0,
         _bn_faster,
     ),
@@ -104,7 +106,7 @@ CLAIMS = (
         "§4.1, fig. 1(a): '...and achieves higher test accuracy'. Threshold: final test accuracy, BN minus no BN "
         "(Welch), above 0.",
         "final test accuracy, BN - no BN",
-        "above",
+        ABOVE,
         0.0,
         _bn_more_accurate,
     ),
@@ -119,7 +121,7 @@ CLAIMS = (
                 f"its {name} percentile from step 0, over its own step-0 15-85 spread; median over the 8 units. "
                 "Threshold: without BN over with BN (ratio of geometric means over seeds, log-scale interval), above 1.",
                 f"{name}-percentile drift per unit, no BN / BN",
-                "above",
+                ABOVE,
                 1.0,
                 _drift_larger(stat),
             ),
@@ -129,7 +131,7 @@ CLAIMS = (
                 "§4.1, fig. 1(c): with BN the distribution is 'much more stable'. Threshold: the unit's "
                 f"{name} percentile moves less than a quarter of its step-0 15-85 spread.",
                 f"{name}-percentile drift per unit with BN",
-                "below",
+                BELOW,
                 0.25,
                 _bn_stable(stat),
             ),

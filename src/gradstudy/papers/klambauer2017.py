@@ -12,7 +12,8 @@ import math
 import pandas as pd
 
 from gradstudy.analysis.convergence import loss_auc
-from gradstudy.papers import (
+from gradstudy.papers.claims import (
+    BELOW,
     Claim,
     Measurement,
     MissingCells,
@@ -23,11 +24,10 @@ from gradstudy.papers import (
     interval_of,
     layer_values,
     of_seeds,
-    rows_of,
 )
 from gradstudy.show import plots
 from gradstudy.show.figures import FigureSpec
-from gradstudy.store.study import Study
+from gradstudy.store.study import Study, rows_of
 
 CHANCE_LOSS = math.log(10)
 DEPTHS = (8, 16, 32)
@@ -82,7 +82,7 @@ CLAIMS = (
         "At init, SELU activations keep mean ≈ 0 through all layers (32 layers).",
         "§3 (fixed point (0, 1) of the mean/variance map) and fig. 1's networks. Threshold: the largest |activation mean| over layers below 0.1 at step 0.",
         "max over layers of |act mean| at step 0, SNN, 32 layers",
-        "below",
+        BELOW,
         MEAN_TOLERANCE,
         _worst_layer(32, "act_mean", 0.0),
     ),
@@ -91,7 +91,7 @@ CLAIMS = (
         "At init, SELU activations keep variance ≈ 1 through all layers (32 layers).",
         "§3, fixed point variance 1. Threshold: the largest |activation variance - 1| over layers below 0.25 at step 0.",
         "max over layers of |act variance - 1| at step 0, SNN, 32 layers",
-        "below",
+        BELOW,
         VARIANCE_TOLERANCE,
         _worst_layer(32, "act_std", 1.0),
     ),
@@ -101,7 +101,7 @@ CLAIMS = (
             f"SELU trains at {d} layers.",
             "Fig. 1: SNNs train at 8, 16 and 32 layers. Threshold: final training loss below half of ln(10).",
             f"final training loss, SNN, {d} layers",
-            "below",
+            BELOW,
             0.5 * CHANCE_LOSS,
             _trains(d),
         )
@@ -112,7 +112,7 @@ CLAIMS = (
         "At 32 layers, SELU trains faster than ReLU + batch norm.",
         "Fig. 1: the SNN training loss falls faster than BatchNorm's. Threshold: area under the training-loss curve, SNN minus ReLU+BN, below 0.",
         "training-loss AUC, SNN - ReLU+BN, 32 layers",
-        "below",
+        BELOW,
         0.0,
         _faster_at_32,
     ),

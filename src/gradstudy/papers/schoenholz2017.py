@@ -16,7 +16,20 @@ import pandas as pd
 from scipy import stats as sps
 
 from gradstudy import theory
-from gradstudy.papers import Claim, Measurement, MissingCells, Paper, cell, final_values, interval_of, of_seeds
+from gradstudy.analysis.convergence import final_accuracy
+from gradstudy.papers.claims import (
+    ABOVE,
+    BELOW,
+    Claim,
+    Measurement,
+    MissingCells,
+    Paper,
+    cell,
+    final_values,
+    interval_of,
+    of_seeds,
+)
+from gradstudy.schema import CellStatus
 from gradstudy.show import plots
 from gradstudy.show.figures import FigureSpec
 from gradstudy.store.study import Study
@@ -46,7 +59,7 @@ def _sigma_b2(study: Study) -> float:
 
 
 def _deepest(study: Study) -> int:
-    depths = study.cells.loc[study.cells["status"] == "complete", "model.depth"]
+    depths = study.cells.loc[study.cells["status"] == CellStatus.COMPLETE, "model.depth"]
     if depths.empty:
         raise MissingCells("no complete cell")
     return int(depths.max())
@@ -66,7 +79,7 @@ def _accuracy_at_deepest(sigma_w2: float):
 def agreement_table(study: Study) -> pd.DataFrame:
     """One row per complete cell: sigma_w2, depth, mean final training accuracy, 6 xi_c, and whether
     trainability measured and predicted agree."""
-    cells = study.cells[study.cells["status"] == "complete"].merge(plots.final_accuracy(study), on=["study", "cell"])
+    cells = study.cells[study.cells["status"] == CellStatus.COMPLETE].merge(final_accuracy(study), on=["study", "cell"])
     sigma_b2 = _sigma_b2(study)
     scale = {w: XI_MULTIPLE * theory.depth_scales("tanh", w, sigma_b2).xi_c for w in cells["init.sigma_w2"].unique()}
     table = pd.DataFrame(
@@ -99,7 +112,7 @@ CLAIMS = (
         "At the deepest depth of the grid, the network at the order-to-chaos boundary (sigma_w2 = 1.76) trains.",
         "§5 and fig. 5: the trainable depth diverges at chi1 = 1. Threshold: mean final training accuracy at least 0.2 (twice chance).",
         "final training accuracy, sigma_w2 = 1.76, deepest depth",
-        "above",
+        ABOVE,
         TRAINABLE,
         _accuracy_at_deepest(BOUNDARY),
     ),
@@ -108,7 +121,7 @@ CLAIMS = (
         "At the deepest depth, the ordered-phase network (sigma_w2 = 1.0, 6 xi_c = 21.8) stays near chance.",
         "§5 and fig. 5. Threshold: mean final training accuracy below 0.2.",
         "final training accuracy, sigma_w2 = 1.0, deepest depth",
-        "below",
+        BELOW,
         TRAINABLE,
         _accuracy_at_deepest(ORDERED),
     ),
@@ -117,7 +130,7 @@ CLAIMS = (
         "At the deepest depth, the chaotic-phase network (sigma_w2 = 4.0, 6 xi_c = 41.9) stays near chance.",
         "§5 and fig. 5. Threshold: mean final training accuracy below 0.2.",
         "final training accuracy, sigma_w2 = 4.0, deepest depth",
-        "below",
+        BELOW,
         TRAINABLE,
         _accuracy_at_deepest(CHAOTIC),
     ),
@@ -127,7 +140,7 @@ CLAIMS = (
         "§5: 'networks can be trained when L < 6 xi_c'. A cell trains when its mean final training accuracy is at least 0.2. "
         "Threshold: the fraction of cells where measurement and prediction agree, above 0.8 (Clopper-Pearson 95% interval).",
         "fraction of cells where trains == (depth < 6 xi_c)",
-        "above",
+        ABOVE,
         AGREEMENT,
         _agreement,
     ),

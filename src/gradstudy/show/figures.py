@@ -10,8 +10,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from gradstudy.analysis.predictions import Predictions
 from gradstudy.show import plots
-from gradstudy.store.study import Study
+from gradstudy.store.study import Study, where_text
 
 #: The channels a figure that compares cells takes from the user; a per-cell figure (one panel per
 #: cell, coloured by layer or value) takes only the panel channels.
@@ -42,6 +43,8 @@ class FigureSpec:
     where: Mapping[str, Any] = field(default_factory=dict)
     options: Mapping[str, Any] = field(default_factory=dict)
     channels: tuple[str, ...] = ALL_CHANNELS
+    #: ``draw`` takes ``predictions=``: the theory's predictions, computed once per report.
+    uses_predictions: bool = False
 
     def cells(self, study: Study) -> Study:
         """The complete cells this figure draws."""
@@ -54,7 +57,7 @@ class FigureSpec:
         except KeyError as err:
             return str(err.args[0])
         if chosen.cells.empty:
-            wanted = ", ".join(f"{k.replace('__', '.')}={v}" for k, v in self.where.items())
+            wanted = where_text(dict(self.where))
             return f"no complete cell{' with ' + wanted if wanted else ''}"
         for table in self.tables:
             if getattr(chosen, table).empty:
@@ -63,9 +66,12 @@ class FigureSpec:
             return f"none of {', '.join(self.stats)} recorded (see stats.tier and stats.extra)"
         return None
 
-    def render(self, study: Study, **encoding: Any) -> plots.Plot:
-        """Draw the figure from ``study``'s chosen cells; ``encoding`` options outside ``channels`` are ignored."""
+    def render(self, study: Study, predictions: Predictions | None = None, **encoding: Any) -> plots.Plot:
+        """Draw the figure from ``study``'s chosen cells; ``encoding`` options outside ``channels`` are
+        ignored. ``predictions`` (the whole study's) go to a figure that ``uses_predictions``."""
         passed = {k: v for k, v in encoding.items() if k in self.channels and v is not None}
+        if self.uses_predictions and predictions is not None:
+            passed["predictions"] = predictions
         return self.draw(self.cells(study), **self.options, **passed)
 
 
@@ -95,6 +101,7 @@ REPORT_FIGURES = (
         plots.gradient_profile,
         ("layers",),
         ("delta_std", "grad_norm"),
+        uses_predictions=True,
     ),
     FigureSpec(
         "activation_profile",
@@ -103,6 +110,7 @@ REPORT_FIGURES = (
         plots.activation_profile,
         ("layers",),
         ("act_mean", "act_std"),
+        uses_predictions=True,
     ),
     FigureSpec(
         "grad_norm_heatmap",
@@ -139,7 +147,7 @@ REPORT_FIGURES = (
     FigureSpec(
         "histograms",
         "Histograms of activations and of δ per layer at the recorded steps (full statistics tier).",
-        plots.histograms,
+        plots.layer_histograms,
         ("hists",),
         channels=PANEL_CHANNELS,
     ),

@@ -73,16 +73,26 @@ class Study:
         """The complete cells."""
         return self.subset(cell_keys(self.cells[self.cells["status"] == CellStatus.COMPLETE]))
 
-    def select(self, **where: object) -> Study:
-        """The complete cells whose config matches ``where``: a value or a list of values per key,
-        with dots written as ``__`` (``model__depth=[8, 16]``). An unknown key raises ``KeyError``."""
+    def matching(self, **where: object) -> pd.DataFrame:
+        """The rows of ``cells`` of the complete cells whose config matches ``where``: a value or a
+        list of values per key, with dots written as ``__`` (``model__depth=[8, 16]``). An unknown
+        key raises ``KeyError``."""
         chosen = self.cells[self.cells["status"] == CellStatus.COMPLETE]
         for key, value in where.items():
             column = key.replace("__", ".")
             if column not in chosen.columns:
                 raise KeyError(f"no config key {column} in this study")
             chosen = chosen[chosen[column].isin(value if isinstance(value, list) else [value])]
-        return self.subset(cell_keys(chosen))
+        return chosen
+
+    def select(self, **where: object) -> Study:
+        """The part of the study that concerns the complete cells matching ``where`` (see ``matching``)."""
+        return self.subset(cell_keys(self.matching(**where)))
+
+
+def where_text(where: dict[str, object]) -> str:
+    """``where`` of ``Study.matching`` as the reader writes it: ``model.depth=8, act=relu``."""
+    return ", ".join(f"{k.replace('__', '.')}={v}" for k, v in where.items())
 
 
 def cell_keys(frame: pd.DataFrame) -> list[CellKey]:

@@ -1,0 +1,168 @@
+"""Plots and the pieces every figure module shares: the ``Plot`` pages, a row of panels
+(``PanelRow``), marks and labels, the study's keys joined to the data, and the summary over seeds."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.ticker import MaxNLocator, NullLocator
+from scipy import stats as sps
+
+from gradstudy.cells.statistics import Summary
+from gradstudy.schema import KEY
+from gradstudy.show.encoding import (
+    DPI,
+    Encoding,
+)
+from gradstudy.show.present import label_of
+from gradstudy.store.study import Study
+
+STEP_LABEL = "step (parameter updates)"
+
+
+LAYER_LABEL = "hidden layer (1 = next to the input)"
+
+
+#: Past this many decades between panel medians, a heat map gets one colour scale per line of panels.
+SHARED_SCALE_DECADES = 3.0
+
+
+DIVERGED_MARK = dict(marker="X", markersize=8, markeredgecolor="black", markeredgewidth=0.8, linestyle="none", zorder=5)
+
+
+ZERO_MARK = dict(marker="v", markersize=7, markerfacecolor="none", markeredgewidth=1.2, linestyle="none", zorder=5)
+
+
+DIVERGED_TEXT = "✕ a seed diverged here"
+
+
+ZERO_TEXT = "▽ exactly 0, drawn at the axis floor"
+
+
+OVERLAY_LINE = dict(linestyle=(0, (4, 2)), linewidth=1.3, zorder=4)
+
+
+OVERLAY_TEXT = "dashed: mean-field prediction (step 0)"
+
+
+@dataclass
+class Plot:
+    """A figure: its pages (one figure each, at most about 2,400 x 2,400 px at ``DPI``), the notes
+    a caption should carry (colour scale, zeros, how ``end`` is timed) and the encoding used."""
+
+    pages: list[plt.Figure]
+    encoding: Encoding
+    notes: list[str] = field(default_factory=list)
+
+    def save(self, folder: Path, name: str, formats: Sequence[str] = ("png",), dpi: int = DPI) -> list[Path]:
+        """Write ``folder/name.<fmt>`` (``name_p1``, ``name_p2``, … when there are several pages) and close the pages."""
+        folder.mkdir(parents=True, exist_ok=True)
+        paths = []
+        for number, fig in enumerate(self.pages, start=1):
+            stem = name if len(self.pages) == 1 else f"{name}_p{number}"
+            for fmt in formats:
+                path = folder / f"{stem}.{fmt}"
+                fig.savefig(path, dpi=dpi, bbox_inches="tight")
+                paths.append(path)
+        self.close()
+        return paths
+
+    def close(self) -> None:
+        for fig in self.pages:
+            plt.close(fig)
+
+
+class DivergenceMark(StrEnum):
+    """Where a line figure puts ✕ for a diverged seed: on its last point (the x axis is the step),
+    or on the panel's x axis at the step it diverged."""
+
+    LINE = "line"
+    AXIS = "axis"
+
+
+@dataclass(frozen=True)
+class PanelRow:
+    """One row of panels: the rows of the data whose ``measure`` is ``name``.
+
+    ``summary`` says how seeds are combined: arithmetic (the mean with a t interval) or geometric
+    (the geometric mean of the positive values with the log-scale interval, as ``analysis.log_mean_ci``)."""
+
+    name: str
+    ylabel: str
+    log: bool = False
+    summary: Summary = Summary.ARITHMETIC
+
+
+# ----- data prepared for the encoding ------------------------------------------------------------
+def keyed(study: Study, data: pd.DataFrame, enc: Encoding) -> pd.DataFrame:
+    """``data`` with the config keys the encoding uses and a label column per channel."""
+    used = [k for k in (*enc.hue, *enc.style, *enc.col, *enc.row) if k not in data.columns]
+    frame = (
+        data.merge(study.cells[[*KEY, *dict.fromkeys(k for k in used if k != "study")]], on=KEY)
+        if used
+        else data.copy()
+    )
+    order = [k for k in (*enc.row, *enc.col, *enc.hue, *enc.style)]
+    frame = frame.sort_values([*dict.fromkeys(order)], kind="stable") if order else frame
+    for channel, named in (("hue", False), ("style", False), ("col", True), ("row", True)):
+        keys = getattr(enc, channel)
+        frame[f"_{channel}"] = labels_of(frame, keys, named)
+    return frame
+
+
+def labels_of(frame: pd.DataFrame, keys: Sequence[str], named: bool) -> pd.Series:
+    if not keys:
+        return pd.Series("", index=frame.index)
+    combos = frame[list(keys)].drop_duplicates()
+    text = {tuple(r): label_of(r, keys, named) for _, r in combos.iterrows()}
+    return pd.Series([text[tuple(v)] for v in frame[list(keys)].itertuples(index=False)], index=frame.index)
+
+
+def levels(frame: pd.DataFrame, column: str) -> list[str]:
+    return [v for v in dict.fromkeys(frame[column]) if v != ""]
+
+
+def summarize(values: pd.DataFrame, by: list[str], summary: Summary) -> pd.DataFrame:
+    """Per group of ``by``: ``y`` (mean, or geometric mean of the positive values: 0 when there are
+    none) and ``low``/``high`` (95% t interval, on the logs for a geometric summary) over seeds."""
+    x = np.log(values["value"].where(values["value"] > 0)) if summary is Summary.GEOMETRIC else values["value"]
+    out = values.assign(_x=x).groupby(by, sort=False)["_x"].agg(["mean", "std", "count"]).reset_index()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        half = sps.t.ppf(0.975, out["count"] - 1) * out["std"] / np.sqrt(out["count"])
+    half = half.where(out["count"] > 1)
+    if summary is Summary.GEOMETRIC:
+        out["y"] = np.exp(out["mean"]).where(out["count"] > 0, 0.0)
+        out["low"], out["high"] = np.exp(out["mean"] - half), np.exp(out["mean"] + half)
+    else:
+        out["y"], out["low"], out["high"] = out["mean"], out["mean"] - half, out["mean"] + half
+    return out
+
+
+def signed_log_axis(ax: plt.Axes, bins: pd.DataFrame) -> None:
+    """For signed-log bins (widths that grow with the magnitude), a symmetric-log x axis, linear
+    within the smallest edge magnitude, with ticks 0 and ±10^k every third decade. Linear bins
+    (bounded activations) keep a linear axis."""
+    widths = bins["bin_right"] - bins["bin_left"]
+    if widths.max() <= 1.5 * widths.min():
+        return
+    edges = np.abs(bins[["bin_left", "bin_right"]].to_numpy(np.float64))
+    linthresh, top = float(edges[edges > 0].min()), float(edges.max())
+    ax.set_xscale("symlog", linthresh=linthresh)
+    ax.xaxis.set_minor_locator(NullLocator())
+    decades = np.arange(np.ceil(np.log10(linthresh)) + 3, np.log10(top) + 1e-9, 3)
+    ticks = [*(-(10.0 ** decades[::-1])), 0.0, *(10.0**decades)]
+    ax.set_xticks(ticks, ["0" if t == 0 else f"{'-' if t < 0 else ''}1e{int(round(np.log10(abs(t))))}" for t in ticks])
+
+
+def integer_ticks(ax: plt.Axes, axis: str = "x") -> None:
+    (ax.xaxis if axis == "x" else ax.yaxis).set_major_locator(MaxNLocator(integer=True))
+
+
+def diverged_seeds(study: Study) -> pd.DataFrame:
+    return study.seeds.dropna(subset=["diverged_at"]).astype({"diverged_at": np.int64})

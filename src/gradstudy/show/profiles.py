@@ -1,0 +1,129 @@
+"""Figures across layers: gradient, activation and variance profiles at the start and the end,
+with the mean-field prediction dashed where it applies."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pandas as pd
+
+from gradstudy import analysis
+from gradstudy.analysis.predictions import Predictions, predicted_layers
+from gradstudy.cells.statistics import summary_of
+from gradstudy.show.encoding import (
+    WRAP,
+    Keys,
+    encode,
+)
+from gradstudy.show.lines import line_figure
+from gradstudy.show.plot import (
+    LAYER_LABEL,
+    PanelRow,
+    Plot,
+)
+from gradstudy.store.study import Study
+
+
+def _profile(
+    study: Study,
+    stats: Sequence[tuple[str, str, bool]],
+    title: str,
+    hue: Keys,
+    style: Keys,
+    col: Keys,
+    row: Keys,
+    wrap: int,
+    predictions: Predictions | None,
+) -> Plot:
+    """Rows: each stat at the start and at the end (``analysis.phase_layers``); x: layer. The
+    start rows carry the mean-field prediction (``gradstudy.analysis.predictions``) dashed, where it applies."""
+    phased = analysis.phase_layers(study)
+    phased = phased[phased["stat"].isin([s for s, _, _ in stats])]
+    data = phased.assign(measure=phased["stat"] + "@" + phased["phase"])
+    when = {
+        "start": "start (step 0)",
+        "end": "end (each seed's last healthy step)" if phased["ended_early"].any() else "end",
+    }
+    measures = [
+        PanelRow(f"{stat}@{phase}", f"{label}\n{when[phase]}", log, summary_of(stat))
+        for phase in ("start", "end")
+        for stat, label, log in stats
+    ]
+    enc = encode(study, data, hue, style, col, row, wrap)
+    predicted = predicted_layers(study) if predictions is None else predictions.of(study)
+    overlay = predicted.layers[predicted.layers["stat"].isin([s for s, _, _ in stats])]
+    overlay = overlay.assign(measure=overlay["stat"] + "@start")
+    plot = line_figure(
+        study, data, measures, "layer", LAYER_LABEL, title, enc, divergence=None, integer_x=True, overlay=overlay
+    )
+    plot.notes.append(
+        f"Lines: geometric mean over seeds of positive magnitudes, mean otherwise; 95% t band. "
+        f"End: {analysis.end_steps_text(phased)}."
+    )
+    plot.notes.extend(prediction_notes(predicted, overlay))
+    return plot
+
+
+def prediction_notes(predicted: Predictions, overlay: pd.DataFrame) -> list[str]:
+    """What the dashed lines are, and which cells have none and why."""
+    notes = []
+    if len(overlay):
+        anchored = " δ is anchored at the measured last hidden layer." if (overlay["stat"] == "delta_std").any() else ""
+        notes.append(f"Dashed: the mean-field prediction at step 0 (gradstudy.theory), for the start only.{anchored}")
+    for reason, cells in predicted.skipped.groupby("reason", sort=False)["cell"]:
+        notes.append(f"No prediction for {len(cells)} cell(s) ({', '.join(cells)}): {reason}.")
+    return notes
+
+
+def gradient_profile(
+    study: Study,
+    hue: Keys = None,
+    style: Keys = None,
+    col: Keys = None,
+    row: Keys = None,
+    wrap: int = WRAP,
+    predictions: Predictions | None = None,
+) -> Plot:
+    """Std of the back-propagated gradient δ and the weight-gradient norm against layer, at the
+    start and the end (log scale, geometric mean over seeds): a slope means vanishing or exploding gradients."""
+    stats = [("delta_std", "std of δ = B·∂L/∂z", True), ("grad_norm", "‖∂L/∂W‖", True)]
+    return _profile(
+        study,
+        stats,
+        "Gradient profile across layers (Glorot & Bengio fig. 7 style)",
+        hue,
+        style,
+        col,
+        row,
+        wrap,
+        predictions,
+    )
+
+
+def activation_profile(
+    study: Study,
+    hue: Keys = None,
+    style: Keys = None,
+    col: Keys = None,
+    row: Keys = None,
+    wrap: int = WRAP,
+    predictions: Predictions | None = None,
+) -> Plot:
+    """Mean (linear) and standard deviation (log, geometric mean over seeds) of the activations against layer, at the start and the end."""
+    stats = [("act_mean", "activation mean", False), ("act_std", "activation std", True)]
+    return _profile(study, stats, "Activation profile across layers", hue, style, col, row, wrap, predictions)
+
+
+def variance_profile(
+    study: Study,
+    hue: Keys = None,
+    style: Keys = None,
+    col: Keys = None,
+    row: Keys = None,
+    wrap: int = WRAP,
+    predictions: Predictions | None = None,
+) -> Plot:
+    """Std of each layer's pre-activation z_l and of its activation h_l against layer, at the start
+    and the end (log scale): a layer whose z spreads far more than the h it gets is amplifying."""
+    stats = [("z_std", "std of z (input to φ)", True), ("act_std", "std of h = φ(z)", True)]
+    return _profile(study, stats, "Spread of z and h across layers", hue, style, col, row, wrap, predictions)
