@@ -238,3 +238,95 @@ def test_prepared_datasets_are_cached_and_rebuilt_when_their_inputs_change(tmp_p
     after = load_dataset(mnist)
     assert not np.array_equal(before.x_train, after.x_train)
     np.testing.assert_allclose(after.x_train, train.reshape(6, -1) / 255.0, rtol=1e-6)
+
+
+# ----- data files that cannot run code or lie ---------------------------------------------------------
+def _cifar_batches(folder, labels=None, extra=None):
+    import pickle
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(1)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {b"data": rng.integers(0, 256, (4, 3072), dtype=np.uint8), b"labels": labels or [1, 2, 3, 4]}
+        batch.update(extra or {})
+        (folder / name).write_bytes(pickle.dumps(batch))
+
+
+class _Payload:
+    """What a malicious "CIFAR-10" batch would hold: unpickling it creates a file."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_a_pickled_payload_in_a_cifar10_folder_is_refused_and_never_runs(tmp_path):
+    from gradstudy.inputs.datafiles import DataFileError
+
+    witness = tmp_path / "pwned"
+    _cifar_batches(tmp_path / "cifar", extra={b"x": _Payload(witness)})
+    with pytest.raises(DataFileError) as err:
+        load_dataset(OmegaConf.create({"name": "cifar10", "standardize": False, "root": str(tmp_path / "cifar")}))
+    assert "data_batch_1" in str(err.value) and "io.open" in str(err.value) and "executed" in str(err.value)
+    assert not witness.exists()
+
+
+def test_cifar10_reads_the_binary_batches_without_unpickling(tmp_path):
+    folder = tmp_path / "cifar-10-batches-bin"
+    folder.mkdir()
+    rng = np.random.default_rng(2)
+    written = {}
+    for name in [f"data_batch_{i}.bin" for i in range(1, 6)] + ["test_batch.bin"]:
+        labels, images = rng.integers(0, 10, 3, dtype=np.uint8), rng.integers(0, 256, (3, 3072), dtype=np.uint8)
+        written[name] = (labels, images)
+        (folder / name).write_bytes(np.concatenate([labels[:, None], images], axis=1).tobytes())
+    d = load_dataset(OmegaConf.create({"name": "cifar10", "standardize": False, "root": str(tmp_path)}))
+    assert d.x_train.shape == (15, 3072) and d.x_test.shape == (3, 3072)
+    np.testing.assert_array_equal(d.y_test, written["test_batch.bin"][0])
+    np.testing.assert_allclose(d.x_train[:3], written["data_batch_1.bin"][1] / 255.0, rtol=1e-6)
+
+
+def _mnist_folder(folder, n_train=6, train_labels=None, gz=False):
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(3)
+    labels = train_labels if train_labels is not None else rng.integers(0, 10, n_train).astype(np.uint8)
+    _write_idx(folder / "train-images-idx3-ubyte", rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8), gz)
+    _write_idx(folder / "train-labels-idx1-ubyte", labels, gz)
+    _write_idx(folder / "t10k-images-idx3-ubyte", rng.integers(0, 256, (3, 28, 28), dtype=np.uint8), gz)
+    _write_idx(folder / "t10k-labels-idx1-ubyte", rng.integers(0, 10, 3).astype(np.uint8), gz)
+
+
+@pytest.mark.parametrize(
+    "labels, n_train, expected",
+    [
+        (np.arange(0, 255, 51).astype(np.uint8), 5, "labels run from 0 to 204, expected 0 to 9"),
+        (np.zeros(4, np.uint8), 5, "holds 5 images but"),
+    ],
+)
+def test_invalid_mnist_files_are_refused_naming_the_file(tmp_path, labels, n_train, expected):
+    from gradstudy.inputs.datafiles import DataFileError
+
+    _mnist_folder(tmp_path, n_train=n_train, train_labels=labels)
+    with pytest.raises(DataFileError) as err:
+        load_dataset(OmegaConf.create({"name": "mnist", "standardize": False, "root": str(tmp_path)}))
+    assert expected in str(err.value) and "train-" in str(err.value)
+
+
+def test_a_gz_file_that_is_not_gzip_names_the_file(tmp_path):
+    from gradstudy.inputs.datafiles import DataFileError
+
+    _mnist_folder(tmp_path)
+    (tmp_path / "t10k-labels-idx1-ubyte").unlink()
+    (tmp_path / "t10k-labels-idx1-ubyte.gz").write_bytes(b"not gzip at all")
+    with pytest.raises(DataFileError, match="t10k-labels-idx1-ubyte.gz: not a valid gzip file"):
+        load_dataset(OmegaConf.create({"name": "mnist", "standardize": False, "root": str(tmp_path)}))
+
+
+def test_a_cifar10_batch_with_labels_out_of_range_is_refused(tmp_path):
+    from gradstudy.inputs.datafiles import DataFileError
+
+    _cifar_batches(tmp_path, labels=[0, 1, 2, 10])
+    with pytest.raises(DataFileError, match="labels run from 0 to 10, expected 0 to 9"):
+        load_dataset(OmegaConf.create({"name": "cifar10", "standardize": False, "root": str(tmp_path)}))

@@ -141,6 +141,22 @@ def test_a_damaged_sweep_is_redone_by_the_rerun_and_status_tells(tmp_path):
     assert run_cli_module("gradstudy.status", [str(tmp_path / "results" / "d")], tmp_path).returncode == 0
 
 
+def test_a_cell_whose_meta_json_was_deleted_is_corrupt_everywhere_and_redone(tmp_path, capsys):
+    """Tables without meta.json prove nothing: status says corrupt and exits 1, load_study lists the
+    cell with the reason, and a rerun trains it again."""
+    cfg = compose_config(*TINY, f"results_dir={tmp_path / 'results'}", "study=lost")
+    cell = Path(run_cell(cfg))
+    (cell / META).unlink()
+    assert status_main([str(tmp_path / "results" / "lost")]) == 1
+    assert "corrupt" in capsys.readouterr().out
+    row = load_study(tmp_path / "results" / "lost").cells.iloc[0]
+    assert row["status"] == CellStatus.CORRUPT and row["reason"].startswith("meta.json missing; ")
+    assert "tables present" in row["reason"]
+    run_cell(cfg)
+    assert "was corrupt (meta.json missing" in capsys.readouterr().err
+    assert cell_state(cell).status == CellStatus.COMPLETE
+
+
 def run_cli_module(module: str, args: list[str], cwd: Path):
     import subprocess
     import sys

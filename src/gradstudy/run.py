@@ -39,7 +39,7 @@ from gradstudy.cells.grouping import COMPOSED, program_key
 from gradstudy.cells.statistics import applicable
 from gradstudy.cells.validate import check_run_keys, validate, validate_against_data
 from gradstudy.engine.devices import device_info
-from gradstudy.inputs.datafiles import MissingDataError
+from gradstudy.inputs.datafiles import DataFileError, MissingDataError
 from gradstudy.schema import ARM, CONFIG, META, THEORY_INPUTS, CellStatus, ConfigError, Outcome, conf_dir
 from gradstudy.store.files import table_record, write_json, write_table, write_yaml
 from gradstudy.store.ids import cell_id, config_hash
@@ -235,7 +235,9 @@ def _prepare(c: Claim, plain: dict, failure: Exception | None, console: Console)
 
 def _fail(c: Claim, err: Exception, console: Console) -> None:
     """Record the cell as failed, with the message and traceback."""
-    message = str(err) if isinstance(err, ConfigError | MissingDataError) else f"{type(err).__name__}: {err}"
+    message = (
+        str(err) if isinstance(err, ConfigError | MissingDataError | DataFileError) else f"{type(err).__name__}: {err}"
+    )
     c.meta.update(status=CellStatus.FAILED, message=message, traceback="".join(traceback.format_exception(err)))
     write_json(c.cell_dir / META, c.meta)
     console.print(f"[red]gradstudy: cell {c.cell} failed: {message}[/red]")

@@ -46,7 +46,9 @@ class InitConfig:
 class ActConfig:
     name: str = MISSING
     alpha: float | None = None
-    per_unit: bool = False
+    #: Typed Any so that a non-boolean (``2``, ``yes``) reaches ``validate`` as given instead of
+    #: being read as true; the same for every boolean key.
+    per_unit: Any = False
 
 
 @dataclass
@@ -60,7 +62,7 @@ class NormConfig:
 @dataclass
 class DataConfig:
     name: str = MISSING
-    standardize: bool = False
+    standardize: Any = False
     root: str | None = None
     n_train: int | None = None
     n_test: int | None = None
@@ -113,9 +115,9 @@ class Config:
     stats: StatsConfig = MISSING
     study: str = "default"
     results_dir: str = "results"
-    force: bool = False
+    force: Any = False
     #: Refuse a cell that cannot fit in memory before allocating it (``gradstudy.engine.memory``).
-    check_memory: bool = True
+    check_memory: Any = True
     budget: str = "cpu"
     budgets: dict[str, Any] = field(default_factory=dict)
     #: Set by the gradstudy sweeper: the overrides of each cell of a group job (empty: one cell).
@@ -169,6 +171,12 @@ def register_configs() -> None:
     ConfigStore.instance().store(name="gradstudy_schema", node=Config)
 
 
+#: The most seeds one cell may have: each is a run of the cell's compiled program, held in memory.
+MAX_SEEDS = 1024
+#: Config keys that must be true or false (typed Any in the schema so that ``validate`` sees the value given).
+BOOLEAN_KEYS = ("force", "check_memory", "data.standardize", "act.per_unit")
+
+
 def seeds_of(cfg: DictConfig) -> list[int]:
     """``train.seeds`` is a count (n → 0..n-1) or an explicit list of seeds."""
     seeds = cfg.train.seeds
@@ -178,6 +186,8 @@ def seeds_of(cfg: DictConfig) -> list[int]:
             raise ConfigError("train.seeds: the seed list is empty; give a count (e.g. 5) or a non-empty list")
         if not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in values):
             raise ConfigError(f"train.seeds: seeds must be non-negative integers, got {values}")
+        if len(values) > MAX_SEEDS:
+            raise ConfigError(f"train.seeds: at most {MAX_SEEDS} seeds per cell, got a list of {len(values)}")
         if len(set(values)) != len(values):
             raise ConfigError(f"train.seeds: seeds must be distinct, got {values}")
         return values
@@ -185,6 +195,10 @@ def seeds_of(cfg: DictConfig) -> list[int]:
         raise ConfigError(f"train.seeds: must be a count or a list of integers, got {seeds!r}")
     if seeds < 1:
         raise ConfigError(f"train.seeds: the seed count must be >= 1, got {seeds}")
+    if seeds > MAX_SEEDS:
+        raise ConfigError(
+            f"train.seeds: at most {MAX_SEEDS} seeds per cell (every seed is a run of the cell's program), got {seeds}"
+        )
     return list(range(seeds))
 
 

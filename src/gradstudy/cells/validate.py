@@ -10,16 +10,22 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from gradstudy.cells import options, statistics
-from gradstudy.cells.config import BUDGETS, SCHEMA, Config, resolved, seeds_of
+from gradstudy.cells.config import BOOLEAN_KEYS, BUDGETS, SCHEMA, Config, resolved, seeds_of
 from gradstudy.inputs import data, inits
 from gradstudy.schema import ConfigError
+
+#: A study is one folder: its name, the cell ids inside it and the sweep markers (``<study>--<cell>``)
+#: must each stay within the file system's 255-byte name limit.
+MAX_STUDY_NAME = 100
+STUDY_NAME = re.compile(rf"[A-Za-z0-9_][A-Za-z0-9_.-]{{0,{MAX_STUDY_NAME - 1}}}")
 
 
 def _check(ok: bool, key: str, message: str, value: Any) -> None:
@@ -40,9 +46,10 @@ def check_run_keys(cfg: DictConfig) -> None:
     _check(cfg.budget in valid, "budget", f"must be one of {valid}", cfg.budget)
     study = str(cfg.study)
     _check(
-        study not in ("", ".", "..") and "/" not in study and "\\" not in study and not Path(study).is_absolute(),
+        STUDY_NAME.fullmatch(study) is not None,
         "study",
-        "must be one folder name (not empty, not . or .., no / or \\)",
+        f"must be one folder name of 1 to {MAX_STUDY_NAME} characters: letters, digits, '.', '_' and '-', "
+        "not starting with '.' or '-'",
         study,
     )
     results = Path(str(cfg.results_dir)).expanduser()
@@ -90,8 +97,9 @@ def validate(cfg: DictConfig) -> None:
     check_keys(cfg)
     for key, value in _floats(resolved(cfg)):
         _check(math.isfinite(value), key, "must be a finite number", value)
-    _check(isinstance(cfg.check_memory, bool), "check_memory", "must be true or false", cfg.check_memory)
-    _check(isinstance(cfg.force, bool), "force", "must be true or false", cfg.force)
+    for key in BOOLEAN_KEYS:
+        value = OmegaConf.select(cfg, key)
+        _check(isinstance(value, bool), key, "must be true or false", value)
     for check in (_check_init, _check_act_and_norm, _check_data_model_optim, _check_train, _check_stats):
         check(cfg)
 

@@ -88,7 +88,7 @@ def cell_need(engine: Any, cfg: Any, seeds: list[int]) -> Need:
         ),
     }
     if engine.hist_steps:
-        programs["histograms"] = engine._histograms.lower(
+        programs["hist_counts"] = engine._hist_counts.lower(
             state, jax.ShapeDtypeStruct((n, cfg.train.batch_size), np.int32)
         )
     sizes = {name: _program_bytes(lowered.compile()) for name, lowered in programs.items()}

@@ -142,6 +142,42 @@ DATASETS: dict[str, Callable[[Any], tuple[np.ndarray, ...]]] = {
 }
 
 
+#: How many classes each dataset's labels may take: a label outside [0, n) is refused.
+N_CLASSES = {"mnist5k": 10, "digits": 10, "mnist1d": 10, "shapeset": 9, "mnist": 10, "fashion_mnist": 10, "cifar10": 10}
+
+
+def check_arrays(name: str, origin: str, x_train: Any, x_test: Any, y_train: Any, y_test: Any) -> None:
+    """Refuse a dataset that would train on nonsense: per split, as many labels as examples, 2-D
+    inputs of one width, finite values, integer labels in [0, ``N_CLASSES[name]``). ``origin`` names
+    the files (or the loader) the arrays came from. Raises ``DataFileError``."""
+    n_classes = N_CLASSES[name]
+    widths = set()
+    for split, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
+        x, y = np.asarray(x), np.asarray(y)
+        where = f"data={name} ({origin}), {split} split"
+        if x.ndim != 2 or y.ndim != 1:
+            raise datafiles.DataFileError(
+                f"{where}: inputs of shape {x.shape} and labels of shape {y.shape}, expected (n, features) and (n,)"
+            )
+        if len(x) != len(y):
+            raise datafiles.DataFileError(f"{where}: {len(x)} examples but {len(y)} labels; they must be equal")
+        if len(y) == 0:
+            raise datafiles.DataFileError(f"{where}: no examples")
+        if not np.issubdtype(y.dtype, np.integer):
+            raise datafiles.DataFileError(f"{where}: labels of type {y.dtype}, expected integers")
+        if y.min() < 0 or y.max() >= n_classes:
+            raise datafiles.DataFileError(
+                f"{where}: labels run from {y.min()} to {y.max()}, expected 0 to {n_classes - 1} ({n_classes} classes)"
+            )
+        if not np.isfinite(x).all():
+            raise datafiles.DataFileError(f"{where}: {int((~np.isfinite(x)).sum())} input values are NaN or inf")
+        widths.add(x.shape[1])
+    if len(widths) > 1:
+        raise datafiles.DataFileError(
+            f"data={name} ({origin}): train and test inputs differ in width: {sorted(widths)}"
+        )
+
+
 #: Bump when a loader's output changes, so that arrays cached by the old one are not reused.
 LOADER_VERSION = 1
 
@@ -170,7 +206,9 @@ def load_dataset(cfg: Any, cache: bool = True) -> Dataset:
     if cache and path.is_file():
         try:
             with np.load(path) as arrays:
-                return Dataset(cfg.name, *(arrays[k] for k in ARRAYS))
+                cached = Dataset(cfg.name, *(arrays[k] for k in ARRAYS))
+            check_arrays(cfg.name, f"cached in {path}", cached.x_train, cached.x_test, cached.y_train, cached.y_test)
+            return cached
         except (OSError, ValueError, KeyError):
             path.unlink(missing_ok=True)
     dataset = _prepare(cfg)
@@ -193,6 +231,10 @@ ARRAYS = ("x_train", "y_train", "x_test", "y_test")
 def _prepare(cfg: Any) -> Dataset:
     """Run the loader, keep ``n_train``/``n_test`` examples and standardize when asked."""
     x_train, x_test, y_train, y_test = DATASETS[cfg.name](cfg)
+    origin = (
+        ", ".join(map(str, datafiles.source_files(cfg.name, cfg.root))) if cfg.name in FILE_DATASETS else "its loader"
+    )
+    check_arrays(cfg.name, origin, x_train, x_test, y_train, y_test)
     n_train, n_test = cfg.get("n_train"), cfg.get("n_test")
     for key, wanted, available in (("n_train", n_train, len(y_train)), ("n_test", n_test, len(y_test))):
         if wanted is not None and wanted > available:

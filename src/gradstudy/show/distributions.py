@@ -11,10 +11,8 @@ from gradstudy.show.encoding import (
     Keys,
     encode,
 )
-from gradstudy.show.lines import line_figure
+from gradstudy.show.lines import line_figure, per_step_figure
 from gradstudy.show.plot import (
-    STEP_LABEL,
-    DivergenceMark,
     PanelRow,
     Plot,
 )
@@ -41,16 +39,8 @@ def unit_percentiles(
     measures = [
         PanelRow(f"unit {j}", f"z percentiles,\nlast hidden layer, unit {j}") for j in sorted(rows["unit"].unique())
     ]
-    return line_figure(
-        study,
-        data,
-        measures,
-        "step",
-        STEP_LABEL,
-        "Single units' pre-activation percentiles over training (mean over seeds)",
-        enc,
-        band=False,
-        divergence=DivergenceMark.AXIS,
+    return per_step_figure(
+        study, data, measures, "Single units' pre-activation percentiles over training (mean over seeds)", enc
     )
 
 
@@ -68,17 +58,7 @@ def preactivation_percentiles(
         PanelRow("first", "z percentiles,\nfirst hidden layer"),
         PanelRow("last", "z percentiles,\nlast hidden layer"),
     ]
-    return line_figure(
-        study,
-        data,
-        measures,
-        "step",
-        STEP_LABEL,
-        "Pre-activation percentiles over training (mean over seeds)",
-        enc,
-        band=False,
-        divergence=DivergenceMark.AXIS,
-    )
+    return per_step_figure(study, data, measures, "Pre-activation percentiles over training (mean over seeds)", enc)
 
 
 def layer_histograms(

@@ -308,7 +308,11 @@ def over_training(
     """Rows: ``stats``; by default one panel per cell with one line per layer (mean over seeds) against step."""
     data = study.layers[study.layers["stat"].isin([s for s, _ in stats])].rename(columns={"stat": "measure"})
     enc = encode(study, data, hue, style, col, row, wrap, own_keys=("layer",), own_hue="layer")
-    measures = [PanelRow(stat, label) for stat, label in stats]
+    return per_step_figure(study, data, [PanelRow(stat, label) for stat, label in stats], title, enc)
+
+
+def per_step_figure(study: Study, data: pd.DataFrame, measures: Sequence[PanelRow], title: str, enc: Encoding) -> Plot:
+    """Lines against step with no band (one line per layer, unit or percentile) and ✕ on the x axis."""
     return line_figure(
         study, data, measures, "step", STEP_LABEL, title, enc, band=False, divergence=DivergenceMark.AXIS
     )

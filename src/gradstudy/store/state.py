@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gradstudy.schema import CURVES, LAYERS, CellStatus
+from gradstudy.schema import CURVES, LAYERS, TABLE_COLUMNS, CellStatus
 from gradstudy.store.files import CorruptCell, read_meta, table_record
 
 #: Tables every complete cell has; cells written before ``seeds``/``steps``/``hists`` existed may lack those.
@@ -52,13 +52,15 @@ class CellState:
 
 def cell_state(cell_dir: Path) -> CellState | None:
     """The state of the cell in ``cell_dir``, checking a complete cell's files; None when the folder
-    has no ``meta.json``. Never raises on a damaged cell."""
+    holds neither ``meta.json`` nor any table (a cell about to be claimed). A folder with tables but
+    no ``meta.json`` is corrupt: its results cannot prove themselves. Never raises on a damaged cell."""
     try:
         meta = read_meta(cell_dir)
     except CorruptCell as err:
         return CellState(CellStatus.CORRUPT, str(err), {})
     if meta is None:
-        return None
+        tables = [name for name in TABLE_COLUMNS if (Path(cell_dir) / name).is_file()]
+        return CellState(CellStatus.CORRUPT, f"meta.json missing; {len(tables)} tables present", {}) if tables else None
     if meta.get("status") == CellStatus.COMPLETE:
         try:
             verify_cell(cell_dir, meta)

@@ -204,7 +204,10 @@ def _read_table(cell_dir: Path, name: str, study: str, meta: dict[str, Any]) -> 
 
 
 def _has_cells(path: Path) -> bool:
-    return any((child / META).is_file() for child in path.iterdir() if child.is_dir())
+    """Whether ``path`` holds cell folders: a ``meta.json``, or tables without one (a corrupt cell)."""
+    return any(
+        any((child / name).is_file() for name in (META, *TABLE_COLUMNS)) for child in path.iterdir() if child.is_dir()
+    )
 
 
 def _study_dirs(path: Path) -> list[Path]:
