@@ -10,7 +10,17 @@ from conftest import compose_config
 
 from gradstudy.cells.validate import validate
 from gradstudy.papers import papers
-from gradstudy.papers.claims import CONTRADICTED, INCONCLUSIVE, SUPPORTED, Measurement, check, decide, difference
+from gradstudy.papers.claims import (
+    ABOVE,
+    BELOW,
+    CONTRADICTED,
+    INCONCLUSIVE,
+    SUPPORTED,
+    Measurement,
+    check,
+    decide,
+    difference,
+)
 from gradstudy.reproduce import main as reproduce_main
 from gradstudy.reproduce import plan, write_reproduction
 from gradstudy.run import run_cell
@@ -67,12 +77,12 @@ def test_every_preset_trains_one_cell_at_its_real_depth(tmp_path, name):
 
 # ----- verdicts -----------------------------------------------------------------------------------
 def test_decide_uses_the_whole_interval():
-    assert decide(Measurement(-2, -3, -1), "below", 0) == SUPPORTED
-    assert decide(Measurement(2, 1, 3), "below", 0) == CONTRADICTED
-    assert decide(Measurement(0.5, -1, 2), "below", 0) == INCONCLUSIVE
-    assert decide(Measurement(2, 1, 3), "above", 0) == SUPPORTED
-    assert decide(Measurement(1, np.nan, np.nan), "above", 0) == INCONCLUSIVE  # one seed: no interval
-    assert decide(Measurement(-np.inf, -np.inf, -100), "below", 0) == SUPPORTED  # the other arm never gets there
+    assert decide(Measurement(-2, -3, -1), BELOW, 0) == SUPPORTED
+    assert decide(Measurement(2, 1, 3), BELOW, 0) == CONTRADICTED
+    assert decide(Measurement(0.5, -1, 2), BELOW, 0) == INCONCLUSIVE
+    assert decide(Measurement(2, 1, 3), ABOVE, 0) == SUPPORTED
+    assert decide(Measurement(1, np.nan, np.nan), ABOVE, 0) == INCONCLUSIVE  # one seed: no interval
+    assert decide(Measurement(-np.inf, -np.inf, -100), BELOW, 0) == SUPPORTED  # the other arm never gets there
 
 
 def test_difference_is_welchs_interval():

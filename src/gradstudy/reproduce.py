@@ -27,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from gradstudy.cells.config import BUDGETS, canonical, register_configs, resolved
 from gradstudy.inputs.datafiles import MissingDataError
 from gradstudy.papers import papers
-from gradstudy.papers.claims import CONTRADICTED, Paper, Verdict, check
+from gradstudy.papers.claims import CONTRADICTED, Direction, Paper, Verdict, check
 from gradstudy.report import figure_section
 from gradstudy.schema import ARM, conf_dir
 from gradstudy.show.encoding import DPI
@@ -146,7 +146,7 @@ def write_latency(paper: Paper, p: Plan) -> Path:
 def _verdict_rows(verdicts: list[Verdict]) -> pd.DataFrame:
     rows = []
     for v in verdicts:
-        sign = "<" if v.claim.direction == "below" else ">"
+        sign = "<" if v.claim.direction is Direction.BELOW else ">"
         ours = v.note if v.measurement is None else str(v.measurement.interval)
         rows.append(
             {

@@ -32,7 +32,7 @@ COMPOSED: dict[tuple[str, ...], tuple[Any, str | None]] = {}
 
 def program_key(plain: dict[str, Any]) -> str:
     """What must be equal for two cells to share one program, from a cell's resolved config
-    (``config.resolved``), as a string. Keys that the chosen options ignore (``act.alpha`` for ReLU)
+    (``cells.config.resolved``), as a string. Keys that the chosen options ignore (``act.alpha`` for ReLU)
     never split a group."""
     cell = canonical(plain)
     optim = cell["optim"]

@@ -1,7 +1,7 @@
 """Inference latency per example of several architectures, timed in one process and interleaved.
 
 Latency does not depend on the trained values, so each architecture runs at its initial parameters
-(``inits.initial_variables``, seed 0) and nothing trained is stored. Each round times every
+(``inputs.inits.initial_variables``, seed 0) and nothing trained is stored. Each round times every
 architecture in turn, ``calls`` jitted forward passes each on the same fixed batch, and keeps the
 median; the rounds interleave the architectures so that a slow moment of the machine hits all of
 them alike. Only ratios between architectures measured in the same run mean anything: the table

@@ -113,6 +113,6 @@ def build_model(cfg: Any, n_classes: int) -> MLP:
 
 def initial_constants(cfg: Any) -> dict[str, float]:
     """The starting values of the model's variables that are neither dense nor normalization
-    layers': a learned slope starts at ``act.alpha`` (``inits.initial_variables``)."""
+    layers': a learned slope starts at ``act.alpha`` (``inputs.inits.initial_variables``)."""
     act = ACTIVATIONS[cfg.act.name]
     return {"alpha": act.alpha(cfg.act.alpha)} if act.learned_alpha else {}

@@ -227,7 +227,7 @@ class Engine:
         return jax.tree.map(lambda leaf: jax.ShapeDtypeStruct((n, *leaf.shape), leaf.dtype, sharding=sharding), one)
 
     def _init_cell(self, cfg: Any, seeds: Sequence[int]) -> TrainState:
-        """One cell's runs: its own initializer's values for each seed (``inits.initial_variables``,
+        """One cell's runs: its own initializer's values for each seed (``inputs.inits.initial_variables``,
         drawn in numpy) and its own optimizer hyperparameters."""
         optimizer = make_optimizer(cfg.optim)
         shapes = self._variable_shapes()

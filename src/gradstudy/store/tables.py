@@ -166,7 +166,7 @@ def units_table(layers: pd.DataFrame) -> pd.DataFrame:
 
 
 def cell_tables(result: Any, applicable: set[str], steps: int) -> tuple[dict[str, pd.DataFrame], dict[int, int]]:
-    """Every table of a cell from an ``engine.TrainResult``; also returns {diverged seed: step}."""
+    """Every table of a cell from an ``engine.program.TrainResult``; also returns {diverged seed: step}."""
     seeds = result.seeds
     diverged = {seed: int(step) for seed, step in zip(seeds, result.diverged_at, strict=True) if step >= 0}
     last_healthy = {seed: diverged.get(seed, steps) for seed in seeds}
