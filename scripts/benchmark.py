@@ -41,7 +41,8 @@ import numpy as np
 from hydra import compose, initialize_config_dir
 
 from gradstudy.cells.config import register_configs
-from gradstudy.engine.activations import ACTIVATIONS, Activation
+from gradstudy.cells.options import ACTIVATIONS, Activation
+from gradstudy.engine.activations import FUNCTIONS
 from gradstudy.engine.evaluate import EVAL_BLOCK, eval_blocks
 from gradstudy.engine.program import RUN_GROUP, Engine, batch_indices
 from gradstudy.inputs.data import load_dataset
@@ -51,7 +52,8 @@ from gradstudy.run import conf_dir
 #: ``lax.switch`` on a per-run index becomes a select of every branch, which this computes (the
 #: condition is data XLA cannot fold).
 SWITCH = "relu_or_elu"
-ACTIVATIONS[SWITCH] = Activation(lambda z, a: jnp.where(z > 1e30, jax.nn.elu(z), jax.nn.relu(z)), has_dead_units=True)
+ACTIVATIONS[SWITCH] = Activation(has_dead_units=True)
+FUNCTIONS[SWITCH] = lambda z, a: jnp.where(z > 1e30, jax.nn.elu(z), jax.nn.relu(z))
 
 
 def compose_overrides(overrides: list[str]):
