@@ -132,21 +132,14 @@ def _fuzz(override: str, results: Path) -> None:
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(override=overrides())
-@example(override=EXPLICIT[0])
-@example(override=EXPLICIT[1])
-@example(override=EXPLICIT[2])
-@example(override=EXPLICIT[3])
-@example(override=EXPLICIT[4])
-@example(override=EXPLICIT[5])
-@example(override=EXPLICIT[6])
-@example(override=EXPLICIT[7])
-@example(override=EXPLICIT[8])
-@example(override=EXPLICIT[9])
-@example(override=EXPLICIT[10])
-@example(override=EXPLICIT[11])
-@example(override=EXPLICIT[12])
 def test_every_generated_override_validates_or_is_refused_naming_its_key(override, tmp_path_factory):
     _fuzz(override, tmp_path_factory.mktemp("fuzz") / "results")
+
+
+for _explicit in EXPLICIT:  # every input found by hand is tried first, before the generated ones
+    test_every_generated_override_validates_or_is_refused_naming_its_key = example(override=_explicit)(
+        test_every_generated_override_validates_or_is_refused_naming_its_key
+    )
 
 
 #: Keys whose valid values the tiny runs may take: others (model.width=10**6) are valid but not tiny.
