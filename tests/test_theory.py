@@ -173,10 +173,103 @@ def test_he_relu_profile_is_flat_and_first_layer_uses_its_own_fan():
 
 @pytest.mark.parametrize(
     "change, reason",
-    [({"norm": {"name": "batchnorm"}}, "norm=batchnorm"), ({"init": {"bias": 0.1}}, "init.bias=0.1")],
+    [
+        ({"init": {"bias": 0.1}}, "init.bias=0.1"),
+        ({"init": {"bias": 0.1}, "norm": {"name": "layernorm", "position": "after"}}, "init.bias=0.1"),
+    ],
 )
 def test_no_prediction_where_the_theory_does_not_apply(change, reason):
     cfg = OmegaConf.merge(_cell({"name": "he"}), change)
     assert reason in theory.not_applicable(cfg)
     with pytest.raises(ValueError, match=reason):
         _predicted(cfg, 0.1, 784)
+
+
+def test_a_constant_bias_before_a_norm_is_removed_by_it():
+    """Batch or layer norm before the activation subtracts a constant bias exactly: the theory applies."""
+    cfg = OmegaConf.merge(_cell({"name": "he", "bias": 0.1}), {"norm": {"name": "batchnorm", "position": "before"}})
+    assert theory.not_applicable(cfg) is None
+
+
+def test_batch_norm_after_the_activation_with_random_biases_is_refused():
+    cfg = OmegaConf.merge(_cell({"name": "he", "bias_std": 0.3}), {"norm": {"name": "batchnorm", "position": "after"}})
+    with pytest.raises(ValueError, match="batch norm after the activation"):
+        _predicted(cfg, 0.1, 784)
+
+
+def _norm_forward(x, axis, eps=1e-5):
+    mean, var = x.mean(axis, keepdims=True), x.var(axis, keepdims=True)
+    return (x - mean) / np.sqrt(var + eps), np.sqrt(var + eps)
+
+
+def _norm_backward(grad, normed, scale, axis):
+    """Exact backpropagation through (x - mean) / std over ``axis``, centring terms included."""
+    return (grad - grad.mean(axis, keepdims=True) - normed * (grad * normed).mean(axis, keepdims=True)) / scale
+
+
+def _delta_ratio_numpy(act, norm, position, sigma_w2, sigma_b2, rng, width=384, batch=384, depth=8):
+    """delta_1 / delta_depth of one wide random net with numpy batch or layer norm, by exact
+    backpropagation of a Gaussian gradient at the last hidden layer's z."""
+    phi = {"relu": lambda x: np.maximum(x, 0), "tanh": np.tanh}[act]
+    dphi = {"relu": lambda x: (x > 0) * 1.0, "tanh": lambda x: 1 - np.tanh(x) ** 2}[act]
+    axis = 0 if norm == "batchnorm" else 1
+    signal, layers = rng.normal(size=(batch, width)), []
+    for _ in range(depth):
+        kernel = rng.normal(scale=np.sqrt(sigma_w2 / width), size=(width, width))
+        y = signal @ kernel + rng.normal(scale=np.sqrt(sigma_b2), size=width)
+        if position == "before":
+            z, scale = _norm_forward(y, axis)
+            signal, normed = phi(z), z
+        else:
+            z = y
+            normed, scale = _norm_forward(phi(z), axis)
+            signal = normed
+        layers.append((kernel, z, normed, scale))
+    delta = rng.normal(size=(batch, width))
+    last = delta
+    for layer in range(depth - 2, -1, -1):
+        _, z, normed, scale = layers[layer]
+        kernel_above, _, normed_above, scale_above = layers[layer + 1]
+        if position == "before":
+            delta = dphi(z) * (_norm_backward(delta, normed_above, scale_above, axis) @ kernel_above.T)
+        else:
+            delta = dphi(z) * _norm_backward(delta @ kernel_above.T, normed, scale, axis)
+    return delta.std() / last.std()
+
+
+@pytest.mark.parametrize(
+    "act, norm, position, sigma_w2, sigma_b2",
+    [
+        ("relu", "batchnorm", "before", 2.0, 0.0),  # pi / (pi - 1) per layer (Yang et al. 2019)
+        ("tanh", "layernorm", "before", 1.0, 0.0),  # E[phi'^2] / E[phi^2] at q = 1
+        ("relu", "layernorm", "before", 2.0, 0.0),  # flat
+        ("tanh", "batchnorm", "before", 1.0, 0.0),
+        ("tanh", "layernorm", "before", 1.0, 0.3),  # the bias enters layer norm's spread
+        ("relu", "batchnorm", "after", 2.0, 0.0),
+        ("tanh", "layernorm", "after", 1.5, 0.3),
+    ],
+)
+def test_normalized_delta_profiles_match_backpropagation_on_wide_random_nets(act, norm, position, sigma_w2, sigma_b2):
+    """The predicted first-to-last delta ratio over 8 layers against the geometric mean of three
+    random nets of width 384, backpropagated exactly through numpy batch and layer norm."""
+    rng = np.random.default_rng(0)
+    measured = np.exp(
+        np.mean([np.log(_delta_ratio_numpy(act, norm, position, sigma_w2, sigma_b2, rng)) for _ in range(3)])
+    )
+    cfg = OmegaConf.merge(
+        _cell({"name": "he"}, act=act, depth=8, width=384), {"norm": {"name": norm, "position": position}}
+    )
+    inputs = theory.CellInputs(data_q=1.0, n_inputs=384, sigma_w2=(sigma_w2,) * 8, sigma_b2=sigma_b2)
+    predicted = theory.predicted_profile(cfg, inputs)
+    assert measured == pytest.approx(predicted.delta_std[0] / predicted.delta_std[-1], rel=0.1)
+    expected_q = 1.0 if position == "before" else sigma_w2 + sigma_b2
+    np.testing.assert_allclose(predicted.z_std[1:] ** 2, expected_q, rtol=1e-12)
+
+
+def test_relu_batch_norm_grows_delta_by_pi_over_pi_minus_one_per_layer():
+    cfg = OmegaConf.merge(
+        _cell({"name": "he"}, act="relu", depth=16), {"norm": {"name": "batchnorm", "position": "before"}}
+    )
+    inputs = theory.CellInputs(data_q=0.1, n_inputs=784, sigma_w2=(2.0,) * 16, sigma_b2=0.0)
+    delta = theory.predicted_profile(cfg, inputs).delta_std
+    np.testing.assert_allclose((delta[:-1] / delta[1:]) ** 2, np.pi / (np.pi - 1), rtol=1e-9)

@@ -426,11 +426,16 @@ def depth_scales(
 
 
 # ----- a cell's predicted profile --------------------------------------------------------------
+#: The normalization layers the profile covers, at either position (``norm.position``).
+NORMALIZED = ("batchnorm", "layernorm")
+
+
 def not_applicable(cfg: Any) -> str | None:
     """Why mean-field theory does not describe the cell ``cfg`` at initialization, or None when it does."""
-    if cfg.norm.name != "none":
-        return f"norm={cfg.norm.name}: the theory has no normalization layers"
-    if cfg.init.get("bias", 0.0) != 0:
+    if cfg.norm.name not in ("none", *NORMALIZED):
+        return f"norm={cfg.norm.name}: no mean-field recursion for it"
+    bias_removed = cfg.norm.name in NORMALIZED and cfg.norm.get("position", "before") == "before"
+    if cfg.init.get("bias", 0.0) != 0 and not bias_removed:
         return f"init.bias={cfg.init.bias:g}: the theory takes random biases, not a non-zero constant"
     if cfg.act.name not in MOMENTS:
         return f"act={cfg.act.name}: no mean-field moments"
@@ -464,10 +469,29 @@ class CellInputs:
 def predicted_profile(cfg: Any, inputs: CellInputs, delta_last: float = 1.0) -> Profile:
     """The predicted step-0 profile of a cell's own architecture.
 
-    q_l starts from the data's E[x^2] and runs forward with each layer's own sigma_w2 (Xavier's
-    fan_avg makes the first layer's differ); delta runs backward,
-    E[delta_l^2] = E[delta_{l+1}^2] sigma_w2_{l+1} (n_{l+1} / n_l) E[phi'(sqrt(q_l) z)^2], from
-    ``delta_last`` at the last hidden layer (the measured ``delta_std`` there)."""
+    Without normalization, q_l starts from the data's E[x^2] and runs forward with each layer's own
+    sigma_w2 (Xavier's fan_avg makes the first layer's differ); delta runs backward,
+    E[delta_l^2] = E[delta_{l+1}^2] sigma_w2_{l+1} (n_{l+1} / n_l) E[phi'(sqrt(q_l) z)^2] / s_l^2,
+    from ``delta_last`` at the last hidden layer (the measured ``delta_std`` there), with s_l = 1.
+
+    Batch or layer norm rescales the signal it normalizes to unit variance and divides the gradient
+    it passes back by the same standard deviation s (the centring terms are O(1/width) or
+    O(1/batch) and left out):
+
+    * norm ``before`` the activation: z_l itself is normalized, so q_l = 1 at every layer, and s_l
+      is the std of the next layer's pre-norm input W h_l + b. Layer norm normalizes over units, where
+      that variance is sigma_w2 E[phi^2] + sigma_b2; batch norm normalizes each unit over the batch,
+      which also removes the mean of h_l and the (constant per unit) bias: sigma_w2 Var[phi]. For
+      ReLU and batch norm the factor per layer is E[phi'^2] / Var[phi] = pi / (pi - 1) (Yang et al.
+      2019, "A mean field theory of batch normalization"); for layer norm with sigma_b2 = 0 it is
+      E[phi'^2] / E[phi^2], whatever sigma_w2;
+    * norm ``after`` the activation: h_l is normalized, so the next layer's q is sigma_w2 + sigma_b2,
+      and s_l^2 = Var[phi(sqrt(q_l) z)] (for batch norm only with sigma_b2 = 0: with random biases
+      each unit has its own spread, and the profile raises ``ValueError``).
+
+    ``tests/test_theory.py`` checks the normalized recursions against exact backpropagation through
+    numpy batch and layer norm on wide random nets.
+    """
     reason = not_applicable(cfg)
     if reason is not None:
         raise ValueError(f"no mean-field prediction: {reason}")
@@ -475,11 +499,35 @@ def predicted_profile(cfg: Any, inputs: CellInputs, delta_last: float = 1.0) -> 
     depth, width = cfg.model.depth, cfg.model.width
     widths = [inputs.n_inputs, *[width] * depth]
     sigma_w2, sigma_b2 = inputs.sigma_w2, inputs.sigma_b2
-    qs = [sigma_w2[0] * inputs.data_q + sigma_b2]
+    norm = cfg.norm.name if cfg.norm.name in NORMALIZED else None
+    before = norm is not None and cfg.norm.get("position", "before") == "before"
+    if norm == "batchnorm" and not before and sigma_b2 > 0:
+        raise ValueError(
+            "no mean-field prediction: batch norm after the activation with random biases divides each unit by its "
+            "own spread, which the one-variable recursion does not describe"
+        )
+    qs = [1.0 if before else sigma_w2[0] * inputs.data_q + sigma_b2]
     for layer in range(1, depth):
-        qs.append(sigma_w2[layer] * m.phi2(qs[-1]) + sigma_b2)
+        if before:
+            qs.append(1.0)
+        elif norm is not None:  # after: h normalized to unit second moment
+            qs.append(sigma_w2[layer] + sigma_b2)
+        else:
+            qs.append(sigma_w2[layer] * m.phi2(qs[-1]) + sigma_b2)
     h_var = [max(m.phi2(q) - m.mean(q) ** 2, 0.0) for q in qs]
+
+    def passed_back(layer: int) -> float:
+        """s^2: the variance the norm between z_layer and z_{layer+1} divides the gradient by (0-based)."""
+        if norm is None:
+            return 1.0
+        if not before:
+            return h_var[layer]
+        if norm == "layernorm":
+            return sigma_w2[layer + 1] * m.phi2(qs[layer]) + sigma_b2
+        return sigma_w2[layer + 1] * h_var[layer]
+
     delta2 = [delta_last**2]
     for layer in range(depth - 2, -1, -1):  # 0-based: layer l gets layer l+1's
-        delta2.insert(0, delta2[0] * sigma_w2[layer + 1] * widths[layer + 2] / widths[layer + 1] * m.dphi2(qs[layer]))
+        growth = sigma_w2[layer + 1] * widths[layer + 2] / widths[layer + 1] * m.dphi2(qs[layer])
+        delta2.insert(0, delta2[0] * growth / passed_back(layer))
     return Profile(z_std=np.sqrt(qs), h_std=np.sqrt(h_var), delta_std=np.sqrt(delta2))
