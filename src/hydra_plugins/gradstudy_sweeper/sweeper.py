@@ -9,11 +9,13 @@ one by one. A group of one is an ordinary job. Grouping happens before the launc
 launcher (basic, joblib, submitit, SLURM) runs batched groups.
 
 ``hydra.sweeper.group=false`` gives one job per cell; ``hydra.sweeper.max_cells=N`` caps a group
-(for spreading a sweep over more jobs). Nothing here imports jax: Hydra imports every plugin when
+(for spreading a sweep over more jobs); ``hydra.sweeper.zip=[act,init]`` pairs the values of those
+keys' sweeps element by element instead of crossing them. Nothing here imports jax: Hydra imports every plugin when
 any app starts.
 """
 
 import logging
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,7 @@ from typing import Any
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override
 from omegaconf import OmegaConf, open_dict
 
 log = logging.getLogger(__name__)
@@ -35,6 +38,9 @@ class GradstudySweeperConf:
     group: bool = True
     #: The most cells in one job's group (null: no cap; memory still splits a group inside its job).
     max_cells: int | None = None
+    #: Keys whose sweeps pair up element by element instead of crossing: ``[act,init]`` with
+    #: ``act=tanh,relu init=xavier,he`` gives the cells (tanh, xavier) and (relu, he).
+    zip: list[str] | None = None
 
 
 ConfigStore.instance().store(group="hydra/sweeper", name="gradstudy", node=GradstudySweeperConf, provider="gradstudy")
@@ -50,6 +56,32 @@ def members_override(cells: list[list[str]]) -> str:
     return "members=[" + ",".join("[" + ",".join(quote(o) for o in cell) + "]" for cell in cells) + "]"
 
 
+def zip_cells(overrides: list[Override], keys: list[str], cross: Any) -> list[list[str]]:
+    """The cells of ``overrides`` with the sweeps of ``keys`` paired element by element (the i-th
+    value of each) and crossed with the other overrides by ``cross`` (the basic sweeper's
+    ``split_arguments``). Raises ``ValueError`` naming a key that is not given or a length that differs."""
+    by_key = {o.key_or_group: o for o in overrides}
+    absent = [k for k in keys if k not in by_key]
+    if absent:
+        raise ValueError(
+            f"hydra.sweeper.zip: {', '.join(absent)} not given on the command line; zip pairs the values of given keys"
+        )
+    values = {}
+    for key in keys:
+        override = by_key[key]
+        element = override.get_key_element()
+        if override.is_sweep_override():
+            values[key] = [f"{element}={v}" for v in override.sweep_string_iterator()]
+        else:
+            values[key] = [f"{element}={override.get_value_element_as_str()}"]
+    lengths = {key: len(v) for key, v in values.items()}
+    if len(set(lengths.values())) > 1:
+        counts = ", ".join(f"{k} has {n}" for k, n in lengths.items())
+        raise ValueError(f"hydra.sweeper.zip: the zipped keys need as many values each ({counts})")
+    (crossed,) = cross([o for o in overrides if o.key_or_group not in keys], None)
+    return [[*cell, *pair] for cell in crossed for pair in zip(*values.values(), strict=True)]
+
+
 class GradstudySweeper(BasicSweeper):
     def __init__(
         self,
@@ -57,12 +89,16 @@ class GradstudySweeper(BasicSweeper):
         params: dict[str, str] | None = None,
         group: bool = True,
         max_cells: int | None = None,
+        zip: list[str] | None = None,
     ) -> None:
         super().__init__(max_batch_size=max_batch_size, params=params)
         if max_cells is not None and max_cells < 1:
             raise ValueError(f"hydra.sweeper.max_cells: must be >= 1 or null, got {max_cells}")
+        if zip is not None and len(zip) < 2:
+            raise ValueError(f"hydra.sweeper.zip: name at least two keys to pair, got {list(zip)}")
         self.group = group
         self.max_cells = max_cells
+        self.zip = list(zip) if zip else []
 
     def _program_key(self, overrides: list[str]) -> str | None:
         """The cell's program key, or None (a job of its own) when its config does not resolve:
@@ -102,7 +138,15 @@ class GradstudySweeper(BasicSweeper):
         params_conf.extend(arguments)
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
         overrides = parser.parse_overrides(params_conf)
-        (cells,) = self.split_arguments(overrides, None)
+        try:
+            cells = (
+                zip_cells(overrides, self.zip, self.split_arguments)
+                if self.zip
+                else self.split_arguments(overrides, None)[0]
+            )
+        except ValueError as err:  # one line naming the key, before any job starts
+            print(f"gradstudy: {err}", file=sys.stderr)
+            sys.exit(2)
         jobs = self.jobs(cells)
         self.overrides = list(self.split_overrides_to_chunks(jobs, self.max_batch_size))
         sweep_dir = Path(self.config.hydra.sweep.dir)
