@@ -8,6 +8,7 @@ from scipy import stats as sps
 from gradstudy.analysis.convergence import compare_cells, convergence_table, loss_auc, steps_to_target
 from gradstudy.analysis.profiles import gradient_table
 from gradstudy.analysis.seeds import bootstrap_median_ci, lower_median, mean_ci
+from gradstudy.cells.statistics import Summary
 from gradstudy.store.study import Study
 
 
@@ -106,9 +107,12 @@ def test_convergence_table():
     assert table.loc["b", "n_reached"] == 1 and table.loc["b", "n_healthy"] == 2 and table.loc["b", "n_diverged"] == 1
     # final metrics leave the diverged seed out: b's test accuracy is the mean of 0.91 and 0.5
     assert table.loc["b", "test_accuracy_mean"] == pytest.approx(0.705) and table.loc["b", "test_accuracy_n"] == 2
-    mean, low, high, _ = mean_ci([0.96, 0.95, 0.92])
+    # accuracies get the t interval on the logit scale (it stays inside [0, 1]), losses on the log scale
+    mean, low, high, _ = mean_ci([0.96, 0.95, 0.92], Summary.FRACTION)
     assert table.loc["a", "test_accuracy_mean"] == pytest.approx(mean)
     assert table.loc["a", "test_accuracy_low"] == pytest.approx(low)
+    assert table.loc["a", "test_accuracy_high"] == pytest.approx(high) and high < 1
+    assert table.loc["a", "test_loss_low"] == pytest.approx(mean_ci([0.4, 0.5, 1.0], Summary.POSITIVE)[1])
     # train loss AUC: seed 0 of a is trapezoid of [2, 1, 0.5, 0.4] over steps 0..30
     assert loss_auc(_study()).set_index(["cell", "seed"]).loc[("a", 0), "train_loss_auc"] == pytest.approx(
         10 * (1.5 + 0.75 + 0.45)
@@ -118,7 +122,11 @@ def test_convergence_table():
 
 def test_gradient_table_ratios_and_phases():
     table = gradient_table(_study())
-    assert set(table["phase"]) == {"start", "end"}
+    # b's seed 2 diverged at step 10: its last healthy step is the phase "early", apart from "end"
+    assert set(table["phase"]) == {"start", "end", "early"}
+    assert set(table.loc[table["phase"] == "early", "cell"]) == {"b"}
+    assert (table.loc[table["cell"] == "b", "n_ended_early"] == 1).all()
+    assert list(dict.fromkeys(table.loc[table["cell"] == "b", "phase"])) == ["start", "end", "early"]
     a = table[(table["cell"] == "a") & (table["phase"] == "start")].set_index("layer")
     b = table[(table["cell"] == "b") & (table["phase"] == "end")].set_index("layer")
     assert a.loc[1, "grad_norm_gmean"] == pytest.approx(6 ** (1 / 3))  # geometric mean of 1, 2, 3

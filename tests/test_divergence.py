@@ -66,11 +66,15 @@ def test_no_diverged_seed_reaches_a_final_metric(lr_study):
     partial = table.loc[0.07]
     assert partial["test_accuracy_n"] == partial["n_healthy"] == 4 - partial["n_diverged"]
     grads = gradient_table(study)
-    # "end" is each seed's last healthy step, and says how many seeds ended early
-    ends = grads[grads["phase"] == "end"].drop_duplicates("cell").set_index("optim.lr")
-    assert ends.loc[50.0, "n_ended_early"] == 4 and ends.loc[50.0, "step"] < 35
-    assert ends.loc[0.005, "n_ended_early"] == 0 and ends.loc[0.005, "step"] == 35
-    assert ends.loc[0.07, "n_ended_early"] == cells_diverged(study, 0.07) and ends.loc[0.07, "step"] == 35
+    # "end" pools the seeds that trained to the last step; each diverged seed's last healthy step is
+    # "early", never pooled with them
+    phases = grads.drop_duplicates(["cell", "phase"]).set_index(["optim.lr", "phase"])
+    assert (50.0, "end") not in phases.index and (0.005, "early") not in phases.index
+    assert phases.loc[(50.0, "early"), "n_ended_early"] == 4 and phases.loc[(50.0, "early"), "step"] < 35
+    assert phases.loc[(0.005, "end"), "n_ended_early"] == 0 and phases.loc[(0.005, "end"), "step"] == 35
+    partial = cells_diverged(study, 0.07)
+    assert phases.loc[(0.07, "end"), "n_ended_early"] == partial and phases.loc[(0.07, "end"), "step"] == 35
+    assert phases.loc[(0.07, "early"), "step"] < 35
     assert (grads["grad_norm_low"].dropna() > 0).all()  # log-scale intervals never go negative
 
 

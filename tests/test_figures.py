@@ -15,7 +15,7 @@ from conftest import TINY, compose_config
 from matplotlib.colors import to_rgba
 
 from gradstudy import load_study
-from gradstudy.analysis.convergence import steps_to_target
+from gradstudy.analysis.convergence import convergence_table, steps_to_target
 from gradstudy.analysis.profiles import gradient_table
 from gradstudy.report import main as report_main
 from gradstudy.report import write_report
@@ -188,6 +188,10 @@ def test_lr_sweep_heatmap_hatches_after_divergence_and_says_which_scale(lr_study
     hatched = [p for ax in fig.axes for p in ax.patches if p.get_hatch()]
     diverged_cells = study.cells[study.cells["n_diverged"] > 0]
     assert len(hatched) == len(diverged_cells)
+    for ax in fig.axes:  # no blank stretch between a panel's last column and its hatching
+        for patch in (p for p in ax.patches if p.get_hatch()):
+            mesh_end = max(c.get_coordinates()[..., 0].max() for c in ax.collections if hasattr(c, "get_coordinates"))
+            assert mesh_end >= patch.get_x() + patch.get_width()
     assert any(note.startswith("Colour: one log scale") for note in plot.notes)
     assert all(
         float(t).is_integer() for ax in fig.axes if ax.get_ylabel().startswith("hidden layer") for t in ax.get_yticks()
@@ -372,7 +376,8 @@ def test_plots_leave_the_backend_alone():
 
 
 def test_an_arm_is_a_key_that_stands_for_its_choices(tmp_path):
-    for arm in ("snn", "relu_bn"):
+    arms = ("tanh_xavier", "relu_he", "relu_bn")
+    for arm in arms:
         run_cell(
             compose_config(
                 *TINY, f"+arm={arm}", "train.seeds=1", "train.steps=5", f"results_dir={tmp_path}", "study=arms"
@@ -380,8 +385,39 @@ def test_an_arm_is_a_key_that_stands_for_its_choices(tmp_path):
             arm=arm,
         )
     study = load_study(tmp_path / "arms")
-    assert sorted(study.cells["arm"]) == ["relu_bn", "snn"]
-    assert study.varying_keys == ["arm"]  # act, init and norm vary too, but the arm says them
+    cells = study.cells.set_index("arm")
+    assert sorted(cells.index) == sorted(arms)
+    assert tuple(cells.loc["tanh_xavier", ["act", "init", "norm"]]) == ("tanh", "xavier", "none")
+    assert tuple(cells.loc["relu_he", ["act", "init", "norm"]]) == ("relu", "he", "none")
+    # a table keeps the choices an arm makes, so a notebook can group by them; a label needs the arm alone
+    assert study.varying_keys == ["arm", "init", "act", "norm"]
+    assert study.label_keys == ["arm"]
+    assert list(convergence_table(study, 0.5).columns[:4]) == ["arm", "init", "act", "norm"]
     plot = plots.learning_curves(study)
-    assert plot.encoding.hue == ("arm",) and set(legend_colours(plot.pages[0])) == {"relu_bn", "snn"}
+    assert plot.encoding.hue == ("arm",) and set(legend_colours(plot.pages[0])) == set(arms)
     plot.close()
+
+
+def test_legend_texts_do_not_repeat_their_glyphs(lr_study):
+    study = load_study(lr_study)
+    for draw in (plots.learning_curves, plots.gradient_profile, lambda s: plots.steps_to_target_figure(s, target=0.5)):
+        plot = draw(study)
+        texts = [t.get_text() for fig in plot.pages for legend in fig.legends for t in legend.get_texts()]
+        assert texts and not any(t[:1] in "✕▽●▷◆⊘↑" for t in texts if t), texts
+        plot.close()
+
+
+def test_a_one_column_figure_leaves_no_room_for_marks_it_did_not_draw(lr_study):
+    """One cell, no divergence, no zeros: the figure is its panel column and a narrow legend."""
+    study = load_study(lr_study).select(optim__lr=0.005)
+    plot = plots.learning_curves(study)
+    (fig,) = plot.pages
+    legend_room = fig.get_figwidth() - fig.axes[0].get_gridspec().ncols * 3.6
+    assert legend_room <= 0.25 * fig.get_figwidth(), legend_room
+    plot.close()
+
+
+def test_the_report_shows_the_config_of_its_tables_first_cell(lr_study, tmp_path):
+    report = write_report(lr_study, tmp_path, target=0.5).read_text()
+    first = pd.read_csv(tmp_path / "convergence.csv")["cell"].iloc[0]
+    assert f"Config of the tables' first cell (`{first}`" in report

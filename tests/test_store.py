@@ -83,7 +83,15 @@ def test_complete_cell_and_study_schema(cell_cfg, tmp_path):
     steps = study.steps
     assert list(steps.columns) == ["study", "cell", "seed", "step", "loss"] and steps["loss"].dtype == np.float32
     assert len(steps) == 2 * 3 * 30 and sorted(steps["step"].unique()) == list(range(30))
-    assert list(study.seeds.columns) == ["study", "cell", "seed", "diverged_at", "last_healthy_step"]
+    assert list(study.seeds.columns) == [
+        "study",
+        "cell",
+        "seed",
+        "diverged_at",
+        "last_healthy_step",
+        "collapsed_at",
+        "outcome",
+    ]
     assert study.seeds["diverged_at"].isna().all() and (study.seeds["last_healthy_step"] == 30).all()
     assert sorted(layers["layer"].unique()) == [1, 2, 3]
     assert sorted(layers["step"].unique()) == [0, 5, 10, 15, 20, 25]

@@ -123,15 +123,27 @@ def print_summary(table: pd.DataFrame) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from gradstudy.show.summary import accuracy_text, diverged_text
+    from gradstudy.show.summary import accuracy_text, collapsed_text, diverged_text
 
+    collapsed = bool(table["n_collapsed"].fillna(0).any())
     out = Table(
         title="gradstudy summary",
-        caption="test accuracy: mean ± standard deviation over the seeds that did not diverge",
+        caption="test accuracy: mean ± standard deviation over the seeds that did not diverge"
+        + (" or collapse (no gradient left, loss at chance)" if collapsed else ""),
     )
-    for column in ("config", "cell", "status", "test accuracy", "diverged", "results"):
+    columns = [
+        "config",
+        "cell",
+        "status",
+        "test accuracy",
+        "diverged",
+        *(["collapsed"] if collapsed else []),
+        "results",
+    ]
+    for column in columns:
         out.add_column(column, overflow="fold")
     for _, row in table.iterrows():
         status = row["status"] if pd.isna(row["reason"]) else f"{row['status']}: {row['reason']}"
-        out.add_row(row["config"], row["cell"], status, accuracy_text(row), diverged_text(row), row["path"])
+        lost = [diverged_text(row), *([collapsed_text(row)] if collapsed else [])]
+        out.add_row(row["config"], row["cell"], status, accuracy_text(row), *lost, row["path"])
     Console(width=200).print(out)

@@ -24,12 +24,15 @@ from gradstudy.show.encoding import DPI, study_keys
 from gradstudy.show.figures import REPORT_FIGURES, FigureSpec, steps_figure
 from gradstudy.show.present import ZERO_MAGNITUDE, markdown_table
 from gradstudy.store.files import read_meta
+from gradstudy.store.outcomes import outcome_text
 from gradstudy.store.study import Study, load_study
 
 
 def _header(title: str, study: Study) -> str:
     complete = study.cells[study.cells["status"] == CellStatus.COMPLETE]
-    first = Path(complete["path"].iloc[0]) if len(complete) else None
+    ordered = study.sorted_cells()
+    ordered = ordered[ordered["status"] == CellStatus.COMPLETE]
+    first = Path(ordered["path"].iloc[0]) if len(ordered) else None
     meta = read_meta(first) if first else {}
     lines = [f"# gradstudy report: {title}", ""]
     lines.append(
@@ -57,7 +60,14 @@ def _header(title: str, study: Study) -> str:
             for r in missing.itertuples()
         ]
     if first is not None:
-        lines += ["", "Config of the first cell:", "", "```yaml", (first / CONFIG).read_text().rstrip(), "```"]
+        lines += [
+            "",
+            f"Config of the tables' first cell (`{first.name}`; the others differ in the keys the tables start with):",
+            "",
+            "```yaml",
+            (first / CONFIG).read_text().rstrip(),
+            "```",
+        ]
     return "\n".join(lines)
 
 
@@ -107,6 +117,7 @@ CONVERGENCE_COLUMNS = [
     "test_accuracy_high",
     "n_seeds",
     "n_diverged",
+    "n_collapsed",
 ]
 GRADIENT_COLUMNS = [
     "cell",
@@ -135,8 +146,11 @@ def _convergence_section(
         "## Convergence",
         "",
         f"Steps to {split} {metric} {target} (lower median over the healthy seeds and bootstrap 95% CI; ∞ = fewer than half of them reached it), "
-        "area under the training loss, and final metrics (mean and 95% t interval over the seeds that did not diverge). "
-        "A cell whose seeds all diverged has outcome `diverged` and no final metrics.",
+        "area under the training loss, and final metrics (mean and 95% t interval over the healthy seeds, those that neither "
+        "diverged nor collapsed; the interval is taken on the logit scale for accuracies and on the log scale for losses and "
+        "areas, by the delta method, so that it stays inside [0, 1] or above 0). "
+        f"{outcome_text()} A cell with no healthy seed has outcome `diverged` or `collapsed` (`collapsed` when at least one "
+        "seed collapsed) and no final metrics.",
         "",
         markdown_table(convergence, [*keys, *CONVERGENCE_COLUMNS]),
     ]
@@ -152,9 +166,10 @@ def _gradient_section(gradients: pd.DataFrame, predicted: Predictions, keys: lis
         "## Gradients",
         "",
         "First-to-last hidden layer ratios of δ std and of the weight-gradient norm (geometric mean over seeds and the 95% t interval "
-        "of the logs mapped back; below 1 the gradients shrink towards the input). `end` is each seed's last measured step: the end "
-        "of training, or for a seed that diverged its last healthy step (`n_ended_early` counts those). "
-        f"A ratio of exactly 0 shows as {ZERO_MAGNITUDE}; `_n_zero` counts such seeds. Per-layer values are in gradients.csv. "
+        "of the logs mapped back; below 1 the gradients shrink towards the input). `end` pools the seeds that trained to the last "
+        "step (collapsed ones too); `early` is each diverged seed at its own last healthy step (`n_ended_early` counts them), kept "
+        f"apart from `end`. A ratio with an exact 0 on top (or 0 over 0) shows as {ZERO_MAGNITUDE}; `_n_zero` counts such seeds. "
+        "Per-layer values are in gradients.csv. "
         "`delta_std_ratio_predicted` is mean-field theory's ratio at step 0 (gradstudy.theory) for the cell's own "
         "initialization, activation, widths and data.",
         *[

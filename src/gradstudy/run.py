@@ -39,11 +39,24 @@ from gradstudy.cells.grouping import COMPOSED, program_key
 from gradstudy.cells.statistics import applicable
 from gradstudy.cells.validate import check_run_keys, validate, validate_against_data
 from gradstudy.engine.devices import device_info
+from gradstudy.inputs.data import load_dataset
 from gradstudy.inputs.datafiles import DataFileError, MissingDataError
-from gradstudy.schema import ARM, CONFIG, META, THEORY_INPUTS, CellStatus, ConfigError, Outcome, conf_dir
+from gradstudy.schema import (
+    ARM,
+    CONFIG,
+    LAYERS,
+    META,
+    N_CLASSES,
+    STEPS,
+    THEORY_INPUTS,
+    CellStatus,
+    ConfigError,
+    conf_dir,
+)
 from gradstudy.store.files import table_record, write_json, write_table, write_yaml
 from gradstudy.store.ids import cell_id, config_hash
 from gradstudy.store.locks import CellLock, claim, describe, read_lock
+from gradstudy.store.outcomes import cell_outcome, collapsed_seeds
 from gradstudy.store.provenance import code_hash, provenance
 from gradstudy.store.state import cell_state
 from gradstudy.store.sweeps import mark_in_sweep
@@ -52,8 +65,6 @@ from gradstudy.store.sweeps import mark_in_sweep
 @functools.lru_cache(maxsize=4)
 def _dataset(data_yaml: str):
     """Each dataset (one ``data`` node, as YAML) is loaded once per process, however many cells of a sweep use it."""
-    from gradstudy.inputs.data import load_dataset
-
     return load_dataset(OmegaConf.create(data_yaml))
 
 
@@ -334,13 +345,20 @@ def _write(c: Claim, result, console: Console) -> None:
     for name, frame in tables.items():
         write_table(c.cell_dir / name, frame)
     meta["tables"] = {name: table_record(c.cell_dir / name) for name in tables}
-    outcome = Outcome.DIVERGED if len(diverged) == len(meta["seeds"]) else Outcome.OK
+    layers = tables[LAYERS]
+    collapsed = collapsed_seeds(layers[~layers["seed"].isin(list(diverged))], tables[STEPS], N_CLASSES[cfg.data.name])
+    outcome = cell_outcome(meta["seeds"], diverged, collapsed)
     wall_s = round(time.time() - c.started, 2)
-    meta.update(status=CellStatus.COMPLETE, outcome=outcome, diverged=diverged, wall_s=wall_s)
+    meta.update(status=CellStatus.COMPLETE, outcome=outcome, diverged=diverged, collapsed=collapsed, wall_s=wall_s)
     write_json(c.cell_dir / META, meta)
     if diverged:
         console.print(
             f"gradstudy: {c.cell}: {len(diverged)} of {len(meta['seeds'])} seed(s) diverged, at steps {diverged}"
+        )
+    if collapsed:
+        console.print(
+            f"gradstudy: {c.cell}: {len(collapsed)} of {len(meta['seeds'])} seed(s) collapsed (no gradient, loss at "
+            f"chance), from steps {collapsed}"
         )
 
 

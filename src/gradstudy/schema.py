@@ -37,10 +37,13 @@ class CellStatus(StrEnum):
 
 
 class Outcome(StrEnum):
-    """A complete cell's outcome: ``ok`` when at least one seed trained to the end, else ``diverged``."""
+    """What became of a seed, and of a complete cell (``store.outcomes``): ``ok`` when a seed trained
+    to the end and kept learning; ``diverged`` when it turned non-finite; ``collapsed`` when it
+    trained to the end with no gradient left and its loss at chance."""
 
     OK = "ok"
     DIVERGED = "diverged"
+    COLLAPSED = "collapsed"
 
 
 # ----- the files of a cell folder ---------------------------------------------------------------
@@ -92,6 +95,10 @@ TABLE_COLUMNS = {
 #: Split and metric of each column of the engine's evaluations.
 EVAL_METRICS = (("train", "loss"), ("train", "accuracy"), ("test", "loss"), ("test", "accuracy"))
 
+#: How many classes each dataset's labels take: a label outside [0, n) is refused, and a loss of
+#: ln(n) is a uniform guess (``store.outcomes``).
+N_CLASSES = {"mnist5k": 10, "digits": 10, "mnist1d": 10, "shapeset": 9, "mnist": 10, "fashion_mnist": 10, "cifar10": 10}
+
 # ----- histograms ---------------------------------------------------------------------------------
 #: Quantities whose per-layer histograms the ``full`` tier records at ``stats.hist_steps``.
 HIST_QUANTITIES = ("activation", "delta")
@@ -122,4 +129,15 @@ GROUPS = ("init", "act", "norm", "data", "optim")
 #: The ``+arm=`` choice of a paper preset, kept in ``meta.json`` and as a column of ``Study.cells``.
 ARM = "arm"
 #: Columns of ``Study.cells`` that describe the cell's run and files, not its config.
-CELL_INFO = ("study", "cell", "status", "reason", "outcome", "n_seeds", "n_diverged", "code_hash", "path")
+CELL_INFO = (
+    "study",
+    "cell",
+    "status",
+    "reason",
+    "outcome",
+    "n_seeds",
+    "n_diverged",
+    "n_collapsed",
+    "code_hash",
+    "path",
+)

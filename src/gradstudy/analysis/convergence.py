@@ -2,7 +2,9 @@
 
 Statistics, chosen so that every answer is well defined:
 
-* **means** come with a t interval, mean ± t(0.975, n-1)·s/√n (NaN when n = 1);
+* **means** come with a t interval, mean ± t(0.975, n-1)·s/√n (NaN when n = 1), taken on the logit
+  scale for accuracies and on the log scale for losses and areas (the delta method), so that an
+  interval never leaves [0, 1] or goes below 0;
 * **positive magnitudes** (norms, standard deviations and their ratios) are summarized on the log
   scale: the geometric mean with the t interval of the logs mapped back, which never goes negative.
   A value that is exactly 0 (float32 underflow, or a dead layer: ``dead_frac`` tells which) has no
@@ -12,9 +14,9 @@ Statistics, chosen so that every answer is well defined:
   dropped). A cell's figure is the *lower* median over seeds (the ⌈n/2⌉-th smallest time), finite
   exactly when at least half of the seeds reach the target, with a percentile bootstrap interval
   (2,000 resamples of the seeds, fixed rng seed);
-* **diverged seeds** (``Study.seeds``) are left out of final metrics, loss AUC and steps to target
-  (n is reported, with the number diverged). A cell whose seeds all diverged has outcome
-  ``diverged`` and no final metrics.
+* **diverged and collapsed seeds** (``Study.seeds``, ``store.outcomes``) are left out of final
+  metrics, loss AUC and steps to target (n is reported, with the numbers diverged and collapsed).
+  A cell none of whose seeds is healthy has outcome ``diverged`` or ``collapsed`` and no final metrics.
 
 Every table is keyed by (study, cell) and starts with the study's varying config keys, sorted by them.
 """
@@ -33,6 +35,7 @@ from gradstudy.analysis.seeds import (
     lower_median,
     with_keys,
 )
+from gradstudy.cells.statistics import Summary
 from gradstudy.schema import KEY, CellKey, CellStatus
 from gradstudy.store.study import Study, rows_of
 
@@ -106,7 +109,7 @@ def loss_auc(study: Study) -> pd.DataFrame:
 def convergence_table(study: Study, target: float, metric: str = "accuracy", split: str = "test") -> pd.DataFrame:
     """One row per complete cell: its outcome; steps to ``target`` over the healthy seeds (lower
     median and bootstrap CI, n reached of n healthy); area under the training loss and final
-    train/test loss and accuracy (mean and t CI over the healthy seeds); n diverged.
+    train/test loss and accuracy (mean and t CI over the healthy seeds); n diverged and n collapsed.
     ``split="minibatch"`` (with ``metric="loss"``) times the per-step minibatch loss.
     """
     times = healthy(steps_to_target(curves_of(study, split), target, metric, split), study)
@@ -129,12 +132,14 @@ def convergence_table(study: Study, target: float, metric: str = "accuracy", spl
             "n_healthy": len(seed_times),
         }
         row["reached"] = row["n_reached"] * 2 >= row["n_healthy"] > 0
-        add_mean_ci(row, "train_loss_auc", rows_of(aucs, key)["train_loss_auc"])
+        add_mean_ci(row, "train_loss_auc", rows_of(aucs, key)["train_loss_auc"], Summary.POSITIVE)
         cell_finals = rows_of(finals, key)
         for column in ("train_loss", "train_accuracy", "test_loss", "test_accuracy"):
-            add_mean_ci(row, column, cell_finals[column] if column in cell_finals else pd.Series(dtype=float))
+            values = cell_finals[column] if column in cell_finals else pd.Series(dtype=float)
+            add_mean_ci(row, column, values, Summary.FRACTION if column.endswith("accuracy") else Summary.POSITIVE)
         row["n_seeds"] = int(cell["n_seeds"])
         row["n_diverged"] = int(cell["n_diverged"])
+        row["n_collapsed"] = int(cell["n_collapsed"])
         rows.append(row)
     return with_keys(pd.DataFrame(rows), study) if rows else pd.DataFrame(columns=[*KEY, "outcome"])
 

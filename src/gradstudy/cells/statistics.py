@@ -64,11 +64,20 @@ class Schedule(StrEnum):
 
 
 class Summary(StrEnum):
-    """How a statistic is summarised over seeds: magnitudes (norms, stds) on the log scale, as a
-    geometric mean; means and fractions as an arithmetic mean."""
+    """How a quantity is summarised over seeds, so that its interval stays inside the quantity's range:
+
+    * ``geometric``: magnitudes (norms, stds): the geometric mean, with the t interval of the logs mapped back;
+    * ``arithmetic``: unbounded values (means, percentiles): the mean with its t interval;
+    * ``fraction``: values in [0, 1] (accuracies, fractions of units): the mean, with the t interval
+      taken on the logit scale by the delta method and mapped back, so it stays inside [0, 1];
+    * ``positive``: positive values averaged as they are (losses): the mean, with the t interval
+      taken on the log scale by the delta method, so it stays above 0.
+    """
 
     GEOMETRIC = "geometric"
     ARITHMETIC = "arithmetic"
+    FRACTION = "fraction"
+    POSITIVE = "positive"
 
 
 @dataclass(frozen=True)
@@ -164,7 +173,7 @@ def mean_singular_value(v: LayerView) -> Any:
 
 
 _RECORDED = (Tier.SCALARS, Tier.FULL)
-GEO, ARITH = Summary.GEOMETRIC, Summary.ARITHMETIC
+GEO, ARITH, FRAC = Summary.GEOMETRIC, Summary.ARITHMETIC, Summary.FRACTION
 
 #: Every statistic, in the order the engine stacks them (the per-tier ones first).
 STATISTICS: dict[str, Stat] = {
@@ -174,10 +183,10 @@ STATISTICS: dict[str, Stat] = {
         Stat("delta_std", lambda v: v.xp.std(v.z.shape[0] * v.dloss_dz), GEO, _RECORDED),
         Stat("act_mean", lambda v: v.xp.mean(v.h), ARITH, _RECORDED),
         Stat("act_std", lambda v: v.xp.std(v.h), GEO, _RECORDED),
-        Stat("saturated_frac", _saturated, ARITH, _RECORDED, applies=lambda a: a.saturation is not None),
-        Stat("dead_frac", _negative, ARITH, _RECORDED, applies=lambda a: a.has_dead_units),
+        Stat("saturated_frac", _saturated, FRAC, _RECORDED, applies=lambda a: a.saturation is not None),
+        Stat("dead_frac", _negative, FRAC, _RECORDED, applies=lambda a: a.has_dead_units),
         Stat("z_std", lambda v: v.xp.std(v.z), GEO, _RECORDED),
-        Stat("negative_frac", _negative, ARITH, _RECORDED, applies=lambda a: a.rectifier),
+        Stat("negative_frac", _negative, FRAC, _RECORDED, applies=lambda a: a.rectifier),
         Stat(
             "prelu_alpha",
             lambda v: v.xp.mean(v.slope).astype(v.h.dtype),

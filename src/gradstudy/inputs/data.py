@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from gradstudy.inputs import datafiles
 from gradstudy.inputs.cache import cache_root
-from gradstudy.schema import ConfigError
+from gradstudy.schema import N_CLASSES, ConfigError
 
 #: Fixed so that every run, seed and cell sees the same split.
 SPLIT_SEED = 0
@@ -140,10 +140,6 @@ DATASETS: dict[str, Callable[[Any], tuple[np.ndarray, ...]]] = {
     "fashion_mnist": load_fashion_mnist,
     "cifar10": load_cifar10,
 }
-
-
-#: How many classes each dataset's labels may take: a label outside [0, n) is refused.
-N_CLASSES = {"mnist5k": 10, "digits": 10, "mnist1d": 10, "shapeset": 9, "mnist": 10, "fashion_mnist": 10, "cifar10": 10}
 
 
 def check_arrays(name: str, origin: str, x_train: Any, x_test: Any, y_train: Any, y_test: Any) -> None:

@@ -9,7 +9,7 @@ from matplotlib.lines import Line2D
 
 from gradstudy import analysis
 from gradstudy.analysis.convergence import steps_to_target
-from gradstudy.schema import KEY
+from gradstudy.schema import KEY, Outcome
 from gradstudy.show.encoding import (
     WRAP,
     Colours,
@@ -23,12 +23,11 @@ from gradstudy.show.encoding import (
     styles_for,
 )
 from gradstudy.show.plot import (
-    DIVERGED_MARK,
     STEP_LABEL,
     Plot,
-    diverged_seeds,
     keyed,
     levels,
+    lost_mark,
 )
 from gradstudy.store.study import Study
 
@@ -51,7 +50,9 @@ def steps_to_target_figure(
     target against step (a diverged seed never gets there)."""
     convergence = analysis.convergence_table(study, target, metric, split)
     times = steps_to_target(analysis.curves_of(study, split), target, metric, split)
-    times = times.merge(study.seeds[[*KEY, "seed", "diverged_at"]], on=[*KEY, "seed"], how="left")
+    times = times.merge(
+        study.seeds[[*KEY, "seed", "outcome", "diverged_at", "collapsed_at"]], on=[*KEY, "seed"], how="left"
+    )
     data = times.assign(measure="times", value=times["step"])
     enc = encode(study, data, hue, style, col, row, wrap)
     frame = keyed(study, data, enc)
@@ -60,11 +61,17 @@ def steps_to_target_figure(
     final = float(study.curves["step"].max()) if len(study.curves) else 1.0
     relation = "≥" if metric == "accuracy" else "≤"
     plan = layout(levels(frame, "_row"), levels(frame, "_col"), ["times", "survival"], enc.wrap)
+    # the handles draw the glyphs, so the texts do not repeat them
     marks = [
-        (Line2D([], [], marker="o", color="0.4", linestyle="none"), "● seed reached the target"),
-        (Line2D([], [], marker=">", color="0.4", markerfacecolor="none", linestyle="none"), "▷ healthy, never reached"),
-        (Line2D([], [], markerfacecolor="0.6", **DIVERGED_MARK), "✕ diverged before reaching it"),
-        (Line2D([], [], marker="D", color="black", linestyle="none"), "◆ lower median, bootstrap 95% CI"),
+        (Line2D([], [], marker="o", color="0.4", linestyle="none"), "seed reached the target"),
+        (Line2D([], [], marker=">", color="0.4", markerfacecolor="none", linestyle="none"), "healthy, never reached"),
+        (Line2D([], [], **lost_mark(Outcome.DIVERGED, "0.6")), "diverged before reaching it"),
+        *(
+            [(Line2D([], [], **lost_mark(Outcome.COLLAPSED, "0.4")), "collapsed before reaching it")]
+            if (times["outcome"] == Outcome.COLLAPSED).any()
+            else []
+        ),
+        (Line2D([], [], marker="D", color="black", linestyle="none"), "lower median, bootstrap 95% CI"),
     ]
     pages = []
     steps = np.sort(analysis.curves_of(study, split)["step"].unique())
@@ -84,10 +91,13 @@ def steps_to_target_figure(
         add_legend(fig, list(panels.values()), colours, styles, ", ".join(enc.style), marks)
         pages.append(fig)
     notes = ["Median: the lower median over the healthy seeds, finite when at least half reach the target."]
-    if len(diverged_seeds(study)):
-        notes.append(
-            f"✕: {len(diverged_seeds(study))} seed(s) diverged; they count as never reaching the target after diverging."
-        )
+    for outcome, glyph in ((Outcome.DIVERGED, "✕"), (Outcome.COLLAPSED, "⊘")):
+        n = int((times["outcome"] == outcome).sum())
+        if n:
+            notes.append(
+                f"{glyph}: {n} seed(s) {outcome.value}; they count as never reaching the target after it, and are left "
+                "out of the median."
+            )
     return Plot(pages, enc, notes)
 
 
@@ -142,10 +152,9 @@ def _seed_marks(ax: plt.Axes, seeds: pd.DataFrame, y: float, colour: tuple) -> N
     for dy, seed in zip(jitter, seeds.itertuples(), strict=True):
         if np.isfinite(seed.step):
             ax.plot(seed.step, y + dy, marker="o", color=colour, linestyle="none", markersize=4)
-        elif pd.notna(seed.diverged_at):
-            ax.plot(
-                seed.diverged_at, y + dy, color=colour, markerfacecolor=colour, **{**DIVERGED_MARK, "markersize": 6}
-            )
+        elif seed.outcome != Outcome.OK:
+            at = seed.diverged_at if seed.outcome == Outcome.DIVERGED else seed.collapsed_at
+            ax.plot(at, y + dy, **{**lost_mark(seed.outcome, colour), "markersize": 6})
         else:
             ax.plot(
                 seed.last_step, y + dy, marker=">", color=colour, markerfacecolor="none", linestyle="none", markersize=5

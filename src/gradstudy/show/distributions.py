@@ -101,4 +101,5 @@ def layer_histograms(
         divergence=None,
         signed_log_x=True,
         drop_zero=True,
+        clip=False,
     )

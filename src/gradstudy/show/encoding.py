@@ -67,8 +67,9 @@ class Encoding:
 
 
 def study_keys(study: Study) -> list[str]:
-    """The keys that tell the study's cells apart: ``study`` when several are loaded, then the varying config keys."""
-    keys = study.varying_keys
+    """The keys that tell the study's cells apart: ``study`` when several are loaded, then the
+    varying config keys (an arm standing for the choices it makes: ``Study.label_keys``)."""
+    keys = study.label_keys
     return ["study", *keys] if study.cells["study"].nunique() > 1 else keys
 
 
@@ -278,7 +279,15 @@ def legend_inches(colours: Colours | None, styles: Sequence[str] = (), extra: Se
     if colours is not None and colours.colour_bar:
         return 1.2
     labels = [*(colours.levels if colours else ()), *styles, *extra, colours.title if colours else ""]
-    return 0.8 + 0.075 * max(len(t) for t in labels) if any(labels) else 0.0
+    lines = [line for text in labels for line in str(text).split("\n")]
+    return 0.8 + 0.075 * max(len(t) for t in lines) if any(lines) else 0.0
+
+
+def fit_legend(fig: plt.Figure, inches: float) -> None:
+    """Set the width of ``fig`` to its panels plus ``inches`` for the legend, once the legend's
+    entries are known (room made for marks that were never drawn would be blank)."""
+    n_cols = fig.axes[0].get_gridspec().ncols if fig.axes else 1
+    fig.set_figwidth(min(PANEL_SIZE[0] * n_cols + inches, MAX_INCHES))
 
 
 def add_legend(

@@ -79,7 +79,7 @@ def steps_figure(target: float, metric: str = "accuracy", split: str = "test") -
     """The steps-to-target figure for one target."""
     return FigureSpec(
         "steps_to_target",
-        f"Steps until {split} {metric} reaches {target}: each seed (● reached, ▷ never, ✕ diverged first), the lower median with its "
+        f"Steps until {split} {metric} reaches {target}: each seed (● reached, ▷ never, ✕ diverged first, ⊘ collapsed first), the lower median with its "
         "bootstrap 95% CI, and the fraction of seeds not there yet.",
         plots.steps_to_target_figure,
         ("curves",),
@@ -91,13 +91,16 @@ def steps_figure(target: float, metric: str = "accuracy", split: str = "test") -
 REPORT_FIGURES = (
     FigureSpec(
         "learning_curves",
-        "Training loss and test accuracy against step: mean over seeds with a 95% t band; ✕ where a seed diverged.",
+        "Training loss and test accuracy against step: mean over seeds with a 95% t band, taken on the log scale for the "
+        "loss and the logit scale for the accuracy so that it stays above 0 and inside [0, 1] (fewer than 3 seeds: the "
+        "seeds themselves); ✕ where a seed diverged, ⊘ where one collapsed.",
         plots.learning_curves,
     ),
     FigureSpec(
         "gradient_profile",
         "Std of the back-propagated gradient δ and the weight-gradient norm per layer at the start and the end "
-        "(geometric mean over seeds): a slope means vanishing or exploding gradients.",
+        "(geometric mean over the seeds that trained to the end; diverged seeds dotted, each at its last healthy step): "
+        "a slope means vanishing or exploding gradients.",
         plots.gradient_profile,
         ("layers",),
         ("delta_std", "grad_norm"),
@@ -105,8 +108,8 @@ REPORT_FIGURES = (
     ),
     FigureSpec(
         "activation_profile",
-        "Mean and std of the activations per layer at the start and the end: whether the signal keeps its "
-        "scale through depth (SELU's fixed point is mean 0, std 1).",
+        "Mean and std of the activations per layer at the start and the end (diverged seeds dotted, each at its last "
+        "healthy step): whether the signal keeps its scale through depth (SELU's fixed point is mean 0, std 1).",
         plots.activation_profile,
         ("layers",),
         ("act_mean", "act_std"),

@@ -8,12 +8,13 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.colors import LogNorm
+from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from gradstudy import analysis
 from gradstudy.analysis.predictions import trainable_depth
-from gradstudy.schema import KEY
+from gradstudy.schema import KEY, Outcome
 from gradstudy.show.encoding import (
     WRAP,
     Encoding,
@@ -22,15 +23,17 @@ from gradstudy.show.encoding import (
     layout,
 )
 from gradstudy.show.plot import (
+    COLLAPSED_TEXT,
     DIVERGED_MARK,
     LAYER_LABEL,
     SHARED_SCALE_DECADES,
     STEP_LABEL,
     Plot,
-    diverged_seeds,
     integer_ticks,
     keyed,
     levels,
+    lost_mark,
+    lost_seeds,
 )
 from gradstudy.store.study import Study
 
@@ -65,7 +68,8 @@ def grad_norm_heatmap(
     everything = everything[np.isfinite(everything)]
     shared_norm = LogNorm(everything.min(), everything.max()) if shared and len(everything) else None
     plan = layout(levels(frame, "_row"), levels(frame, "_col"), ["grad_norm"], enc.wrap)
-    diverged = diverged_seeds(study).merge(frame[[*KEY, "_row", "_col"]].drop_duplicates(), on=KEY)
+    lost = lost_seeds(study).merge(frame[[*KEY, "_row", "_col"]].drop_duplicates(), on=KEY)
+    diverged = lost[lost["outcome"] == Outcome.DIVERGED]
     cmap = plt.get_cmap("viridis").with_extremes(bad="0.75")
     pages = []
     for fig, panels in plan.figures("Weight-gradient norm by layer and step (geometric mean over seeds)", 1.3):
@@ -75,14 +79,21 @@ def grad_norm_heatmap(
             if grid is None:
                 ax.set_axis_off()
                 continue
-            mesh = _heat_panel(fig, ax, grid, shared_norm, cmap, shared)
-            first = diverged.loc[(diverged["_row"] == panel.row) & (diverged["_col"] == panel.col), "diverged_at"]
-            _hatch_after_divergence(ax, first, float(grid.columns.max()))
+            mine = lost[(lost["_row"] == panel.row) & (lost["_col"] == panel.col)]
+            first = mine.loc[mine["outcome"] == Outcome.DIVERGED, "at"]
+            # the last recorded column lasts until the latest divergence: no blank stretch before the hatching
+            end = max(float(grid.columns.max()), float(first.max()) + 1 if len(first) else -np.inf)
+            mesh = _heat_panel(fig, ax, grid, shared_norm, cmap, shared, end)
+            _hatch_after_divergence(ax, first, end)
+            for seed in mine[mine["outcome"] == Outcome.COLLAPSED].itertuples():
+                ax.plot(
+                    [seed.at], [0.03], transform=ax.get_xaxis_transform(), **lost_mark(Outcome.COLLAPSED, "crimson")
+                )
             ax.set(xlabel=STEP_LABEL, ylabel=LAYER_LABEL, title=panel.title)
             integer_ticks(ax, "y")
         if shared and mesh is not None:
             fig.colorbar(mesh, ax=list(panels.values()), label="‖∂L/∂W‖ (log scale)", shrink=0.8)
-        _heatmap_legend(fig, len(diverged) > 0, sum(zeros.values()) > 0)
+        _heatmap_legend(fig, set(lost["outcome"]), sum(zeros.values()) > 0)
         pages.append(fig)
     notes = [
         f"Colour: {'one log scale shared by every panel' if shared else 'one log scale per panel'}: the panels' medians span "
@@ -90,19 +101,30 @@ def grad_norm_heatmap(
     ]
     if len(diverged):
         notes.append(
-            "Hatched: steps after the first seed of the cell diverged; later values average the remaining seeds."
+            "Hatched: steps after the first seed of the cell diverged; later values average the remaining seeds. "
+            "A cell's last recorded column is widened to its last divergence, so the map has no blank stretch."
+        )
+    if (lost["outcome"] == Outcome.COLLAPSED).any():
+        notes.append(
+            "⊘ on the step axis: where a seed collapsed (from then on no gradient and its loss at chance; grey where "
+            "every seed of the cell is exactly 0)."
         )
     if sum(zeros.values()):
         notes.append(f"{int(sum(zeros.values()))} layer-step value(s) exactly 0 in every seed, shown grey.")
     return Plot(pages, enc, notes)
 
 
-def _heat_panel(fig: plt.Figure, ax: plt.Axes, grid: pd.DataFrame, shared_norm: Any, cmap: Any, shared: bool) -> Any:
-    """The layer x step mesh of one panel, with its own colour bar unless the scale is shared."""
+def _heat_panel(
+    fig: plt.Figure, ax: plt.Axes, grid: pd.DataFrame, shared_norm: Any, cmap: Any, shared: bool, end: float
+) -> Any:
+    """The layer x step mesh of one panel, its last column reaching at least to step ``end``, with its
+    own colour bar unless the scale is shared."""
     values = grid.to_numpy()
     finite = values[np.isfinite(values)]
     norm = shared_norm or (LogNorm(finite.min(), finite.max()) if len(finite) else None)
-    mesh = ax.pcolormesh(_edges(grid.columns), _edges(grid.index), np.ma.masked_invalid(values), norm=norm, cmap=cmap)
+    steps = _edges(grid.columns)
+    steps[-1] = max(steps[-1], end)
+    mesh = ax.pcolormesh(steps, _edges(grid.index), np.ma.masked_invalid(values), norm=norm, cmap=cmap)
     if not shared:
         bar = fig.colorbar(mesh, ax=ax, label="‖∂L/∂W‖", pad=0.02)
         bar.ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.2g}"))
@@ -126,9 +148,14 @@ def _hatch_after_divergence(ax: plt.Axes, first: pd.Series, last_step: float) ->
     ax.plot(first, np.full(len(first), 0.03), transform=ax.get_xaxis_transform(), color="crimson", **DIVERGED_MARK)
 
 
-def _heatmap_legend(fig: plt.Figure, diverged: bool, zeros: bool) -> None:
-    handles = [(Patch(facecolor="none", edgecolor="crimson", hatch="//"), "after a seed of the cell diverged (✕)")]
-    handles = handles if diverged else []
+def _heatmap_legend(fig: plt.Figure, outcomes: set[str], zeros: bool) -> None:
+    handles: list[tuple[Any, str]] = []
+    if Outcome.DIVERGED in outcomes:
+        handles.append(
+            (Patch(facecolor="none", edgecolor="crimson", hatch="//"), "after a seed of the cell diverged (✕)")
+        )
+    if Outcome.COLLAPSED in outcomes:
+        handles.append((Line2D([], [], **lost_mark(Outcome.COLLAPSED, "crimson")), COLLAPSED_TEXT.replace("\n", " ")))
     if zeros:
         handles.append((Patch(facecolor="0.75"), "exactly 0 in every seed"))
     if handles:

@@ -11,11 +11,12 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator, NullLocator
-from scipy import stats as sps
 
+from gradstudy.analysis.seeds import bounded_interval, t_half_width
 from gradstudy.cells.statistics import Summary
-from gradstudy.schema import KEY
+from gradstudy.schema import KEY, Outcome
 from gradstudy.show.encoding import (
     DPI,
     Encoding,
@@ -36,19 +37,27 @@ SHARED_SCALE_DECADES = 3.0
 DIVERGED_MARK = dict(marker="X", markersize=8, markeredgecolor="black", markeredgewidth=0.8, linestyle="none", zorder=5)
 
 
+#: A collapsed seed's mark: ⊘ in the line's colour.
+COLLAPSED_MARK = dict(marker=r"$\oslash$", markersize=10, linestyle="none", zorder=5)
+
+
 ZERO_MARK = dict(marker="v", markersize=7, markerfacecolor="none", markeredgewidth=1.2, linestyle="none", zorder=5)
 
 
-DIVERGED_TEXT = "✕ a seed diverged here"
+#: Legend texts: the legend's handle draws the glyph, so the text does not repeat it.
+DIVERGED_TEXT = "a seed diverged here"
 
 
-ZERO_TEXT = "▽ exactly 0, drawn at the axis floor"
+COLLAPSED_TEXT = "a seed collapsed from here\n(no gradient, loss at chance)"
+
+
+ZERO_TEXT = "exactly 0, at the axis floor"
 
 
 OVERLAY_LINE = dict(linestyle=(0, (4, 2)), linewidth=1.3, zorder=4)
 
 
-OVERLAY_TEXT = "dashed: mean-field prediction (step 0)"
+OVERLAY_TEXT = "mean-field prediction (step 0)"
 
 
 @dataclass
@@ -130,17 +139,17 @@ def levels(frame: pd.DataFrame, column: str) -> list[str]:
 
 def summarize(values: pd.DataFrame, by: list[str], summary: Summary) -> pd.DataFrame:
     """Per group of ``by``: ``y`` (mean, or geometric mean of the positive values: 0 when there are
-    none) and ``low``/``high`` (95% t interval, on the logs for a geometric summary) over seeds."""
+    none), ``low``/``high`` (the 95% t interval over seeds on ``summary``'s scale:
+    ``analysis.seeds.bounded_interval``, on the logs for a geometric summary) and ``count``."""
     x = np.log(values["value"].where(values["value"] > 0)) if summary is Summary.GEOMETRIC else values["value"]
     out = values.assign(_x=x).groupby(by, sort=False)["_x"].agg(["mean", "std", "count"]).reset_index()
-    with np.errstate(invalid="ignore", divide="ignore"):
-        half = sps.t.ppf(0.975, out["count"] - 1) * out["std"] / np.sqrt(out["count"])
-    half = half.where(out["count"] > 1)
+    half = t_half_width(out["std"], out["count"])
     if summary is Summary.GEOMETRIC:
         out["y"] = np.exp(out["mean"]).where(out["count"] > 0, 0.0)
         out["low"], out["high"] = np.exp(out["mean"] - half), np.exp(out["mean"] + half)
     else:
-        out["y"], out["low"], out["high"] = out["mean"], out["mean"] - half, out["mean"] + half
+        out["y"] = out["mean"]
+        out["low"], out["high"] = bounded_interval(out["mean"], half, summary)
     return out
 
 
@@ -166,3 +175,23 @@ def integer_ticks(ax: plt.Axes, axis: str = "x") -> None:
 
 def diverged_seeds(study: Study) -> pd.DataFrame:
     return study.seeds.dropna(subset=["diverged_at"]).astype({"diverged_at": np.int64})
+
+
+def lost_seeds(study: Study) -> pd.DataFrame:
+    """The seeds that diverged or collapsed: study, cell, seed, outcome and ``at``, the step at which
+    a seed diverged or from which it collapsed."""
+    seeds = study.seeds
+    lost = seeds[seeds["outcome"] != Outcome.OK]
+    at = lost["diverged_at"].where(lost["outcome"] == Outcome.DIVERGED, lost["collapsed_at"])
+    return lost[[*KEY, "seed", "outcome"]].assign(at=at.astype(np.int64)).reset_index(drop=True)
+
+
+def lost_mark(outcome: str, colour: object) -> dict:
+    """The matplotlib style of a lost seed's mark in ``colour``: ✕ for a divergence, ⊘ for a collapse."""
+    return {**(COLLAPSED_MARK if outcome == Outcome.COLLAPSED else DIVERGED_MARK), "color": colour}
+
+
+def lost_handles(outcomes: set[str]) -> list[tuple[Line2D, str]]:
+    """Legend entries for the lost-seed marks of ``outcomes``, in sorted order of the outcomes."""
+    texts = {Outcome.COLLAPSED: COLLAPSED_TEXT, Outcome.DIVERGED: DIVERGED_TEXT}
+    return [(Line2D([], [], **lost_mark(o, "0.4")), texts[Outcome(o)]) for o in sorted(outcomes)]

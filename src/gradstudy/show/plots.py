@@ -4,8 +4,9 @@ Every function takes ``hue=``, ``style=``, ``col=`` and ``row=`` (config keys, `
 figure's own keys such as ``layer``) and ``wrap=`` (panels per line); ``gradstudy.show.encoding`` picks
 what the user leaves open from the study's varying keys. Colours come from one mapping per figure,
 panels of one measure share their y axis, and a figure taller than about 2,400 px is split into
-pages. Divergence is drawn: ✕ where a seed diverged, hatching after divergence on heat maps, and
-``end`` is each seed's last healthy step (``analysis.phase_layers``).
+pages. Divergence and collapse are drawn: ✕ where a seed diverged, ⊘ where one collapsed, hatching
+after divergence on heat maps; ``end`` pools the seeds that trained to the last step, and a
+diverged seed is drawn apart at its last healthy step (``analysis.phase_layers``).
 
 This module does not choose a matplotlib backend: the command-line tools do, so a notebook keeps its own.
 """

@@ -9,13 +9,14 @@ import pandas as pd
 
 from gradstudy import analysis
 from gradstudy.analysis.predictions import Predictions, predicted_layers
+from gradstudy.analysis.profiles import Phase
 from gradstudy.cells.statistics import summary_of
 from gradstudy.show.encoding import (
     WRAP,
     Keys,
     encode,
 )
-from gradstudy.show.lines import line_figure
+from gradstudy.show.lines import APART, line_figure
 from gradstudy.show.plot import (
     LAYER_LABEL,
     PanelRow,
@@ -39,20 +40,22 @@ def _profile(
     start rows carry the mean-field prediction (``gradstudy.analysis.predictions``) dashed, where it applies."""
     phased = analysis.phase_layers(study)
     phased = phased[phased["stat"].isin([s for s, _, _ in stats])]
-    data = phased.assign(measure=phased["stat"] + "@" + phased["phase"])
+    # a diverged seed's profile at its last healthy step shares the end panels, drawn apart, never pooled
+    shown_phase = phased["phase"].replace({Phase.EARLY.value: Phase.END.value})
+    data = phased.assign(measure=phased["stat"] + "@" + shown_phase, **{APART: phased["ended_early"]})
     when = {
-        "start": "start (step 0)",
-        "end": "end (each seed's last healthy step)" if phased["ended_early"].any() else "end",
+        Phase.START: "start (step 0)",
+        Phase.END: "end (seeds that trained to it)" if phased["ended_early"].any() else "end",
     }
     measures = [
         PanelRow(f"{stat}@{phase}", f"{label}\n{when[phase]}", log, summary_of(stat))
-        for phase in ("start", "end")
+        for phase in (Phase.START, Phase.END)
         for stat, label, log in stats
     ]
     enc = encode(study, data, hue, style, col, row, wrap)
     predicted = predicted_layers(study) if predictions is None else predictions.of(study)
     overlay = predicted.layers[predicted.layers["stat"].isin([s for s, _, _ in stats])]
-    overlay = overlay.assign(measure=overlay["stat"] + "@start")
+    overlay = overlay.assign(measure=overlay["stat"] + "@" + Phase.START)
     plot = line_figure(
         study, data, measures, "layer", LAYER_LABEL, title, enc, divergence=None, integer_x=True, overlay=overlay
     )
@@ -61,6 +64,12 @@ def _profile(
         f"End: {analysis.end_steps_text(phased)}."
     )
     plot.notes.extend(prediction_notes(predicted, overlay))
+    collapsed = study.cells[study.cells["n_collapsed"] > 0]
+    if len(collapsed):
+        plot.notes.append(
+            f"{int(collapsed['n_collapsed'].sum())} seed(s) of {len(collapsed)} cell(s) collapsed (⊘ in the figures "
+            "over steps): they trained to the end and are pooled in it, where their exact zeros show as ▽."
+        )
     return plot
 
 

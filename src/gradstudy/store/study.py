@@ -21,15 +21,22 @@ from gradstudy.schema import (
     CELL_INFO,
     CONFIG,
     GROUPS,
+    LAYERS,
     META,
+    N_CLASSES,
     SEEDS,
+    STEPS,
     TABLE_COLUMNS,
     UNIT_COLUMNS,
     CellKey,
     CellStatus,
     Outcome,
 )
+from gradstudy.store.outcomes import cell_outcome, collapsed_seeds
 from gradstudy.store.state import CellState, cell_state
+
+#: Columns ``Study.seeds`` adds to the stored seeds table (``store.outcomes``).
+SEED_OUTCOME_COLUMNS = ["collapsed_at", "outcome"]
 
 
 @dataclass(frozen=True)
@@ -41,6 +48,7 @@ class Study:
     curves: pd.DataFrame
     layers: pd.DataFrame
     hists: pd.DataFrame
+    #: The stored seeds table with each seed's ``outcome`` and ``collapsed_at`` (``store.outcomes``).
     seeds: pd.DataFrame
     steps: pd.DataFrame
     #: ``stats.extra=[unit_percentiles]``: z percentiles of single units (empty when not recorded).
@@ -48,14 +56,35 @@ class Study:
         default_factory=lambda: pd.DataFrame(columns=["study", "cell", *UNIT_COLUMNS])
     )
 
+    def __post_init__(self) -> None:
+        """A study built by hand (a test, a notebook) without the outcome columns gets them: a seed
+        is ``diverged`` when it has a ``diverged_at``, else ``ok``; no seed has collapsed."""
+        seeds, cells = self.seeds, self.cells
+        if "outcome" not in seeds.columns:
+            diverged = seeds["diverged_at"].notna() if "diverged_at" in seeds.columns else pd.Series(False, seeds.index)
+            seeds = seeds.assign(
+                collapsed_at=pd.array([None] * len(seeds), dtype="Int64"),
+                outcome=[Outcome.DIVERGED if d else Outcome.OK for d in diverged],
+            )
+            object.__setattr__(self, "seeds", seeds)
+        if "n_collapsed" not in cells.columns:
+            object.__setattr__(self, "cells", cells.assign(n_collapsed=0))
+
     @property
     def varying_keys(self) -> list[str]:
-        """The config keys whose values differ across cells (see ``varying_keys``)."""
+        """The config keys whose values differ across cells (see ``varying_keys``), the choices an
+        ``arm`` makes among them: what a table starts with and a notebook groups by."""
         return varying_keys(self.cells)
 
+    @property
+    def label_keys(self) -> list[str]:
+        """The varying keys less those a varying ``arm`` fixes: the fewest keys that name each cell,
+        for figure labels and the summary (``arm=relu_he``, not ``arm=relu_he, act=relu, init=he``)."""
+        return varying_keys(self.cells, under_arm=False)
+
     def sorted_cells(self) -> pd.DataFrame:
-        """``cells`` sorted by its varying keys (numbers numerically), then by study and cell."""
-        keys = self.varying_keys
+        """``cells`` sorted by its label keys (numbers numerically), then by study and cell."""
+        keys = self.label_keys
         return self.cells.sort_values([*keys, "study", "cell"], kind="stable", na_position="last").reset_index(
             drop=True
         )
@@ -105,13 +134,14 @@ def rows_of(frame: pd.DataFrame, key: CellKey) -> pd.DataFrame:
     return frame[(frame["study"] == key[0]) & (frame["cell"] == key[1])]
 
 
-def varying_keys(cells: pd.DataFrame) -> list[str]:
+def varying_keys(cells: pd.DataFrame, under_arm: bool = True) -> list[str]:
     """The config keys whose values differ across ``cells``, in column order.
 
-    A key that a varying choice fixes is left out, because the choice already says it: a group's own
-    keys under that group's choice (``init.scale`` under ``init=xavier,he``), and anything an arm
-    fixes under ``+arm=`` (an arm is a named bundle of choices, so ``arm`` stands for its ``act``,
-    ``init`` and ``norm``)."""
+    A group's own keys are left out under that group's varying choice, because the choice already
+    says them (``init.scale`` under ``init=xavier,he``). The choices an arm makes (an arm is a named
+    bundle of choices, ``+arm=tanh_xavier,relu_he``) are kept when they vary, so a table can be
+    grouped by ``act`` or ``init``; ``under_arm=False`` leaves out whatever a varying arm fixes, so
+    that ``arm`` alone names the cell in a label."""
     config = [c for c in cells.columns if c not in CELL_INFO]
     varying = [c for c in config if cells[c].astype(str).nunique() > 1]
 
@@ -124,7 +154,7 @@ def varying_keys(cells: pd.DataFrame) -> list[str]:
     def implied(key: str) -> bool:
         if key == ARM:
             return False
-        return fixed_by(ARM, key) or ("." in key and fixed_by(key.split(".")[0], key))
+        return (not under_arm and fixed_by(ARM, key)) or ("." in key and fixed_by(key.split(".")[0], key))
 
     return [c for c in varying if not implied(c)]
 
@@ -149,9 +179,8 @@ def _read_config(cell_dir: Path) -> dict[str, Any]:
     return config if isinstance(config, dict) else {}
 
 
-def _cell_row(study: str, cell_dir: Path, state: CellState) -> dict[str, Any]:
+def _cell_row(study: str, cell_dir: Path, state: CellState, config: dict[str, Any]) -> dict[str, Any]:
     meta = state.meta
-    config = _read_config(cell_dir)
     row: dict[str, Any] = {"study": study, "cell": cell_dir.name, ARM: meta.get(ARM)}
     row.update({g: config.get(g, {}).get("name") for g in GROUPS})
     flat = _flatten(config)
@@ -167,6 +196,7 @@ def _cell_row(study: str, cell_dir: Path, state: CellState) -> dict[str, Any]:
     row["outcome"] = meta.get("outcome", Outcome.OK) if state.status == CellStatus.COMPLETE else None
     row["n_seeds"] = len(meta.get("seeds", []))
     row["n_diverged"] = len(meta.get("diverged", {}))
+    row["n_collapsed"] = 0
     row["code_hash"] = meta.get("code_hash")
     row["path"] = str(cell_dir)
     return row
@@ -183,24 +213,40 @@ def seeds_table(seeds: list[int], diverged: dict[int, int], steps: int) -> pd.Da
     )
 
 
-def _seeds_from_meta(cell_dir: Path, meta: dict[str, Any]) -> pd.DataFrame:
+def _seeds_from_meta(config: dict[str, Any], meta: dict[str, Any]) -> pd.DataFrame:
     """The seeds table of a cell written before ``seeds.parquet`` existed, from its ``meta.json``."""
-    config = _read_config(cell_dir)
     diverged = {int(seed): int(step) for seed, step in meta.get("diverged", {}).items()}
     return seeds_table([int(s) for s in meta.get("seeds", [])], diverged, config["train"]["steps"])
 
 
-def _read_table(cell_dir: Path, name: str, study: str, meta: dict[str, Any]) -> pd.DataFrame:
+def _read_table(cell_dir: Path, name: str, study: str, meta: dict[str, Any], config: dict[str, Any]) -> pd.DataFrame:
     path = cell_dir / name
     if path.is_file():
         frame = pd.read_parquet(path)
     elif name == SEEDS:
-        frame = _seeds_from_meta(cell_dir, meta)
+        frame = _seeds_from_meta(config, meta)
     else:
         frame = pd.DataFrame(columns=TABLE_COLUMNS[name])
     frame.insert(0, "cell", cell_dir.name)
     frame.insert(0, "study", study)
     return frame
+
+
+def _with_outcomes(read: dict[str, pd.DataFrame], row: dict[str, Any], config: dict[str, Any]) -> None:
+    """Each seed's outcome and ``collapsed_at`` in ``read[SEEDS]``, and the cell's outcome and
+    ``n_collapsed`` in ``row``, from the cell's own tables (``store.outcomes``)."""
+    seeds = read[SEEDS]
+    diverged = {int(s): int(d) for s, d in zip(seeds["seed"], seeds["diverged_at"], strict=True) if pd.notna(d)}
+    n_classes = N_CLASSES.get(str(config.get("data", {}).get("name")), 0)
+    healthy = ~read[LAYERS]["seed"].isin(list(diverged))
+    collapsed = collapsed_seeds(read[LAYERS][healthy], read[STEPS], n_classes)
+    seeds["collapsed_at"] = pd.array([collapsed.get(int(s)) for s in seeds["seed"]], dtype="Int64")
+    seeds["outcome"] = [
+        Outcome.DIVERGED if s in diverged else Outcome.COLLAPSED if s in collapsed else Outcome.OK
+        for s in seeds["seed"].astype(int)
+    ]
+    row["outcome"] = cell_outcome([int(s) for s in seeds["seed"]], diverged, collapsed)
+    row["n_collapsed"] = len(collapsed)
 
 
 def _has_cells(path: Path) -> bool:
@@ -255,20 +301,26 @@ def load_study(
             if state is None:
                 continue
             study = state.meta.get("study", study_dir.name)
+            config = _read_config(cell_dir)
+            read = {}
             if state.status == CellStatus.COMPLETE:
                 try:
-                    read = {name: _read_table(cell_dir, name, study, state.meta) for name in tables}
+                    read = {name: _read_table(cell_dir, name, study, state.meta, config) for name in tables}
                 except Exception as err:  # a table that passed its checks and still does not read
                     state = CellState(CellStatus.CORRUPT, f"{cell_dir}: {type(err).__name__}: {err}", state.meta)
-                else:
-                    for name, frame in read.items():
-                        tables[name].append(frame)
-            rows.append(_cell_row(study, cell_dir, state))
+                    read = {}
+            row = _cell_row(study, cell_dir, state, config)
+            if read:
+                _with_outcomes(read, row, config)
+                for name, frame in read.items():
+                    tables[name].append(frame)
+            rows.append(row)
 
     def concat(name: str) -> pd.DataFrame:
         frames = [f for f in tables[name] if not f.empty]
         if not frames:
-            return pd.DataFrame(columns=["study", "cell", *TABLE_COLUMNS[name]])
+            extra = SEED_OUTCOME_COLUMNS if name == SEEDS else []
+            return pd.DataFrame(columns=["study", "cell", *TABLE_COLUMNS[name], *extra])
         return pd.concat(frames, ignore_index=True)
 
     cells_frame = pd.DataFrame(rows) if rows else pd.DataFrame(columns=["study", "cell", ARM, *GROUPS, *CELL_INFO[2:]])
