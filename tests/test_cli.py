@@ -83,3 +83,31 @@ def test_a_rejected_config_is_refused_without_importing_jax(tmp_path, override, 
     status, jax_modules = done.stdout.strip().split("\n")[-2:]
     assert status.startswith("failed |") and key in status, done.stdout
     assert jax_modules == "[]", done.stdout
+
+
+def test_zip_pairs_sweeps_element_by_element(tmp_path):
+    """``hydra.sweeper.zip=[act,init]``: (tanh, xavier) and (relu, he), each crossed with the two
+    learning rates: four cells, not eight."""
+    args = ["-m", *TINY, "train.seeds=1", "train.steps=5", "act=tanh,relu", "init=xavier,he", "optim.lr=0.1,0.2"]
+    done = run_cli([*args, "hydra.sweeper.zip=[act,init]", "study=zipped"], tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    cells = load_study(tmp_path / "results" / "zipped").cells
+    assert sorted(zip(cells["act"], cells["init"], cells["optim.lr"], strict=True)) == [
+        ("relu", "he", 0.1),
+        ("relu", "he", 0.2),
+        ("tanh", "xavier", 0.1),
+        ("tanh", "xavier", 0.2),
+    ]
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["act=tanh,relu", "init=xavier,he,lecun"], "act has 2, init has 3"),
+        (["act=tanh,relu"], "init not given on the command line"),
+    ],
+)
+def test_zip_with_mismatched_keys_stops_before_any_job(tmp_path, overrides, message):
+    bad = run_cli(["-m", *TINY, *overrides, "hydra.sweeper.zip=[act,init]"], tmp_path)
+    assert bad.returncode == 2 and "gradstudy: hydra.sweeper.zip: " in bad.stderr and message in bad.stderr
+    assert "Traceback" not in bad.stderr and not (tmp_path / "results").exists()
