@@ -171,7 +171,7 @@ def _gradient_section(gradients: pd.DataFrame, predicted: Predictions, keys: lis
         f"apart from `end`. A ratio with an exact 0 on top (or 0 over 0) shows as {ZERO_MAGNITUDE}; `_n_zero` counts such seeds. "
         "Per-layer values are in gradients.csv. "
         "`delta_std_ratio_predicted` is mean-field theory's ratio at step 0 (gradstudy.theory) for the cell's own "
-        "initialization, activation, widths and data.",
+        "initialization, activation, widths and data, and its batch or layer norm (under batch norm, the large-batch limit).",
         *[
             f"No prediction for {', '.join(cells)}: {reason}."
             for reason, cells in predicted.skipped.groupby("reason", sort=False)["cell"]

@@ -11,6 +11,7 @@ from gradstudy import analysis
 from gradstudy.analysis.predictions import Predictions, predicted_layers
 from gradstudy.analysis.profiles import Phase
 from gradstudy.cells.statistics import summary_of
+from gradstudy.schema import KEY
 from gradstudy.show.encoding import (
     WRAP,
     Keys,
@@ -64,6 +65,12 @@ def _profile(
         f"End: {analysis.end_steps_text(phased)}."
     )
     plot.notes.extend(prediction_notes(predicted, overlay))
+    normed = study.cells.merge(overlay[KEY].drop_duplicates(), on=KEY)
+    if (normed["norm"] == "batchnorm").any():
+        plot.notes.append(
+            "Under batch norm the prediction is the large-batch limit (Yang et al. 2019 for ReLU); at small batches "
+            "δ grows slightly faster towards the input than drawn."
+        )
     collapsed = study.cells[study.cells["n_collapsed"] > 0]
     if len(collapsed):
         plot.notes.append(
