@@ -61,7 +61,8 @@ def _profile(
         study, data, measures, "layer", LAYER_LABEL, title, enc, divergence=None, integer_x=True, overlay=overlay
     )
     plot.notes.append(
-        f"Lines: geometric mean over seeds of positive magnitudes, mean otherwise; 95% t band. "
+        f"Lines: geometric mean over seeds of positive magnitudes (band: the 95% t interval of the logs, mapped back), "
+        f"mean otherwise (95% t band; on the logit scale for fractions). "
         f"End: {analysis.end_steps_text(phased)}."
     )
     plot.notes.extend(prediction_notes(predicted, overlay))
