@@ -9,10 +9,10 @@ from __future__ import annotations
 import sys
 
 COMMANDS = {
-    "run": "train a cell or a grid (Hydra overrides, -m for a sweep)",
-    "report": "tables, figures and report.md of a study",
-    "reproduce": "re-run a paper preset and check its claims",
-    "status": "the state of every cell of a study",
+    "run": "Train one cell, or a grid of cells with -m (Hydra overrides such as init=xavier,he).",
+    "report": "Write the tables, figures and report.md of one or more studies.",
+    "reproduce": "Run a paper's preset, check its claims and write reproduction.md.",
+    "status": "Print the state of every cell of one or more studies.",
 }
 
 
@@ -20,7 +20,11 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if not args or args[0] not in COMMANDS:
         usage = "\n".join(f"  {name:<10} {what}" for name, what in COMMANDS.items())
-        print(f"usage: gradstudy COMMAND [ARGS]\n\ncommands:\n{usage}", file=sys.stderr)
+        print(
+            f"usage: gradstudy COMMAND [ARGS]\n\ncommands:\n{usage}\n\n"
+            "Run gradstudy COMMAND --help for the arguments of one command.",
+            file=sys.stderr,
+        )
         return 0 if args and args[0] in ("-h", "--help") else 2
     command, rest = args[0], args[1:]
     if command == "run":

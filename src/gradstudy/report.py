@@ -232,23 +232,49 @@ def _keys(text: str | None) -> list[str] | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m gradstudy.report", description=__doc__.splitlines()[0])
-    parser.add_argument("study", type=Path, nargs="+", help="a study folder, e.g. results/default, or several")
-    parser.add_argument("--out", type=Path, help="write here instead of inside the study")
-    parser.add_argument("--format", nargs="+", default=["png"], choices=["png", "pdf", "svg"], help="figure formats")
-    parser.add_argument(
-        "--dpi", type=int, default=DPI, help=f"figure resolution (default {DPI}: pages of at most about 2,400 px)"
+    parser = argparse.ArgumentParser(
+        prog="python -m gradstudy.report",
+        description="Write the tables (convergence.csv, gradients.csv), the figures and report.md of one or more "
+        "studies. Reads files only, so it works on a study that is still running.",
+        epilog="Exit status: 0 when the report is written, 2 when a folder holds no cells or the arguments are wrong.",
     )
-    parser.add_argument("--target", type=float, default=0.9, help="the target for steps-to-target (default 0.9)")
-    parser.add_argument("--metric", choices=["accuracy", "loss"], default="accuracy")
-    parser.add_argument("--split", choices=["train", "test"], default="test")
+    parser.add_argument(
+        "study", type=Path, nargs="+", help="A study folder such as results/default, or several to report together."
+    )
+    parser.add_argument(
+        "--out", type=Path, help="Write into this folder instead of the study's own (needed for several studies)."
+    )
+    parser.add_argument(
+        "--format",
+        nargs="+",
+        default=["png"],
+        choices=["png", "pdf", "svg"],
+        help="The figure file formats, one or more (default: png).",
+    )
+    parser.add_argument(
+        "--dpi", type=int, default=DPI, help=f"The figure resolution (default {DPI}: pages of at most about 2,400 px)."
+    )
+    parser.add_argument(
+        "--target", type=float, default=0.9, help="The value that steps-to-target waits for (default 0.9)."
+    )
+    parser.add_argument(
+        "--metric",
+        choices=["accuracy", "loss"],
+        default="accuracy",
+        help="The metric steps-to-target reads: accuracy reaches the target from below, loss from above.",
+    )
+    parser.add_argument(
+        "--split", choices=["train", "test"], default="test", help="The split steps-to-target reads (default: test)."
+    )
     for channel, what in (("hue", "colour"), ("style", "line style"), ("col", "panel columns"), ("row", "panel rows")):
         parser.add_argument(
             f"--{channel}",
             metavar="KEY[,KEY]",
-            help=f"config key(s) shown by {what} (default: chosen from the varying keys)",
+            help=f"The config key(s) shown by {what}; by default they are chosen from the keys that vary.",
         )
-    parser.add_argument("--wrap", type=int, default=4, help="panels per line before wrapping (default 4)")
+    parser.add_argument(
+        "--wrap", type=int, default=4, help="How many panels stand in a line before it wraps (default 4)."
+    )
     args = parser.parse_args(argv)
     import matplotlib
 

@@ -250,12 +250,30 @@ def reproduce(name: str, budget: str, results_dir: str, run: bool = True) -> int
 
 def main(argv: list[str] | None = None) -> int:
     names = sorted(papers())
-    parser = argparse.ArgumentParser(prog="python -m gradstudy.reproduce", description=__doc__.splitlines()[0])
-    parser.add_argument("papers", nargs="*", metavar="NAME", help=f"one or more of {', '.join(names)}")
-    parser.add_argument("--all", action="store_true", help="every paper")
-    parser.add_argument("--budget", choices=BUDGETS, default="cpu")
-    parser.add_argument("--results-dir", default="results")
-    parser.add_argument("--no-run", action="store_true", help="only check the claims on the results already on disk")
+    parser = argparse.ArgumentParser(
+        prog="python -m gradstudy.reproduce",
+        description="Run a paper's preset (or resume it), check its claims on the results, and write "
+        "results/<study>/reproduction.md with the verdicts, the paper's numbers beside ours and the figures.",
+        epilog="Exit status: 0 when no claim is contradicted, 1 when one is, 2 on bad arguments or missing data "
+        "files, 3 when the sweep left cells unfinished.",
+    )
+    parser.add_argument(
+        "papers", nargs="*", metavar="NAME", help=f"The papers to reproduce: one or more of {', '.join(names)}."
+    )
+    parser.add_argument("--all", action="store_true", help="Reproduce every paper, one after the other.")
+    parser.add_argument(
+        "--budget",
+        choices=BUDGETS,
+        default="cpu",
+        help="The size to run: cpu (minutes on 2 cores, offline data; the default), paper (the paper's own "
+        "architecture, data and steps, for a GPU or a long run) or smoke (3 steps, a plumbing check).",
+    )
+    parser.add_argument(
+        "--results-dir", default="results", help="The folder that holds the studies (default: results)."
+    )
+    parser.add_argument(
+        "--no-run", action="store_true", help="Train nothing: check the claims on the results already on disk."
+    )
     args = parser.parse_args(argv)
     import matplotlib
 

@@ -30,9 +30,17 @@ def status_lines(paths: list[Path]) -> tuple[list[str], bool]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m gradstudy.status", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m gradstudy.status",
+        description="Print how many cells of one or more studies are complete, running, interrupted, failed or "
+        "corrupt, and why each one that is not complete is not. Reads files only.",
+        epilog="Exit status: 0 when every cell is complete, 1 when some are not, 2 when a folder holds no cells.",
+    )
     parser.add_argument(
-        "study", type=Path, nargs="+", help="a study folder (results/<study>), a folder of studies, or several"
+        "study",
+        type=Path,
+        nargs="+",
+        help="A study folder (results/<study>), a folder of studies, or several of either.",
     )
     args = parser.parse_args(argv)
     try:
