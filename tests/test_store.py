@@ -247,3 +247,26 @@ def test_a_cell_written_before_seeds_parquet_gets_its_seeds_from_meta(cell_cfg):
     pd.testing.assert_frame_equal(study.seeds, expected, check_dtype=False)
     healthy = set(expected.loc[expected["diverged_at"].isna(), "seed"])
     assert set(final_metrics(study)["seed"]) == healthy
+
+
+def test_meta_records_the_machine_and_a_report_on_two_machines_says_so(cell_cfg, tmp_path):
+    """Two studies of the same cell, one of them made on another processor (its meta.json edited as
+    a colleague's machine would have written it): the report on both says their numbers are not
+    bitwise comparable and names each machine."""
+    from gradstudy.report import write_report
+    from gradstudy.store.provenance import machine_fingerprint
+
+    mine = Path(run_cell(cell_cfg()))
+    theirs = Path(run_cell(cell_cfg("study=s2")))
+    meta = json.loads((mine / "meta.json").read_text())
+    assert {"processor", "architecture", "isa", "xla_flags"} <= set(meta["machine"])
+    assert "platform_version" in meta["device"] and meta["device"]["platform"] == "cpu"
+    assert "xla_force_host_platform_device_count" not in machine_fingerprint(meta)  # the count changes no number
+    alone = write_report(tmp_path / "s1", tmp_path / "alone").read_text()
+    assert "different machines" not in alone
+    other = json.loads((theirs / "meta.json").read_text())
+    other["machine"] = {**other["machine"], "processor": "Another CPU 9000", "isa": ["avx2", "fma"]}
+    write_json(theirs / "meta.json", other)
+    both = write_report([tmp_path / "s1", tmp_path / "s2"], tmp_path / "both").read_text()
+    assert "made on different machines or builds" in both
+    assert "Another CPU 9000; avx2+fma" in both and meta["machine"]["processor"] in both

@@ -52,6 +52,17 @@ def _header(title: str, study: Study) -> str:
             f"**Warning: this study mixes cells made by different code** (code_hash {counts}); "
             "rerun the older cells with force=true before comparing them.",
         ]
+    machines = complete["machine"].fillna("not recorded (made before runs recorded it)").value_counts()
+    if len(machines) > 1:
+        lines += [
+            "",
+            "**Note: these cells were made on different machines or builds**, so their numbers are not bitwise "
+            "comparable: on another processor, instruction set, jaxlib or XLA flags, XLA's code differs at float "
+            "rounding and training amplifies it (same machine type and versions: bitwise equal for any seeds, cells, "
+            "launchers and device counts).",
+            "",
+            *[f"- {machine} ({n} cells)" for machine, n in machines.items()],
+        ]
     missing = study.cells[study.cells["status"] != CellStatus.COMPLETE]
     if len(missing):
         lines += ["", "Missing (not complete):", ""]

@@ -139,5 +139,6 @@ CELL_INFO = (
     "n_diverged",
     "n_collapsed",
     "code_hash",
+    "machine",
     "path",
 )

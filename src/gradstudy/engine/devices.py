@@ -21,8 +21,15 @@ def use_host_devices(count: int | None = None) -> None:
 
 
 def device_info() -> dict[str, Any]:
-    """The device a cell ran on, for its ``meta.json``: platform, kind and how many there are."""
+    """The device a cell ran on, for its ``meta.json``: platform, kind, how many there are, and the
+    backend's build (``platform_version``: the CUDA and driver versions on a GPU)."""
     import jax
+    from jax.extend import backend
 
     device = jax.devices()[0]
-    return {"platform": device.platform, "kind": device.device_kind, "count": jax.device_count()}
+    return {
+        "platform": device.platform,
+        "kind": device.device_kind,
+        "count": jax.device_count(),
+        "platform_version": backend.get_backend().platform_version,
+    }

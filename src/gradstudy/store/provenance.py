@@ -13,9 +13,73 @@ from gradstudy.schema import conf_dir
 PACKAGE = Path(__file__).resolve().parents[1]
 
 
+#: Instruction-set extensions that change the code XLA generates for a CPU: it compiles for the host's own.
+ISA_FEATURES = (
+    "sse4_2",
+    "avx",
+    "avx2",
+    "fma",
+    "f16c",
+    "avx512f",
+    "avx512dq",
+    "avx512bw",
+    "avx512vl",
+    "avx512_vnni",
+    "avx512_bf16",
+    "avx512_fp16",
+    "amx_tile",
+    "amx_bf16",
+    "amx_int8",
+)
+#: XLA flags that change no number: the host device count (results are bitwise the same for any count).
+NEUTRAL_XLA_FLAGS = ("--xla_force_host_platform_device_count",)
+
+
+def machine_info() -> dict[str, Any]:
+    """The processor the cell ran on, the instruction-set features XLA compiled for (the host's own,
+    from ``/proc/cpuinfo`` where there is one) and the XLA flags in force, for ``meta.json``."""
+    import os
+    import platform
+
+    processor, flags = platform.processor() or platform.machine(), set()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and value.strip():
+                processor = value.strip()
+            elif key.strip() in ("flags", "Features") and not flags:
+                flags = set(value.split())
+    return {
+        "processor": processor,
+        "architecture": platform.machine(),
+        "isa": [f for f in ISA_FEATURES if f in flags],
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+    }
+
+
+def machine_fingerprint(meta: dict[str, Any]) -> str | None:
+    """What must be equal for two cells' numbers to be bitwise comparable, beyond their config and
+    code: processor, instruction-set features, XLA flags that change numbers, jaxlib and the device
+    kind. None for a cell made before runs recorded their machine."""
+    machine = meta.get("machine")
+    if not isinstance(machine, dict):
+        return None
+    flags = " ".join(f for f in str(machine.get("xla_flags", "")).split() if not f.startswith(NEUTRAL_XLA_FLAGS))
+    device = meta.get("device", {}) or {}
+    parts = [
+        str(machine.get("processor")),
+        "+".join(machine.get("isa", [])) or "no ISA features recorded",
+        f"jaxlib {meta.get('versions', {}).get('jaxlib')}",
+        f"{device.get('platform')}:{device.get('kind')}",
+        *([f"XLA_FLAGS {flags}"] if flags else []),
+    ]
+    return "; ".join(parts)
+
+
 def provenance() -> dict[str, Any]:
-    """Package versions and the git hash and ``code_hash`` of the code, for ``meta.json`` (the device
-    is the engine's to say: ``engine.devices.device_info``)."""
+    """Package versions, the git hash and ``code_hash`` of the code, and the machine
+    (``machine_info``), for ``meta.json`` (the device is the engine's to say: ``engine.devices.device_info``)."""
     import subprocess
     from importlib import metadata
 
@@ -30,7 +94,7 @@ def provenance() -> dict[str, Any]:
         git_hash = git.stdout.strip() if git.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
         git_hash = None
-    return {"versions": versions, "git_hash": git_hash, "code_hash": code_hash()}
+    return {"versions": versions, "git_hash": git_hash, "code_hash": code_hash(), "machine": machine_info()}
 
 
 @functools.lru_cache(maxsize=1)

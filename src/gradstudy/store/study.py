@@ -33,6 +33,7 @@ from gradstudy.schema import (
     Outcome,
 )
 from gradstudy.store.outcomes import cell_outcome, collapsed_seeds
+from gradstudy.store.provenance import machine_fingerprint
 from gradstudy.store.state import CellState, cell_state
 
 #: Columns ``Study.seeds`` adds to the stored seeds table (``store.outcomes``).
@@ -198,6 +199,7 @@ def _cell_row(study: str, cell_dir: Path, state: CellState, config: dict[str, An
     row["n_diverged"] = len(meta.get("diverged", {}))
     row["n_collapsed"] = 0
     row["code_hash"] = meta.get("code_hash")
+    row["machine"] = machine_fingerprint(meta)
     row["path"] = str(cell_dir)
     return row
 
