@@ -96,7 +96,7 @@ class SummaryCallback(Callback):
 
 def summarize_sweep(results_dir: Path, sweep: str) -> bool:
     """Print the summary of the cells ``sweep`` touched; True when each is complete or running in
-    another live process (the state table in the README), and no run was refused."""
+    another live process (the state table in docs/reliability.md), and no run was refused."""
     from gradstudy.schema import CellStatus
     from gradstudy.show.summary import summary_table
     from gradstudy.store.study import load_study

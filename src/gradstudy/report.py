@@ -242,7 +242,8 @@ def _keys(text: str | None) -> list[str] | None:
     return None if text is None else [k for k in text.split(",") if k]
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``python -m gradstudy.report`` (the README's commands are checked against it)."""
     parser = argparse.ArgumentParser(
         prog="python -m gradstudy.report",
         description="Write the tables (convergence.csv, gradients.csv), the figures and report.md of one or more "
@@ -286,6 +287,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--wrap", type=int, default=4, help="How many panels stand in a line before it wraps (default 4)."
     )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     import matplotlib
 

@@ -248,7 +248,8 @@ def reproduce(name: str, budget: str, results_dir: str, run: bool = True) -> int
     return status
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``python -m gradstudy.reproduce`` (the README's commands are checked against it)."""
     names = sorted(papers())
     parser = argparse.ArgumentParser(
         prog="python -m gradstudy.reproduce",
@@ -274,7 +275,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-run", action="store_true", help="Train nothing: check the claims on the results already on disk."
     )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
+    names = sorted(papers())
     import matplotlib
 
     matplotlib.use("Agg")

@@ -29,7 +29,8 @@ def status_lines(paths: list[Path]) -> tuple[list[str], bool]:
     return lines, bool((cells["status"] == CellStatus.COMPLETE).all())
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``python -m gradstudy.status`` (the README's commands are checked against it)."""
     parser = argparse.ArgumentParser(
         prog="python -m gradstudy.status",
         description="Print how many cells of one or more studies are complete, running, interrupted, failed or "
@@ -42,6 +43,11 @@ def main(argv: list[str] | None = None) -> int:
         nargs="+",
         help="A study folder (results/<study>), a folder of studies, or several of either.",
     )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     try:
         lines, complete = status_lines(args.study)
