@@ -100,6 +100,9 @@ def _check(tokens: list[str]) -> None:
         program, args = "python", ["-m", f"gradstudy.{args[0]}", *args[1:]]
     if program == "source":
         assert args == [".venv/bin/activate"]
+    elif program == "bash":
+        assert args[0].startswith("scripts/") and (ROOT / args[0]).is_file(), args[0]
+        assert args[1:] in ([], ["--dry-run"]), args
     elif program.endswith("pip"):
         extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
         for arg in args:
