@@ -104,7 +104,7 @@ def test_zip_pairs_sweeps_element_by_element(tmp_path):
     "overrides, message",
     [
         (["act=tanh,relu", "init=xavier,he,lecun"], "act has 2, init has 3"),
-        (["act=tanh,relu"], "init not given on the command line"),
+        (["act=tanh,relu"], "init not among the overrides"),
     ],
 )
 def test_zip_with_mismatched_keys_stops_before_any_job(tmp_path, overrides, message):

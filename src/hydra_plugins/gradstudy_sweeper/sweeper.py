@@ -23,7 +23,6 @@ from typing import Any
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import Override
 from omegaconf import OmegaConf, open_dict
 
 log = logging.getLogger(__name__)
@@ -54,32 +53,6 @@ def quote(override: str) -> str:
 def members_override(cells: list[list[str]]) -> str:
     """The ``members=[[...], ...]`` override that hands ``cells`` (each one's overrides) to one job."""
     return "members=[" + ",".join("[" + ",".join(quote(o) for o in cell) + "]" for cell in cells) + "]"
-
-
-def zip_cells(overrides: list[Override], keys: list[str], cross: Any) -> list[list[str]]:
-    """The cells of ``overrides`` with the sweeps of ``keys`` paired element by element (the i-th
-    value of each) and crossed with the other overrides by ``cross`` (the basic sweeper's
-    ``split_arguments``). Raises ``ValueError`` naming a key that is not given or a length that differs."""
-    by_key = {o.key_or_group: o for o in overrides}
-    absent = [k for k in keys if k not in by_key]
-    if absent:
-        raise ValueError(
-            f"hydra.sweeper.zip: {', '.join(absent)} not given on the command line; zip pairs the values of given keys"
-        )
-    values = {}
-    for key in keys:
-        override = by_key[key]
-        element = override.get_key_element()
-        if override.is_sweep_override():
-            values[key] = [f"{element}={v}" for v in override.sweep_string_iterator()]
-        else:
-            values[key] = [f"{element}={override.get_value_element_as_str()}"]
-    lengths = {key: len(v) for key, v in values.items()}
-    if len(set(lengths.values())) > 1:
-        counts = ", ".join(f"{k} has {n}" for k, n in lengths.items())
-        raise ValueError(f"hydra.sweeper.zip: the zipped keys need as many values each ({counts})")
-    (crossed,) = cross([o for o in overrides if o.key_or_group not in keys], None)
-    return [[*cell, *pair] for cell in crossed for pair in zip(*values.values(), strict=True)]
 
 
 class GradstudySweeper(BasicSweeper):
@@ -138,14 +111,12 @@ class GradstudySweeper(BasicSweeper):
         params_conf.extend(arguments)
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
         overrides = parser.parse_overrides(params_conf)
+        from gradstudy.cells.expand import expand
+
         try:
-            cells = (
-                zip_cells(overrides, self.zip, self.split_arguments)
-                if self.zip
-                else self.split_arguments(overrides, None)[0]
-            )
+            cells = expand(overrides, self.zip)
         except ValueError as err:  # one line naming the key, before any job starts
-            print(f"gradstudy: {err}", file=sys.stderr)
+            print(f"gradstudy: hydra.sweeper.{err}", file=sys.stderr)
             sys.exit(2)
         jobs = self.jobs(cells)
         self.overrides = list(self.split_overrides_to_chunks(jobs, self.max_batch_size))
