@@ -12,12 +12,17 @@ import pytest
 from conftest import compose_config
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
-from gradstudy import report, reproduce, status
+from gradstudy import export, report, reproduce, status
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 #: The tools a fenced command may name, with the check that its arguments parse.
-PARSERS = {"gradstudy.report": report, "gradstudy.status": status, "gradstudy.reproduce": reproduce}
+PARSERS = {
+    "gradstudy.report": report,
+    "gradstudy.status": status,
+    "gradstudy.reproduce": reproduce,
+    "gradstudy.export": export,
+}
 PYTHONS = ("python", "python3", ".venv/bin/python")
 
 

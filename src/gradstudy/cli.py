@@ -1,4 +1,4 @@
-"""The ``gradstudy`` console script: ``gradstudy run|report|reproduce|status ...``.
+"""The ``gradstudy`` console script: ``gradstudy run|report|reproduce|status|export ...``.
 
 ``gradstudy run`` is ``python -m gradstudy.run``: the subcommand is stripped from ``sys.argv``
 before Hydra reads it, so every Hydra option and override works the same.
@@ -13,6 +13,7 @@ COMMANDS = {
     "report": "Write the tables, figures and report.md of one or more studies.",
     "reproduce": "Run a paper's preset, check its claims and write reproduction.md.",
     "status": "Print the state of every cell of one or more studies.",
+    "export": "Write one or more studies as TensorBoard event files (export tensorboard STUDY --out DIR).",
 }
 
 
@@ -37,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
         from gradstudy.report import main as command_main
     elif command == "reproduce":
         from gradstudy.reproduce import main as command_main
+    elif command == "export":
+        from gradstudy.export import main as command_main
     else:
         from gradstudy.status import main as command_main
     return command_main(rest)
