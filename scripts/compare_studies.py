@@ -50,10 +50,21 @@ def compare_reports(before: Path, after: Path) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("before", type=Path)
-    parser.add_argument("after", type=Path)
-    parser.add_argument("--reports", nargs=2, type=Path, metavar=("BEFORE", "AFTER"), default=None)
+    parser = argparse.ArgumentParser(
+        description="Compare two results folders cell by cell, bitwise: the same cell ids, and every table of every "
+        "cell equal value for value.",
+        epilog="Exit status: 0 when everything matches, 1 with the differences listed otherwise.",
+    )
+    parser.add_argument("before", type=Path, help="The results folder made by the old code.")
+    parser.add_argument("after", type=Path, help="The results folder made by the new code, with the same commands.")
+    parser.add_argument(
+        "--reports",
+        nargs=2,
+        type=Path,
+        metavar=("BEFORE", "AFTER"),
+        default=None,
+        help="Also compare the CSV tables that gradstudy.report wrote into these two folders.",
+    )
     args = parser.parse_args(argv)
     problems = compare_cells(args.before, args.after)
     n_cells = len(cell_folders(args.before))

@@ -58,19 +58,28 @@ def model_steps(grid: list[str], seeds: int, steps: int) -> int:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--cold", action="store_true", help="start every run from an empty cache")
-    parser.add_argument("--seeds", type=int, default=5, help="train.seeds of the grid (the default config's)")
-    parser.add_argument("--steps", type=int, default=1000, help="train.steps of the grid (the default config's)")
-    parser.add_argument("grid", nargs="*", default=DEFAULT_GRID, help="sweep overrides (default: the quickstart grid)")
+    parser = argparse.ArgumentParser(
+        description="Time a whole grid command as a user runs it, each run a fresh process writing a fresh results "
+        "folder; prints the median wall time with its range and the model-steps per second.",
+    )
+    parser.add_argument("--runs", type=int, default=5, help="How many timed runs (default 5).")
+    parser.add_argument("--cold", action="store_true", help="Start every run from an empty compile and dataset cache.")
+    parser.add_argument(
+        "--seeds", type=int, default=5, help="The grid's train.seeds (default: the default config's 5)."
+    )
+    parser.add_argument(
+        "--steps", type=int, default=1000, help="The grid's train.steps (default: the default config's 1000)."
+    )
+    parser.add_argument(
+        "grid", nargs="*", default=DEFAULT_GRID, help="The sweep's overrides (default: the quickstart grid)."
+    )
     parser.add_argument(
         "--efficiency",
         action="store_true",
-        help="also time scripts/benchmark.py's single-cell engine between the runs, and print the ratio",
+        help="Also time scripts/benchmark.py's single-cell engine between the runs, and print the ratio.",
     )
     parser.add_argument(
-        "--floor", action="store_true", help="time only the grid's training compute, in this process, and stop"
+        "--floor", action="store_true", help="Time only the grid's training compute, in this process, and stop."
     )
     args = parser.parse_args()
     if args.floor:
