@@ -46,7 +46,6 @@ from gradstudy.schema import (
     CONFIG,
     LAYERS,
     META,
-    N_CLASSES,
     STEPS,
     THEORY_INPUTS,
     CellStatus,
@@ -56,7 +55,7 @@ from gradstudy.schema import (
 from gradstudy.store.files import table_record, write_json, write_table, write_yaml
 from gradstudy.store.ids import cell_id, config_hash
 from gradstudy.store.locks import CellLock, claim, describe, read_lock
-from gradstudy.store.outcomes import cell_outcome, collapsed_seeds
+from gradstudy.store.outcomes import classify
 from gradstudy.store.provenance import code_hash, provenance
 from gradstudy.store.state import cell_state
 from gradstudy.store.sweeps import mark_in_sweep
@@ -345,9 +344,7 @@ def _write(c: Claim, result, console: Console) -> None:
     for name, frame in tables.items():
         write_table(c.cell_dir / name, frame)
     meta["tables"] = {name: table_record(c.cell_dir / name) for name in tables}
-    layers = tables[LAYERS]
-    collapsed = collapsed_seeds(layers[~layers["seed"].isin(list(diverged))], tables[STEPS], N_CLASSES[cfg.data.name])
-    outcome = cell_outcome(meta["seeds"], diverged, collapsed)
+    collapsed, outcome = classify(meta["seeds"], diverged, tables[LAYERS], tables[STEPS], cfg.data.name)
     wall_s = round(time.time() - c.started, 2)
     meta.update(status=CellStatus.COMPLETE, outcome=outcome, diverged=diverged, collapsed=collapsed, wall_s=wall_s)
     write_json(c.cell_dir / META, meta)

@@ -23,7 +23,7 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from gradstudy.schema import Outcome
+from gradstudy.schema import N_CLASSES, Outcome
 
 #: How many of a seed's last recorded statistics steps must show no gradient.
 COLLAPSE_WINDOW = 5
@@ -60,6 +60,15 @@ def cell_outcome(seeds: list[int], diverged: Mapping[int, int], collapsed: Mappi
     if any(s not in diverged and s not in collapsed for s in seeds):
         return Outcome.OK
     return Outcome.COLLAPSED if collapsed else Outcome.DIVERGED
+
+
+def classify(
+    seeds: list[int], diverged: Mapping[int, int], layers: pd.DataFrame, steps: pd.DataFrame, data: str
+) -> tuple[dict[int, int], Outcome]:
+    """The collapsed seeds (seed -> ``collapsed_at``) of a cell trained on dataset ``data``, from its
+    ``layers`` and ``steps`` tables (the diverged seeds left out), and the cell's outcome."""
+    collapsed = collapsed_seeds(layers[~layers["seed"].isin(list(diverged))], steps, N_CLASSES.get(data, 0))
+    return collapsed, cell_outcome(seeds, diverged, collapsed)
 
 
 def outcome_text() -> str:

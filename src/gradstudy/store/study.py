@@ -23,7 +23,6 @@ from gradstudy.schema import (
     GROUPS,
     LAYERS,
     META,
-    N_CLASSES,
     SEEDS,
     STEPS,
     TABLE_COLUMNS,
@@ -32,7 +31,7 @@ from gradstudy.schema import (
     CellStatus,
     Outcome,
 )
-from gradstudy.store.outcomes import cell_outcome, collapsed_seeds
+from gradstudy.store.outcomes import classify
 from gradstudy.store.provenance import machine_fingerprint
 from gradstudy.store.state import CellState, cell_state
 
@@ -239,15 +238,14 @@ def _with_outcomes(read: dict[str, pd.DataFrame], row: dict[str, Any], config: d
     ``n_collapsed`` in ``row``, from the cell's own tables (``store.outcomes``)."""
     seeds = read[SEEDS]
     diverged = {int(s): int(d) for s, d in zip(seeds["seed"], seeds["diverged_at"], strict=True) if pd.notna(d)}
-    n_classes = N_CLASSES.get(str(config.get("data", {}).get("name")), 0)
-    healthy = ~read[LAYERS]["seed"].isin(list(diverged))
-    collapsed = collapsed_seeds(read[LAYERS][healthy], read[STEPS], n_classes)
+    data = str(config.get("data", {}).get("name"))
+    collapsed, outcome = classify([int(s) for s in seeds["seed"]], diverged, read[LAYERS], read[STEPS], data)
     seeds["collapsed_at"] = pd.array([collapsed.get(int(s)) for s in seeds["seed"]], dtype="Int64")
     seeds["outcome"] = [
         Outcome.DIVERGED if s in diverged else Outcome.COLLAPSED if s in collapsed else Outcome.OK
         for s in seeds["seed"].astype(int)
     ]
-    row["outcome"] = cell_outcome([int(s) for s in seeds["seed"]], diverged, collapsed)
+    row["outcome"] = outcome
     row["n_collapsed"] = len(collapsed)
 
 
