@@ -173,10 +173,6 @@ def integer_ticks(ax: plt.Axes, axis: str = "x") -> None:
     (ax.xaxis if axis == "x" else ax.yaxis).set_major_locator(MaxNLocator(integer=True))
 
 
-def diverged_seeds(study: Study) -> pd.DataFrame:
-    return study.seeds.dropna(subset=["diverged_at"]).astype({"diverged_at": np.int64})
-
-
 def lost_seeds(study: Study) -> pd.DataFrame:
     """The seeds that diverged or collapsed: study, cell, seed, outcome and ``at``, the step at which
     a seed diverged or from which it collapsed."""
