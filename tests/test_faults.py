@@ -230,6 +230,35 @@ def test_a_signal_marks_the_cell_interrupted_prints_the_summary_and_a_rerun_fini
         assert cell_state(cell_dir).status == CellStatus.COMPLETE
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_a_signal_whose_raise_python_swallowed_still_stops_the_cell(tmp_path, monkeypatch):
+    """A signal that lands in a garbage-collector callback or a ``__del__`` (JAX has such a
+    callback) raises where Python prints the exception and drops it; the run must stop anyway."""
+    import signal
+
+    from gradstudy import run
+    from gradstudy.engine.program import Engine
+
+    class Dropped:
+        def __del__(self):
+            run._interrupt(signal.SIGINT, None)  # the handler, where its raise is swallowed
+
+    trained = Engine.run
+
+    def run_with_a_dropped_signal(self, *args, **kwargs):
+        Dropped()
+        return trained(self, *args, **kwargs)
+
+    monkeypatch.setattr(run, "_SIGNALLED", [])
+    monkeypatch.setattr(Engine, "run", run_with_a_dropped_signal)
+    with pytest.raises(run.CellInterrupted):
+        run_cell(compose_config(*FAST, f"results_dir={tmp_path}", "study=s"))
+    (cell_dir,) = (tmp_path / "s").iterdir()
+    meta = json.loads((cell_dir / META).read_text())
+    assert meta["status"] == "interrupted" and meta["message"] == "stopped by SIGINT"
+    assert not (cell_dir / ".lock").exists()
+
+
 def test_kill_9_leaves_a_cell_that_reads_interrupted_and_a_rerun_finishes(tmp_path):
     proc, cell_dir = _start_and_wait_for_training(tmp_path)
     proc.kill()

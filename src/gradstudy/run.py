@@ -265,12 +265,14 @@ def _train_group(claims: list[Claim], console: Console) -> None:
     for c, err in too_big:
         _fail(c, err, console)
     for piece in pieces:
+        _stop_if_signalled()
         try:
             results = _train(engine, piece, console)
         except Exception as err:
             _one_by_one(piece, err, console)
             continue
         for c, result in zip(piece, results, strict=True):
+            _stop_if_signalled()
             try:
                 _write(c, result, console)
             except Exception as err:
@@ -329,7 +331,12 @@ def _train(engine, claims: list[Claim], console: Console) -> list:
     label = claims[0].cell if len(claims) == 1 else f"group {group['id']}: {len(claims)} cells, {len(seeds)} runs"
     with Progress(*columns, console=console) as progress:
         task = progress.add_task(label, total=engine.steps, loss=float("nan"))
-        result = engine.run(state, seeds, on_chunk=lambda step, loss: progress.update(task, completed=step, loss=loss))
+
+        def on_chunk(step: int, loss: float) -> None:
+            _stop_if_signalled()
+            progress.update(task, completed=step, loss=loss)
+
+        result = engine.run(state, seeds, on_chunk=on_chunk)
     return result.split([len(c.meta["seeds"]) for c in claims])
 
 
@@ -381,8 +388,21 @@ class CellInterrupted(BaseException):
         self.name = signal.Signals(signum).name
 
 
+_SIGNALLED: list[int] = []
+
+
 def _interrupt(signum: int, frame: object) -> None:
+    """Raise ``CellInterrupted``, and remember the signal: a raise that lands inside a garbage
+    collector callback (JAX has one) or a ``__del__`` is printed and dropped by Python, and the
+    run would otherwise carry on as if no signal had come."""
+    _SIGNALLED.append(signum)
     raise CellInterrupted(signum)
+
+
+def _stop_if_signalled() -> None:
+    """Raise ``CellInterrupted`` for a signal whose own raise was swallowed (see ``_interrupt``)."""
+    if _SIGNALLED:
+        raise CellInterrupted(_SIGNALLED[0])
 
 
 register_configs()
