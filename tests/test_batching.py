@@ -31,8 +31,20 @@ GRIDS = {
         ("optim=momentum", "optim.lr=0.05", "optim.momentum=0.5", "optim.clip_norm=1.0"),
         ("optim=momentum", "optim.lr=0.1", "optim.momentum=0.9", "optim.clip_norm=0.1"),
     ],
+    # schedule numbers and weight decay are per-run data; another schedule kind is another program
+    "schedules and decay": [
+        ("optim=momentum", "optim.schedule=warmup_cosine", "optim.warmup_steps=5", "optim.weight_decay=0.01"),
+        ("optim=momentum", "optim.schedule=warmup_cosine", "optim.warmup_steps=10", "optim.end_lr=0.01")
+        + ("optim.weight_decay=0.5",),
+        ("optim=momentum", "optim.schedule=step", "optim.boundaries=[10,20]", "optim.factors=[0.5,0.2]"),
+    ],
 }
-GROUP_SIZES = {"init x act": [2, 2, 2, 2], "lr sweep": [3, 3, 3], "momentum and clip": [2, 2]}
+GROUP_SIZES = {
+    "init x act": [2, 2, 2, 2],
+    "lr sweep": [3, 3, 3],
+    "momentum and clip": [2, 2],
+    "schedules and decay": [2, 2, 1],
+}
 
 
 def _tables(cell_dir: str) -> dict[str, pd.DataFrame]:

@@ -1,17 +1,25 @@
 """One policy for cell ids: hash the canonical config (the keys each chosen option uses, without
 run-only keys and without keys added later while they keep their default), and pin the ids."""
 
-import inspect
 from pathlib import Path
 
 import pytest
 import yaml
 from conftest import compose_config
 
-from gradstudy.cells.config import ADDED_KEYS, RUN_KEYS, canonical, option_keys, resolved
+from gradstudy.cells.config import (
+    ADDED_KEYS,
+    RUN_KEYS,
+    canonical,
+    ignored_overrides,
+    option_keys,
+    resolved,
+    used_keys,
+)
 from gradstudy.cells.options import ACTIVATIONS, NORMS, OPTIMIZERS
+from gradstudy.cells.schedules import DECAY_MASKS, SCHEDULES
 from gradstudy.engine.model import NORM_LAYERS
-from gradstudy.engine.optim import FACTORIES, make_optimizer
+from gradstudy.engine.optim import DIRECTIONS, MASKS, make_optimizer
 from gradstudy.inputs.data import FILE_DATASETS
 from gradstudy.inputs.inits import INITIALIZERS, bias_init
 from gradstudy.schema import conf_dir
@@ -58,6 +66,20 @@ def test_keys_the_chosen_options_ignore_do_not_change_the_id(ignored):
 
 
 @pytest.mark.parametrize(
+    "base, ignored",
+    [
+        ((), ("optim.warmup_steps=10", "optim.end_lr=0.1", "optim.boundaries=[5]", "optim.decay_mask=all")),
+        (("optim.schedule=cosine",), ("optim.warmup_steps=10", "optim.boundaries=[5]", "optim.factors=[0.1]")),
+        (("optim.schedule=step", "optim.boundaries=[5]", "optim.factors=[0.1]"), ("optim.end_lr=0.5",)),
+        (("optim.schedule=cosine",), ("optim.decay_steps=1000",)),  # null is the whole run, train.steps=1000
+    ],
+    ids=["constant", "cosine", "step", "decay_steps spelled out"],
+)
+def test_keys_the_schedule_and_no_decay_ignore_do_not_change_the_id(base, ignored):
+    assert _id(*base, *ignored) == _id(*base)
+
+
+@pytest.mark.parametrize(
     "used",
     [
         ("optim=momentum", "optim.momentum=0.5"),
@@ -67,21 +89,33 @@ def test_keys_the_chosen_options_ignore_do_not_change_the_id(ignored):
         ("stats=full", "stats.hist_bins=7"),
         ("init.bias=0.1",),
         ("optim.lr=0.3",),
+        ("optim.schedule=cosine",),
+        ("optim.schedule=cosine", "optim.end_lr=0.01"),
+        ("optim.schedule=warmup_cosine", "optim.warmup_steps=10"),
+        ("optim.schedule=cosine", "optim.decay_steps=500"),
+        ("optim.weight_decay=0.01",),
+        ("optim.weight_decay=0.01", "optim.decay_mask=all"),
     ],
 )
 def test_keys_the_chosen_options_use_change_the_id(used):
-    base = [o for o in used if "." not in o.split("=")[0]]
-    assert _id(*used) != _id(*base)
+    assert _id(*used) != _id(*used[:-1])
 
 
 def test_keys_added_later_leave_the_id_alone_while_they_keep_their_default():
-    assert ADDED_KEYS == {"stats.hist_range": [1e-6, 1e3], "init.bias_std": 0.0, "stats.units": 8}
+    assert ADDED_KEYS == {
+        "stats.hist_range": [1e-6, 1e3],
+        "init.bias_std": 0.0,
+        "stats.units": 8,
+        "optim.schedule": "constant",
+        "optim.weight_decay": 0.0,
+    }
     plain = canonical(resolved(compose_config("stats=full")))
     assert "hist_range" not in plain["stats"] and "hist_bins" in plain["stats"]
     assert "bias_std" not in plain["init"] and "bias" in plain["init"]
     assert _id("stats=full", "stats.hist_range=[1e-6,1e3]") == _id("stats=full")
     assert _id("stats=full", "stats.hist_range=[1e-4,1e3]") != _id("stats=full")
     assert _id("init.bias_std=0.0") == _id() and _id("init.bias_std=0.1") != _id()
+    assert _id("optim.schedule=constant", "optim.weight_decay=0.0") == _id()
     assert not set(RUN_KEYS) & set(plain)
 
 
@@ -100,6 +134,10 @@ class _Recorder(dict):
         self.read.add(key)
         return super().get(key, default)
 
+    def __getitem__(self, key):
+        self.read.add(key)
+        return super().__getitem__(key)
+
 
 def _node(group: str, option: str) -> tuple[dict, set]:
     node = dict(compose_config(f"{group}={option}")[group])
@@ -115,11 +153,17 @@ def test_an_initializer_reads_only_the_keys_its_yaml_lists(name):
     assert read <= option_keys("init", name)
 
 
+@pytest.mark.parametrize("weight_decay", [0.0, 0.1])
+@pytest.mark.parametrize("schedule", sorted(SCHEDULES))
 @pytest.mark.parametrize("name", ["sgd", "momentum", "adam"])
-def test_an_optimizer_reads_only_the_keys_its_yaml_lists(name):
-    node, read = _node("optim", name)
-    make_optimizer(node)
-    assert read <= option_keys("optim", name)
+def test_an_optimizer_reads_only_the_keys_its_yaml_schedule_and_decay_use(name, schedule, weight_decay):
+    overrides = [f"optim.schedule={schedule}", f"optim.weight_decay={weight_decay}"]
+    node = dict(compose_config(f"optim={name}", *overrides, "optim.boundaries=[5]", "optim.factors=[0.1]")["optim"])
+    read: set[str] = set()
+    make_optimizer(_Recorder(node, read), 10)
+    assert read <= used_keys("optim", node)
+    if schedule == "constant" and weight_decay == 0:
+        assert read <= option_keys("optim", name) | {"schedule", "weight_decay"}
 
 
 @pytest.mark.parametrize("name", sorted(NORMS))
@@ -133,9 +177,8 @@ def test_a_norm_reads_only_the_keys_its_yaml_lists(name):
 
 def test_the_engine_builds_every_norm_and_optimizer_the_options_name():
     assert set(NORM_LAYERS) == set(NORMS)
-    assert set(FACTORIES) == set(OPTIMIZERS)
-    for name, keys in OPTIMIZERS.items():
-        assert set(inspect.signature(FACTORIES[name]).parameters) == {*keys, "clip_norm"}
+    assert set(DIRECTIONS) == set(OPTIMIZERS)
+    assert set(MASKS) == set(DECAY_MASKS)
 
 
 @pytest.mark.parametrize("name", sorted(ACTIVATIONS))
@@ -148,3 +191,16 @@ def test_a_dataset_lists_root_exactly_when_it_reads_files():
         keys = set(yaml.safe_load(path.read_text()))
         assert {"name", "standardize", "n_train", "n_test"} <= keys
         assert ("root" in keys) == (path.stem in FILE_DATASETS)
+
+
+def test_an_override_the_cell_ignores_is_named_with_the_choice_that_ignores_it():
+    overrides = ["optim.warmup_steps=10", "optim.decay_mask=all", "optim.momentum=0.3", "optim.lr=0.2"]
+    cfg = compose_config(*overrides, "optim.schedule=step", "optim.boundaries=[5]", "optim.factors=[0.1]")
+    assert ignored_overrides(cfg, overrides) == [
+        f"{key} is ignored by {by}: this cell runs, and is identified, without it"
+        for key, by in [
+            ("optim.warmup_steps", "optim.schedule=step"),
+            ("optim.decay_mask", "optim.weight_decay=0.0"),
+            ("optim.momentum", "optim=sgd"),
+        ]
+    ]

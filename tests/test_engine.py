@@ -103,7 +103,7 @@ def test_adam_and_clipping_match_optax(clip):
 
     rng = np.random.default_rng(0)
     params = {"w": jnp.asarray(rng.standard_normal((8, 5)), jnp.float32)}
-    ours = make_optimizer(OmegaConf.create({"name": "adam", "lr": 0.01, "clip_norm": clip}))
+    ours = make_optimizer(OmegaConf.create({"name": "adam", "lr": 0.01, "clip_norm": clip}), 50)
     theirs = optax.adam(0.01) if clip is None else optax.chain(optax.clip_by_global_norm(clip), optax.adam(0.01))
     p_ours, p_theirs = params, params
     s_ours, s_theirs = ours.init(params), theirs.init(params)
@@ -116,19 +116,40 @@ def test_adam_and_clipping_match_optax(clip):
     np.testing.assert_allclose(p_ours["w"], p_theirs["w"], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize(
+    "schedule, decay",
+    [("constant", 0.0), ("warmup_cosine", 0.0), ("step", 0.1)],
+)
 @pytest.mark.parametrize("clip", [None, 0.5])
 @pytest.mark.parametrize("name", ["sgd", "momentum", "adam"])
-def test_injected_hyperparameters_update_bitwise_as_constants(name, clip):
-    """Per-run learning rate, momentum and clip norm held in the optimizer state (what lets cells with
-    different values share one program) give bitwise the update with the values as constants."""
+def test_injected_hyperparameters_update_bitwise_as_constants(name, clip, schedule, decay):
+    """Per-run learning rate, momentum, clip norm, schedule numbers and weight decay held in the
+    optimizer state (what lets cells with different values share one program) give bitwise the
+    update with the values as constants."""
     import optax
     from omegaconf import OmegaConf
 
-    from gradstudy.engine.optim import FACTORIES, hyperparameters, make_optimizer
+    from gradstudy.engine.optim import factory, hyperparameters, make_optimizer
 
-    cfg = OmegaConf.create({"name": name, "lr": 0.03, "momentum": 0.7, "clip_norm": clip})
-    injected, constant = make_optimizer(cfg), FACTORIES[name](**hyperparameters(cfg))
-    assert set(injected.init({"w": jnp.zeros(2)}).hyperparams) == set(hyperparameters(cfg))
+    cfg = OmegaConf.create(
+        {
+            "name": name,
+            "lr": 0.03,
+            "momentum": 0.7,
+            "clip_norm": clip,
+            "schedule": schedule,
+            "warmup_steps": 2,
+            "decay_steps": None,
+            "end_lr": 0.001,
+            "boundaries": [2, 4],
+            "factors": [0.5, 0.1],
+            "weight_decay": decay,
+            "decay_mask": "weights",
+        }
+    )
+    numbers = hyperparameters(cfg, 5)
+    injected, constant = make_optimizer(cfg, 5), factory(cfg, 5)(**numbers)
+    assert set(injected.init({"w": jnp.zeros(2)}).hyperparams) == set(numbers)
     rng = np.random.default_rng(1)
     params = {"w": jnp.asarray(rng.standard_normal((16, 9)), jnp.float32), "b": jnp.zeros(9, jnp.float32)}
     grads = [jax.tree.map(lambda p: jnp.asarray(rng.standard_normal(p.shape), jnp.float32), params) for _ in range(5)]

@@ -8,6 +8,7 @@ are compared bit for bit, through the tables a cell writes.
 import jax
 import pytest
 
+from gradstudy.cells.schedules import learning_rates
 from gradstudy.engine.program import Engine
 from gradstudy.inputs.data import load_dataset
 from gradstudy.schema import CURVES, HISTS, LAYERS, STEPS
@@ -20,7 +21,7 @@ COMPANIONS = {1: [SEED], 3: [0, SEED, 4], 5: [0, 1, 2, SEED, 4]}
 def _tables_of_seed(cfg, dataset, seeds, n_devices):
     engine = Engine(cfg, dataset, devices=jax.devices()[:n_devices])
     result = engine.run(engine.init(seeds), seeds)
-    tables, _ = cell_tables(result, set(result.stat_names), cfg.train.steps)
+    tables, _ = cell_tables(result, set(result.stat_names), cfg.train.steps, learning_rates(cfg.optim, cfg.train.steps))
     return {
         name: tables[name][tables[name]["seed"] == SEED].reset_index(drop=True)
         for name in (CURVES, LAYERS, STEPS, HISTS)

@@ -342,11 +342,15 @@ def _train(engine, claims: list[Claim], console: Console) -> list:
 
 def _write(c: Claim, result, console: Console) -> None:
     """Write a trained cell's tables, then its meta marked complete."""
+    from gradstudy.cells.schedules import learning_rates
     from gradstudy.store.tables import cell_tables
 
     meta, cfg = c.meta, c.cfg
     tables, diverged = cell_tables(
-        result, applicable(cfg.act.name, cfg.stats.tier, cfg.stats.extra, cfg.stats.units), cfg.train.steps
+        result,
+        applicable(cfg.act.name, cfg.stats.tier, cfg.stats.extra, cfg.stats.units),
+        cfg.train.steps,
+        learning_rates(cfg.optim, cfg.train.steps),
     )
     for name, frame in tables.items():
         write_table(c.cell_dir / name, frame)

@@ -74,7 +74,7 @@ HIST_DTYPES = {
 }
 HIST_COLUMNS = list(HIST_DTYPES)
 SEED_COLUMNS = ["seed", "diverged_at", "last_healthy_step"]
-STEP_COLUMNS = ["seed", "step", "loss"]
+STEP_COLUMNS = ["seed", "step", "loss", "lr"]
 UNIT_DTYPES = {
     "seed": "int64",
     "step": "int64",

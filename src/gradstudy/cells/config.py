@@ -15,6 +15,7 @@ import yaml
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
+from gradstudy.cells.schedules import SCHEDULE_KEYS, SCHEDULES
 from gradstudy.schema import ConfigError, conf_dir
 
 #: Top-level keys that say where and how to run, not what is run; they are left out of a cell's id.
@@ -24,7 +25,13 @@ RUN_KEYS = ("hydra", "study", "results_dir", "force", "check_memory", "budget", 
 OPTION_GROUPS = {"init": "name", "act": "name", "norm": "name", "data": "name", "optim": "name", "stats": "tier"}
 #: Keys added after the cell-id schema was fixed, with their defaults: a cell id leaves each out
 #: while it keeps its default, so adding a key never renames existing cells.
-ADDED_KEYS: dict[str, Any] = {"stats.hist_range": [1e-6, 1e3], "init.bias_std": 0.0, "stats.units": 8}
+ADDED_KEYS: dict[str, Any] = {
+    "stats.hist_range": [1e-6, 1e3],
+    "init.bias_std": 0.0,
+    "stats.units": 8,
+    "optim.schedule": "constant",
+    "optim.weight_decay": 0.0,
+}
 #: Sizes of the paper presets (``conf/experiment``): each preset holds one set of values per budget.
 BUDGETS = ("cpu", "paper", "smoke")
 
@@ -80,6 +87,17 @@ class OptimConfig:
     lr: float = 0.01
     momentum: float = 0.9
     clip_norm: float | None = None
+    #: ``cells.schedules.SCHEDULES``; each reads only its own keys below.
+    schedule: str = "constant"
+    warmup_steps: int = 0
+    #: null: the whole run (``train.steps``).
+    decay_steps: int | None = None
+    end_lr: float = 0.0
+    boundaries: list[int] = field(default_factory=list)
+    factors: list[float] = field(default_factory=list)
+    #: Decoupled weight decay (0: off), on the parameters ``decay_mask`` names.
+    weight_decay: float = 0.0
+    decay_mask: str = "weights"
 
 
 @dataclass
@@ -132,6 +150,25 @@ def option_keys(group: str, option: str) -> set[str] | None:
     return set(yaml.safe_load(path.read_text()) or {})
 
 
+def _optim_keys(optim: dict[str, Any]) -> set[str]:
+    """The keys of ``optim`` that its schedule and weight decay read (their own choices, inside the group)."""
+    keys = {"schedule", "weight_decay", *SCHEDULES[str(optim.get("schedule", "constant"))].keys}
+    return keys | ({"decay_mask"} if float(optim.get("weight_decay", 0.0)) > 0 else set())
+
+
+#: Groups with choices of their own inside the chosen option: the keys those choices read, added to
+#: the option's (``optim.schedule`` reads ``optim.warmup_steps``, ...).
+NESTED_KEYS = {"optim": _optim_keys}
+
+
+def used_keys(group: str, node: dict[str, Any]) -> set[str] | None:
+    """The keys of the group node ``node`` that its chosen options read (None: no such option file)."""
+    used = option_keys(group, str(node.get(OPTION_GROUPS[group])))
+    if used is not None and group in NESTED_KEYS and str(node.get("schedule", "constant")) in SCHEDULES:
+        used |= NESTED_KEYS[group](node)
+    return used
+
+
 def canonical(plain: dict[str, Any]) -> dict[str, Any]:
     """The config that identifies a cell: ``plain`` (from ``resolved``) without the keys that the
     chosen options ignore (``optim.momentum`` for SGD, ``act.alpha`` for ReLU, ...) and without
@@ -140,9 +177,12 @@ def canonical(plain: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in plain.items():
         if isinstance(value, dict):
-            used = option_keys(key, str(value.get(OPTION_GROUPS[key]))) if key in OPTION_GROUPS else None
+            used = used_keys(key, value) if key in OPTION_GROUPS else None
             value = {k: v for k, v in value.items() if used is None or k in used}
         out[key] = value
+    optim = out.get("optim", {})
+    if "decay_steps" in optim and optim["decay_steps"] is None:  # null is the whole run: one id for both spellings
+        optim["decay_steps"] = out.get("train", {}).get("steps")
     for dotted, default in ADDED_KEYS.items():
         group, key = dotted.split(".")
         if out.get(group, {}).get(key, default) == default:
@@ -160,9 +200,15 @@ def ignored_overrides(cfg: DictConfig, overrides: list[str]) -> list[str]:
         if group not in OPTION_GROUPS or not sub or "." in sub or sub == OPTION_GROUPS[group]:
             continue
         option = str(cfg[group][OPTION_GROUPS[group]])
-        used = option_keys(group, option)
+        node = OmegaConf.to_container(cfg[group], resolve=True)
+        used = used_keys(group, node)
         if used is not None and sub not in used:
-            lines.append(f"{key} is ignored by {group}={option}: this cell runs, and is identified, without it")
+            by = f"{group}={option}"
+            if group == "optim" and sub in SCHEDULE_KEYS:
+                by = f"optim.schedule={node['schedule']}"
+            elif group == "optim" and sub == "decay_mask":
+                by = f"optim.weight_decay={node['weight_decay']}"
+            lines.append(f"{key} is ignored by {by}: this cell runs, and is identified, without it")
     return lines
 
 

@@ -5,10 +5,11 @@ uses it to hand each job one group, and ``gradstudy.run`` to check a group it wa
 
 Two cells share a program when everything that fixes the program's shapes and code is equal
 (``program_key``): the model and normalization, all of the data, the batch size, step count and
-evaluation interval, the optimizer kind and whether clipping is on, every statistics key, and the
+evaluation interval, the optimizer kind, whether clipping is on, the learning-rate schedule (and its
+number of step boundaries), whether weight decay is on and on what, every statistics key, and the
 activation (with its alpha). What may differ is data on the program's runs axis: the initializer
-and its parameters (values made outside ``jit``), the learning rate, momentum and clip norm
-(per-run optimizer state), and the seeds. Grouping by activation rather than switching it per run
+and its parameters (values made outside ``jit``), the learning rate, momentum, clip norm, schedule
+numbers and weight decay (per-run optimizer state), and the seeds. Grouping by activation rather than switching it per run
 is measured in ``scripts/benchmark.py`` (``act_switch``).
 """
 
@@ -43,7 +44,13 @@ def program_key(plain: dict[str, Any]) -> str:
         "act": cell["act"],
         "stats": cell["stats"],
         "train": {k: cell["train"][k] for k in TRAIN_SHAPE_KEYS},
-        "optim": {"name": optim["name"], "clipped": optim.get("clip_norm") is not None},
+        "optim": {
+            "name": optim["name"],
+            "clipped": optim.get("clip_norm") is not None,
+            "schedule": optim.get("schedule", "constant"),
+            "boundaries": len(optim.get("boundaries", [])),
+            "decay_mask": optim.get("decay_mask") if optim.get("weight_decay", 0.0) > 0 else None,
+        },
     }
     return json.dumps(shape, sort_keys=True, default=str)
 

@@ -8,6 +8,7 @@ registries and values against their ranges. It imports no jax: the names come fr
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import re
@@ -17,7 +18,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from gradstudy.cells import options, statistics
+from gradstudy.cells import options, schedules, statistics
 from gradstudy.cells.config import BOOLEAN_KEYS, BUDGETS, SCHEMA, Config, resolved, seeds_of
 from gradstudy.inputs import data, inits
 from gradstudy.schema import ConfigError
@@ -135,6 +136,51 @@ def _check_data_model_optim(cfg: DictConfig) -> None:
     _check(0 <= cfg.optim.momentum < 1, "optim.momentum", "must be in [0, 1)", cfg.optim.momentum)
     clip = cfg.optim.clip_norm
     _check(clip is None or clip > 0, "optim.clip_norm", "must be > 0 or null", clip)
+    _check(cfg.optim.weight_decay >= 0, "optim.weight_decay", "must be >= 0 (0: off)", cfg.optim.weight_decay)
+    _check_choice("optim.decay_mask", cfg.optim.decay_mask, schedules.DECAY_MASKS)
+    _check_schedule(cfg.optim, cfg.train.steps)
+
+
+def _check_schedule(optim: DictConfig, steps: int) -> None:
+    """The keys the chosen schedule reads (the others are ignored, so not checked)."""
+    _check_choice("optim.schedule", optim.schedule, schedules.SCHEDULES)
+    keys = schedules.SCHEDULES[optim.schedule].keys
+    if "warmup_steps" in keys:
+        _check(
+            0 <= optim.warmup_steps <= steps,
+            "optim.warmup_steps",
+            f"must be between 0 and train.steps={steps}",
+            optim.warmup_steps,
+        )
+    if "decay_steps" in keys:
+        decay = optim.decay_steps
+        _check(decay is None or decay >= 1, "optim.decay_steps", "must be >= 1 or null (the whole run)", decay)
+        if "warmup_steps" in keys:
+            _check(
+                schedules.decay_steps(optim, steps) > optim.warmup_steps,
+                "optim.warmup_steps",
+                f"must be below optim.decay_steps={schedules.decay_steps(optim, steps)} (the decay ends there, "
+                "counted from step 0 with the warmup)",
+                optim.warmup_steps,
+            )
+    if "end_lr" in keys:
+        _check(optim.end_lr >= 0, "optim.end_lr", "must be >= 0", optim.end_lr)
+    if "boundaries" in keys:
+        bounds, factors = list(optim.boundaries), list(optim.factors)
+        _check(len(bounds) >= 1, "optim.boundaries", "the step schedule needs at least one boundary", bounds)
+        _check(
+            all(1 <= b < steps for b in bounds) and all(a < b for a, b in itertools.pairwise(bounds)),
+            "optim.boundaries",
+            f"must be steps in increasing order, each between 1 and train.steps={steps} (excluded)",
+            bounds,
+        )
+        _check(
+            len(factors) == len(bounds),
+            "optim.factors",
+            f"needs one factor per boundary ({len(bounds)})",
+            factors,
+        )
+        _check(all(f >= 0 for f in factors), "optim.factors", "must each be >= 0", factors)
 
 
 def _check_train(cfg: DictConfig) -> None:

@@ -164,7 +164,7 @@ class Engine:
         self.eval_sets = jax.device_put(eval_sets(dataset), NamedSharding(self._mesh, P()))
         self._eval_sizes = set_sizes(dataset)
         # The template optimizer: runs read their hyperparameters from their own optimizer state.
-        optimizer = make_optimizer(cfg.optim)
+        optimizer = make_optimizer(cfg.optim, cfg.train.steps)
         self.plain_step = make_step(self.model, optimizer, self.x_train, self.y_train)
         measure = layer_statistics(step_stats, cfg.act.name, units)
         self.measured_step = make_step(self.model, optimizer, self.x_train, self.y_train, measure)
@@ -219,7 +219,7 @@ class Engine:
         one = TrainState(
             params=params,
             batch_stats=variables.get("batch_stats", {}),
-            opt_state=jax.eval_shape(make_optimizer(self.cfg.optim).init, params),
+            opt_state=jax.eval_shape(make_optimizer(self.cfg.optim, self.cfg.train.steps).init, params),
             diverged_at=jax.ShapeDtypeStruct((), np.int32),
         )
         n = n_runs + self._padding(n_runs)
@@ -229,7 +229,7 @@ class Engine:
     def _init_cell(self, cfg: Any, seeds: Sequence[int]) -> TrainState:
         """One cell's runs: its own initializer's values for each seed (``inputs.inits.initial_variables``,
         drawn in numpy) and its own optimizer hyperparameters."""
-        optimizer = make_optimizer(cfg.optim)
+        optimizer = make_optimizer(cfg.optim, cfg.train.steps)
         shapes = self._variable_shapes()
         constants = initial_constants(cfg)
         each = [initial_variables(cfg.init, shapes, s, constants) for s in seeds]

@@ -115,11 +115,13 @@ def layers_table(
     return table[LAYER_COLUMNS]
 
 
-def steps_table(losses: np.ndarray, seeds: list[int], last_healthy: dict[int, int]) -> pd.DataFrame:
-    """The minibatch loss (float32) of every step of every seed, up to its last healthy step."""
+def steps_table(losses: np.ndarray, seeds: list[int], last_healthy: dict[int, int], lr: np.ndarray) -> pd.DataFrame:
+    """The minibatch loss (float32) and the learning rate ``lr[step]`` (float32) of every step of
+    every seed, up to its last healthy step."""
     table = _healthy(long_table(np.arange(losses.shape[0]), losses, seeds, []), last_healthy)
     table = table.rename(columns={"value": "loss"})
     table["loss"] = table["loss"].astype(np.float32)
+    table["lr"] = np.asarray(lr, np.float32)[table["step"].to_numpy()]
     return table.sort_values(["seed", "step"], kind="stable").reset_index(drop=True)[STEP_COLUMNS]
 
 
@@ -165,8 +167,11 @@ def units_table(layers: pd.DataFrame) -> pd.DataFrame:
     return frame.astype(UNIT_DTYPES).reset_index(drop=True)[UNIT_COLUMNS]
 
 
-def cell_tables(result: Any, applicable: set[str], steps: int) -> tuple[dict[str, pd.DataFrame], dict[int, int]]:
-    """Every table of a cell from an ``engine.program.TrainResult``; also returns {diverged seed: step}."""
+def cell_tables(
+    result: Any, applicable: set[str], steps: int, lr: np.ndarray
+) -> tuple[dict[str, pd.DataFrame], dict[int, int]]:
+    """Every table of a cell from an ``engine.program.TrainResult`` and the learning rate of each of
+    its ``steps`` steps; also returns {diverged seed: step}."""
     seeds = result.seeds
     diverged = {seed: int(step) for seed, step in zip(seeds, result.diverged_at, strict=True) if step >= 0}
     last_healthy = {seed: diverged.get(seed, steps) for seed in seeds}
@@ -184,7 +189,7 @@ def cell_tables(result: Any, applicable: set[str], steps: int) -> tuple[dict[str
     tables = {
         CURVES: curves_table(result.eval_steps, result.evals, seeds, last_healthy),
         LAYERS: layers[layers["stat"].map(parse_unit_stat).isna()].reset_index(drop=True),
-        STEPS: steps_table(result.losses, seeds, last_healthy),
+        STEPS: steps_table(result.losses, seeds, last_healthy, lr),
         HISTS: hists_table(result.hist_steps, result.hist_counts, edges, seeds, last_healthy),
         SEEDS: seeds_table(seeds, diverged, steps),
     }
