@@ -31,6 +31,14 @@ def _warnings(*overrides):
         (("act=sigmoid", "init=he_uniform", "model.depth=3"), ["He init with sigmoid"]),
         (("act=relu", "init=xavier", "model.depth=11"), ["Xavier init with ReLU at depth 11", "chi1 = 0.5", "= 1/32"]),
         (("act=sigmoid", "init=xavier", "model.depth=5"), ["sigmoid at depth 5 without batch norm", "1/"]),
+        (
+            ("optim.schedule=cosine", "optim.decay_steps=600"),
+            ["learning rate of 0 at step 600", "last 400 of 1000 steps", "optim.decay_steps=null"],
+        ),
+        (
+            ("optim.schedule=step", "optim.boundaries=[250]", "optim.factors=[0.0]"),
+            ["learning rate of 0 at step 250", "a factor above 0"],
+        ),
     ],
 )
 def test_each_rule_fires_with_its_number(overrides, expected):
@@ -48,6 +56,9 @@ def test_each_rule_fires_with_its_number(overrides, expected):
         ("act=sigmoid", "init=xavier", "model.depth=4"),
         ("act=sigmoid", "init=xavier", "model.depth=8", "norm=batchnorm"),
         ("act=tanh", "init=xavier"),
+        ("optim.schedule=cosine",),  # 0 only after the last update
+        ("optim.schedule=warmup_cosine", "optim.decay_steps=600", "optim.end_lr=0.001"),
+        ("optim.schedule=linear", "optim.decay_steps=999"),
     ],
 )
 def test_no_warning_where_no_rule_is_broken(overrides):

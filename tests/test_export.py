@@ -49,10 +49,11 @@ def test_scalars_equal_the_parquet_tables(exported):
             assert scalars[(f"{r.split}/{r.metric}", r.step)] == np.float32(r.value)
         for r in mine(study.steps).itertuples():
             assert scalars[("minibatch/loss", r.step)] == np.float32(r.loss)
+            assert scalars[("minibatch/lr", r.step)] == np.float32(r.lr)
         layers = mine(study.layers)
         for r in layers.itertuples():
             assert scalars[(f"layer_{r.layer:02d}/{r.stat}", r.step)] == np.float32(r.value)
-        assert len(scalars) == len(mine(study.curves)) + len(mine(study.steps)) + len(layers)
+        assert len(scalars) == len(mine(study.curves)) + 2 * len(mine(study.steps)) + len(layers)
         checked += 1
     assert checked == 4
 

@@ -421,3 +421,69 @@ def test_the_report_shows_the_config_of_its_tables_first_cell(lr_study, tmp_path
     report = write_report(lr_study, tmp_path, target=0.5).read_text()
     first = pd.read_csv(tmp_path / "convergence.csv")["cell"].iloc[0]
     assert f"Config of the tables' first cell (`{first}`" in report
+
+
+# ----- learning-rate schedules ----------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def schedule_study(tmp_path_factory):
+    """optim.lr x optim.schedule: two constant rates and the same two as warmup-cosine peaks."""
+    root = tmp_path_factory.mktemp("schedules")
+    cells = [
+        (compose_config(*TINY, f"optim.lr={lr}", *schedule, "train.seeds=2", f"results_dir={root}", "study=s"), None)
+        for lr in (0.05, 0.1)
+        for schedule in ((), ("optim.schedule=warmup_cosine", "optim.warmup_steps=10"))
+    ]
+    run_cells(cells)
+    return root / "s"
+
+
+def rate_lines(fig: plt.Figure) -> list[tuple[str, list]]:
+    """(title, the learning-rate lines of its right-hand axis) of each titled panel."""
+    twins = [ax for ax in fig.axes if ax.get_ylabel() == "learning rate"]
+    return [
+        (ax.get_title(), [ln for twin in twins if twin.get_shared_x_axes().joined(ax, twin) for ln in twin.get_lines()])
+        for ax in fig.axes
+        if ax.get_title()
+    ]
+
+
+def test_learning_curves_draw_each_line_s_learning_rate_under_it(schedule_study):
+    study = load_study(schedule_study)
+    assert study.varying_keys == ["optim.lr", "optim.schedule"]
+    check_learning_curves(study)
+    plot = plots.learning_curves(study)
+    (fig,) = plot.pages
+    enc = plot.encoding
+    rates = study.steps.drop_duplicates(["study", "cell", "step"])
+    checked = 0
+    for _, cell in study.cells.iterrows():
+        title = label_of(cell, enc.col, named=True)
+        colour = legend_colours(fig)[label_of(cell, enc.hue, named=False)]
+        for ax_title, lines in rate_lines(fig):
+            if ax_title != title:
+                continue
+            (line,) = [ln for ln in lines if to_rgba(ln.get_color())[:3] == colour[:3]]
+            expected = rates[rates["cell"] == cell["cell"]].set_index("step")["lr"]
+            np.testing.assert_array_equal(line.get_xdata(), expected.index.to_numpy())
+            np.testing.assert_allclose(line.get_ydata(), expected.to_numpy(), rtol=1e-7)
+            checked += 1
+    assert checked == 2 * len(study.cells)  # each cell in its loss panel and its accuracy panel
+    assert "learning rate (faint, right axis)" in [t.get_text() for t in fig.legends[0].get_texts()]
+    assert any("learning rate of each line's schedule" in note for note in plot.notes)
+    plot.close()
+
+
+def test_learning_curves_draw_no_rate_when_every_rate_is_constant(lr_study):
+    plot = plots.learning_curves(load_study(lr_study))
+    assert not any(ax.get_ylabel() == "learning rate" for ax in plot.pages[0].axes)
+    plot.close()
+
+
+def test_the_report_says_when_lr_and_schedule_both_vary(schedule_study, tmp_path):
+    from gradstudy.cells.schedules import learning_rates
+
+    report = write_report(schedule_study, tmp_path).read_text()
+    cfg = compose_config(*TINY, "optim.schedule=warmup_cosine", "optim.warmup_steps=10")
+    share = learning_rates(cfg.optim, cfg.train.steps).mean() / cfg.optim.lr
+    assert "optim.lr and optim.schedule both vary" in report
+    assert f"constant 1.00, warmup_cosine {share:.2f}" in report

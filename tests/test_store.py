@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from conftest import TINY, compose_config
 
 from gradstudy import load_study
 from gradstudy.cells.config import canonical, resolved
@@ -81,7 +82,8 @@ def test_complete_cell_and_study_schema(cell_cfg, tmp_path):
     assert set(layers["stat"]) == set(stat_names("scalars")) - {"saturated_frac", "prelu_alpha"}
     assert np.isfinite(layers["value"]).all() and np.isfinite(curves["value"]).all()
     steps = study.steps
-    assert list(steps.columns) == ["study", "cell", "seed", "step", "loss"] and steps["loss"].dtype == np.float32
+    assert list(steps.columns) == ["study", "cell", "seed", "step", "loss", "lr"] and steps["loss"].dtype == np.float32
+    assert steps["lr"].dtype == np.float32 and (steps["lr"] == np.float32(0.1)).all()  # TINY's constant rate
     assert len(steps) == 2 * 3 * 30 and sorted(steps["step"].unique()) == list(range(30))
     assert list(study.seeds.columns) == [
         "study",
@@ -270,3 +272,31 @@ def test_meta_records_the_machine_and_a_report_on_two_machines_says_so(cell_cfg,
     both = write_report([tmp_path / "s1", tmp_path / "s2"], tmp_path / "both").read_text()
     assert "made on different machines or builds" in both
     assert "Another CPU 9000; avx2+fma" in both and meta["machine"]["processor"] in both
+
+
+def test_a_key_null_in_some_cells_varies_and_is_drawn_as_null(tmp_path):
+    from gradstudy.show import plots
+
+    for clip in ("null", "1.0"):
+        run_cell(compose_config(*TINY, f"optim.clip_norm={clip}", f"results_dir={tmp_path}", "study=s"))
+    study = load_study(tmp_path / "s")
+    assert study.varying_keys == ["optim.clip_norm"]
+    plot = plots.learning_curves(study)
+    labels = [t.get_text() for t in plot.pages[0].legends[0].get_texts()]
+    assert "1" in labels and "null" in labels
+    plot.close()
+
+
+def test_steps_written_before_the_lr_column_read_with_the_cell_s_rate(tmp_path):
+    from gradstudy.schema import META, STEPS
+    from gradstudy.store.files import table_record
+
+    cell = Path(run_cell(compose_config(*TINY, "optim.lr=0.07", f"results_dir={tmp_path}", "study=s")))
+    old = pd.read_parquet(cell / STEPS).drop(columns="lr")
+    write_table(cell / STEPS, old)
+    meta = json.loads((cell / META).read_text())
+    meta["tables"][STEPS] = table_record(cell / STEPS)
+    write_json(cell / META, meta)
+    study = load_study(tmp_path / "s")
+    assert study.cells["status"].tolist() == [CellStatus.COMPLETE]
+    assert len(study.steps) == len(old) and (study.steps["lr"] == np.float32(0.07)).all()

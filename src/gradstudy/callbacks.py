@@ -97,6 +97,7 @@ class SummaryCallback(Callback):
 def summarize_sweep(results_dir: Path, sweep: str) -> bool:
     """Print the summary of the cells ``sweep`` touched; True when each is complete or running in
     another live process (the state table in docs/reliability.md), and no run was refused."""
+    from gradstudy.analysis.comparability import grid_warnings
     from gradstudy.schema import CellStatus
     from gradstudy.show.summary import summary_table
     from gradstudy.store.study import load_study
@@ -110,9 +111,11 @@ def summarize_sweep(results_dir: Path, sweep: str) -> bool:
     by_study: dict[Path, list[str]] = {}
     for cell in cells:
         by_study.setdefault(cell.parent, []).append(cell.name)
-    tables = [summary_table(load_study(study, cells=names)) for study, names in by_study.items()]
-    table = pd.concat(tables, ignore_index=True)
+    studies = [load_study(study, cells=names) for study, names in by_study.items()]
+    table = pd.concat([summary_table(study) for study in studies], ignore_index=True)
     print_summary(table)
+    for warning in dict.fromkeys(w for study in studies for w in grid_warnings(study)):
+        print(f"gradstudy: warning: {warning}", file=sys.stderr)
     for cell, why in rejections.items():
         print(f"gradstudy: a run of {cell} was refused: {why}", file=sys.stderr)
     return bool(table["status"].isin([CellStatus.COMPLETE, CellStatus.RUNNING]).all()) and not rejections

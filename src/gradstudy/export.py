@@ -3,7 +3,8 @@ event files, to look at runs beside a notebook.
 
 One TensorBoard run per cell and seed, named by the keys that tell the study's cells apart and the
 seed (``init=he,act=relu/seed_3``; the cell id when nothing varies): the train and test loss and
-accuracy (``train/loss``…), the minibatch loss of every step (``minibatch/loss``), every per-layer
+accuracy (``train/loss``…), the minibatch loss and learning rate of every step (``minibatch/loss``,
+``minibatch/lr``), every per-layer
 statistic (``layer_03/grad_norm``), single units' percentiles where recorded
 (``layer_03/unit_2/z_p50``), the fixed-bin histograms as TensorBoard histograms
 (``layer_03/delta``, the bins alone: zero, below, above and non-finite counts stay in the Parquet),
@@ -86,6 +87,7 @@ def write_run(writer: Any, study: Study, cell: pd.Series, seed: int, keys: list[
         writer.add_scalar(f"{r.split}/{r.metric}", float(r.value), int(r.step))
     for r in rows["steps"].itertuples():
         writer.add_scalar("minibatch/loss", float(r.loss), int(r.step))
+        writer.add_scalar("minibatch/lr", float(r.lr), int(r.step))
     for r in rows["layers"].itertuples():
         writer.add_scalar(f"layer_{int(r.layer):02d}/{r.stat}", float(r.value), int(r.step))
     for r in rows["units"].itertuples():

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from gradstudy import analysis
+from gradstudy.analysis.comparability import grid_warnings
 from gradstudy.analysis.predictions import Predictions, predicted_layers
 from gradstudy.schema import CONFIG, KEY, CellStatus
 from gradstudy.show.encoding import DPI, study_keys
@@ -63,6 +64,8 @@ def _header(title: str, study: Study) -> str:
             "",
             *[f"- {machine} ({n} cells)" for machine, n in machines.items()],
         ]
+    for warning in grid_warnings(study):
+        lines += ["", f"**Note: {warning}.**"]
     missing = study.cells[study.cells["status"] != CellStatus.COMPLETE]
     if len(missing):
         lines += ["", "Missing (not complete):", ""]

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from gradstudy.cells.schedules import learning_rates
 from gradstudy.inputs.inits import bias_variance, weight_variance
 
 #: Depths beyond which a rule's vanishing gradient is worth a warning.
@@ -139,11 +140,30 @@ def deep_sigmoid(cfg: Any, inputs: Inputs) -> str | None:
     )
 
 
+def schedule_stops_training(cfg: Any, inputs: Inputs) -> str | None:
+    """A schedule that reaches a rate of 0 before the last step leaves the rest of the run untrained,
+    so the cell's final metrics, AUC and steps to target describe an earlier point than its steps say."""
+    if cfg.optim.get("schedule", "constant") == "constant":
+        return None
+    rates = learning_rates(cfg.optim, cfg.train.steps)
+    moving = np.flatnonzero(rates > 0)
+    stop = int(moving[-1]) + 1 if len(moving) else 0
+    if stop >= cfg.train.steps - 1:
+        return None
+    fix = "a factor above 0" if cfg.optim.schedule == "step" else "optim.decay_steps=null or optim.end_lr above 0"
+    return (
+        f"optim.schedule={cfg.optim.schedule} reaches a learning rate of 0 at step {stop}: the parameters stop changing "
+        f"for the last {cfg.train.steps - stop} of {cfg.train.steps} steps, so the cell's final metrics are those of "
+        f"step {stop}; set {fix}"
+    )
+
+
 RULES: list[Callable[[Any, Inputs], str | None]] = [
     selu_conditions,
     he_with_saturating,
     xavier_with_deep_relu,
     deep_sigmoid,
+    schedule_stops_training,
 ]
 
 

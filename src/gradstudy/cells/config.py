@@ -261,6 +261,24 @@ SCHEMA = {
 }
 
 
+def with_defaults(config: dict[str, Any]) -> dict[str, Any]:
+    """A stored cell config with each of ``ADDED_KEYS`` it lacks set to its default: a cell written
+    before the key existed (``optim.schedule``) ran with the default, and reads so, which keeps a
+    study of old and new cells from seeing the key vary. Other absent keys stay absent: the cell's
+    options do not use them."""
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in config.items()}
+    for dotted, default in ADDED_KEYS.items():
+        group, key = dotted.split(".")
+        if isinstance(out.get(group), dict):
+            out[group].setdefault(key, default)
+    return out
+
+
+#: Keys inside a group that choose which other keys of the group are used (``NESTED_KEYS``): a key
+#: that is absent exactly where such a choice says so does not vary on its own.
+NESTED_CHOICES = {"optim": ("optim.schedule", "optim.weight_decay")}
+
+
 def resolved(cfg: DictConfig) -> dict[str, Any]:
     """The resolved config as plain data, without the keys that only say where and how to run."""
     container = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)

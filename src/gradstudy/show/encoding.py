@@ -161,12 +161,14 @@ class Colours:
 
 
 SEQUENTIAL = "viridis"
+#: The colour of a null value (``optim.clip_norm=null``) on a sequential map, which has none for it.
+NULL_COLOUR = (0.55, 0.55, 0.55, 1.0)
 
 
 def colours_for(frame: pd.DataFrame, keys: Sequence[str], label_column: str) -> Colours:
     """One colour per level of ``label_column`` in ``frame`` (``keys`` made it). A single numeric key
-    gets a sequential map (log-spaced when its positive values span a decade or more); anything
-    else gets a qualitative palette with as many distinct colours as levels."""
+    gets a sequential map (log-spaced when its positive values span a decade or more; null in grey);
+    anything else gets a qualitative palette with as many distinct colours as levels."""
     title = ", ".join(keys)
     if not keys:
         return Colours(title, [""], {"": plt.get_cmap("tab10")(0)})
@@ -179,7 +181,10 @@ def colours_for(frame: pd.DataFrame, keys: Sequence[str], label_column: str) -> 
         else:
             norm = Normalize(low, high if high > low else low + 1)
         cmap = ListedColormap(plt.get_cmap(SEQUENTIAL)(np.linspace(0, 0.9, 256)))  # no pale yellow end
-        colours = {lab: cmap(float(norm(v))) for v, lab in zip(numbers, values[label_column], strict=True)}
+        colours = {
+            lab: NULL_COLOUR if np.isnan(v) else cmap(float(norm(v)))
+            for v, lab in zip(numbers, values[label_column], strict=True)
+        }
         return Colours(title, list(values[label_column]), colours, norm, cmap)
     levels = list(dict.fromkeys(frame[label_column]))
     n = len(levels)

@@ -56,6 +56,9 @@ CLIP_DECADES = 3.0
 #: Where a clipped value is drawn: at the top or bottom edge of the panel, as an arrow.
 CLIPPED_MARK = dict(markersize=9, linestyle="none", zorder=6)
 CLIPPED_TEXT = "off the axis (count in the notes)"
+#: The learning rate of a line's schedule, drawn faintly under it on a right-hand axis.
+RATE_LINE = dict(linewidth=1.0, alpha=0.35, linestyle="-", zorder=0)
+RATE_TEXT = "learning rate (faint, right axis)"
 #: A seed drawn apart from the pooled lines (a diverged seed's profile at its last healthy step).
 APART_LINE = dict(linestyle=":", linewidth=1.0, alpha=0.8, zorder=2)
 APART_TEXT = "one diverged seed at its\nlast healthy step (not pooled)"
@@ -93,6 +96,7 @@ class _Counts:
     #: The seeds (study, cell, seed) drawn apart, and those drawn thin for want of a band.
     apart: set = field(default_factory=set)
     seed_lines: set = field(default_factory=set)
+    rated: int = 0
 
 
 def line_figure(
@@ -104,6 +108,7 @@ def line_figure(
     title: str,
     enc: Encoding,
     overlay: pd.DataFrame | None = None,
+    rates: pd.DataFrame | None = None,
     **options: Any,
 ) -> Plot:
     """Panels by ``enc.row`` x ``enc.col`` (wrapped), one line of panels per measure; in each panel
@@ -116,13 +121,15 @@ def line_figure(
     range is drawn at the panel's edge and counted. A line with fewer than ``MIN_BAND_SEEDS`` seeds
     gets no band; its seeds are drawn thin. With ``clip``, the axis is set by the seeds that did
     not diverge, and a value more than ``CLIP_DECADES`` decades outside their range is drawn at the
-    panel's edge and counted.
+    panel's edge and counted. ``rates`` (study, cell, ``x``, lr) is drawn faintly under the lines
+    on a right-hand axis from 0, one line per hue and style level (the mean over its cells).
     """
     opts = LineOptions(**options)
     data = data if APART in data else data.assign(**{APART: False})
     frame = keyed(study, data[data["measure"].isin([m.name for m in measures])], enc)
     frame = frame.merge(study.seeds[[*KEY, "seed", "outcome"]], on=[*KEY, "seed"], how="left")
     drawn = keyed(study, overlay, enc) if overlay is not None and len(overlay) else None
+    rated = keyed(study, rates, enc) if rates is not None and len(rates) else None
     colours = colours_for(frame, enc.hue, "_hue") if enc.hue else None
     styles = styles_for(levels(frame, "_style")) if enc.style else {}
     lost = _lost_in_panels(study, frame if opts.divergence is not None else frame[:0], enc)
@@ -133,6 +140,8 @@ def line_figure(
     plan = layout(levels(frame, "_row"), levels(frame, "_col"), [m.name for m in measures], enc.wrap)
     unshared = [m.name for m in measures if not _comparable(frame[(frame["measure"] == m.name) & ~frame[APART]])]
     extras = _expected_extras(frame, measures, x, lost, drawn, opts)
+    if rated is not None:
+        extras["rated"] = (Line2D([], [], color="0.3", **RATE_LINE), RATE_TEXT)
     pages, counts = [], _Counts()
     for fig, panels in plan.figures(title, legend_inches(colours, list(styles), [t for _, t in extras.values()])):
         shared: dict[str, plt.Axes] = {}
@@ -154,6 +163,8 @@ def line_figure(
             _draw_apart(ax, apart, summary, measure, x, colours, styles, counts)
             if drawn is not None:
                 counts.overlaid += _draw_overlay(ax, drawn, panel, measure, x, colours, styles)
+            if rated is not None:
+                counts.rated += _draw_rates(ax, rated, panel, x, colours)
             if opts.divergence is not None:
                 _mark_lost(ax, data[data["measure"] == measure.name], lost, panel, x, colours, opts.divergence, counts)
             _dress_axes(ax, panel, measure, rows, xlabel, opts)
@@ -359,6 +370,11 @@ def _line_notes(study: Study, lost: pd.DataFrame, unshared: list[str], counts: _
             f"⊘ marks the step from which each of the {n} collapsed seed(s) had no gradient left and its loss stayed "
             "at chance; collapsed seeds are left out of the final metrics, like diverged ones."
         )
+    if counts.rated:
+        notes.append(
+            "Faint lines on the right-hand axis: the learning rate of each line's schedule at every step "
+            "(steps.parquet), from 0 to the largest rate in the figure."
+        )
     if counts.hidden:
         notes.append(
             f"{counts.hidden} line(s) coincide exactly with another line of their panel and are hidden under it "
@@ -403,6 +419,33 @@ def _draw_overlay(
         colour = colours[hue] if colours is not None else "C0"
         ax.plot(y.index, y.to_numpy(), color=colour, label="_overlay", **OVERLAY_LINE)
         count += 1
+    return count
+
+
+def _draw_rates(
+    ax: plt.Axes,
+    rated: pd.DataFrame,
+    panel: Panel,
+    x: str,
+    colours: Colours | None,
+) -> int:
+    """The panel's learning rates on a twin axis under its lines, one per hue and style level (the
+    mean over that line's cells), from 0 to the largest rate of the figure. Returns how many."""
+    mine = rated[(rated["_row"] == panel.row) & (rated["_col"] == panel.col)]
+    if mine.empty:
+        return 0
+    twin = ax.twinx()
+    count = 0
+    for (hue, _style), line in mine.groupby(["_hue", "_style"], sort=False):
+        rate = line.groupby(x)["lr"].mean()
+        colour = colours[hue] if colours is not None else "C0"
+        twin.plot(rate.index, rate.to_numpy(), color=colour, label="_rate", **RATE_LINE)
+        count += 1
+    twin.set_ylim(0, float(rated["lr"].max()) * 1.05)
+    twin.set_ylabel("learning rate", color="0.5", fontsize=8)
+    twin.tick_params(axis="y", colors="0.5", labelsize=7)
+    ax.set_zorder(twin.get_zorder() + 1)  # the curves in front, the rate behind them
+    ax.patch.set_visible(False)
     return count
 
 
@@ -474,14 +517,25 @@ def learning_curves(
     study: Study, hue: Keys = None, style: Keys = None, col: Keys = None, row: Keys = None, wrap: int = WRAP
 ) -> Plot:
     """Training loss (log) and test accuracy against step: mean over seeds with a 95% t band, ✕
-    where a seed diverged (on its last evaluation, the frozen state at its last healthy step)."""
+    where a seed diverged (on its last evaluation, the frozen state at its last healthy step), and
+    the learning rate faintly under them when a schedule changes it."""
     data = study.curves.assign(measure=study.curves["split"] + " " + study.curves["metric"])
     measures = [
         PanelRow("train loss", "training loss (cross-entropy, nats)", log=True, summary=Summary.POSITIVE),
         PanelRow("test accuracy", "test accuracy (fraction)", summary=Summary.FRACTION),
     ]
     enc = encode(study, data, hue, style, col, row, wrap)
-    return line_figure(study, data, measures, "step", STEP_LABEL, "Learning curves (mean over seeds, 95% t band)", enc)
+    title = "Learning curves (mean over seeds, 95% t band)"
+    return line_figure(study, data, measures, "step", STEP_LABEL, title, enc, rates=scheduled_rates(study))
+
+
+def scheduled_rates(study: Study) -> pd.DataFrame | None:
+    """The learning rate of each cell at each step (``steps.parquet``), when some cell's rate changes
+    over training (a schedule); None when every cell keeps one rate."""
+    rates = study.steps[[*KEY, "step", "lr"]].drop_duplicates([*KEY, "step"])
+    if rates.empty or not (rates.groupby(KEY)["lr"].nunique() > 1).any():
+        return None
+    return rates
 
 
 def over_training(

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -129,8 +129,13 @@ def labels_of(frame: pd.DataFrame, keys: Sequence[str], named: bool) -> pd.Serie
     if not keys:
         return pd.Series("", index=frame.index)
     combos = frame[list(keys)].drop_duplicates()
-    text = {tuple(r): label_of(r, keys, named) for _, r in combos.iterrows()}
-    return pd.Series([text[tuple(v)] for v in frame[list(keys)].itertuples(index=False)], index=frame.index)
+    text = {_lookup(r): label_of(r, keys, named) for _, r in combos.iterrows()}
+    return pd.Series([text[_lookup(v)] for v in frame[list(keys)].itertuples(index=False)], index=frame.index)
+
+
+def _lookup(values: Iterable[object]) -> tuple:
+    """A row's values as a dict key: NaN (a null key) is never equal to itself, None is."""
+    return tuple(None if isinstance(v, float) and np.isnan(v) else v for v in values)
 
 
 def levels(frame: pd.DataFrame, column: str) -> list[str]:

@@ -77,7 +77,10 @@ def markdown_table(frame: pd.DataFrame, columns: Sequence[str] | None = None, in
 
 
 def value_text(value: object) -> str:
-    """A key's value as a label: whole floats without ``.0``, other floats in ``g`` format."""
+    """A key's value as a label: whole floats without ``.0``, other floats in ``g`` format, a missing
+    value (a key that is null in this cell: ``optim.clip_norm``) as ``null``."""
+    if value is None or (isinstance(value, float | np.floating) and np.isnan(value)):
+        return "null"
     if isinstance(value, float | np.floating):
         return str(int(value)) if float(value).is_integer() else f"{value:g}"
     if isinstance(value, np.integer):

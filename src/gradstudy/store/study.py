@@ -16,6 +16,8 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from gradstudy.cells.config import NESTED_CHOICES, with_defaults
+from gradstudy.cells.schedules import learning_rates
 from gradstudy.schema import (
     ARM,
     CELL_INFO,
@@ -138,23 +140,28 @@ def varying_keys(cells: pd.DataFrame, under_arm: bool = True) -> list[str]:
     """The config keys whose values differ across ``cells``, in column order.
 
     A group's own keys are left out under that group's varying choice, because the choice already
-    says them (``init.scale`` under ``init=xavier,he``). The choices an arm makes (an arm is a named
+    says them (``init.scale`` under ``init=xavier,he``), and so are the keys a varying choice inside
+    the group fixes (``optim.warmup_steps`` under ``optim.schedule=constant,warmup_cosine``:
+    ``cells.config.NESTED_CHOICES``). A key that is null in some cells and set in others varies
+    (``optim.clip_norm=null,1``). The choices an arm makes (an arm is a named
     bundle of choices, ``+arm=tanh_xavier,relu_he``) are kept when they vary, so a table can be
     grouped by ``act`` or ``init``; ``under_arm=False`` leaves out whatever a varying arm fixes, so
     that ``arm`` alone names the cell in a label."""
     config = [c for c in cells.columns if c not in CELL_INFO]
-    varying = [c for c in config if cells[c].astype(str).nunique() > 1]
+    varying = [c for c in config if cells[c].astype(str).nunique(dropna=False) > 1]
 
     def fixed_by(choice: str, key: str) -> bool:
         return (
             choice in varying
-            and cells.groupby(choice, dropna=False)[key].agg(lambda v: v.astype(str).nunique()).max() <= 1
+            and cells.groupby(choice, dropna=False)[key].agg(lambda v: v.astype(str).nunique(dropna=False)).max() <= 1
         )
 
     def implied(key: str) -> bool:
         if key == ARM:
             return False
-        return (not under_arm and fixed_by(ARM, key)) or ("." in key and fixed_by(key.split(".")[0], key))
+        group = key.split(".")[0]
+        choices = [group, *(c for c in NESTED_CHOICES.get(group, ()) if c != key)] if "." in key else []
+        return (not under_arm and fixed_by(ARM, key)) or any(fixed_by(choice, key) for choice in choices)
 
     return [c for c in varying if not implied(c)]
 
@@ -176,7 +183,7 @@ def _read_config(cell_dir: Path) -> dict[str, Any]:
         config = yaml.safe_load((cell_dir / CONFIG).read_text()) if (cell_dir / CONFIG).is_file() else {}
     except (OSError, yaml.YAMLError):
         return {}
-    return config if isinstance(config, dict) else {}
+    return with_defaults(config) if isinstance(config, dict) else {}
 
 
 def _cell_row(study: str, cell_dir: Path, state: CellState, config: dict[str, Any]) -> dict[str, Any]:
@@ -228,6 +235,9 @@ def _read_table(cell_dir: Path, name: str, study: str, meta: dict[str, Any], con
         frame = _seeds_from_meta(config, meta)
     else:
         frame = pd.DataFrame(columns=TABLE_COLUMNS[name])
+    if name == STEPS and "lr" not in frame.columns:  # written before steps.parquet recorded it
+        rates = learning_rates(config["optim"], int(config["train"]["steps"])).astype("float32")
+        frame["lr"] = rates[frame["step"].to_numpy(dtype=int)]
     frame.insert(0, "cell", cell_dir.name)
     frame.insert(0, "study", study)
     return frame
