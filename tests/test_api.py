@@ -79,3 +79,28 @@ def test_bad_input_raises_config_error_naming_the_key_and_writes_nothing(tmp_pat
         call(overrides, study="bad", results_dir=tmp_path / "results")
     assert not (tmp_path / "results").exists()
     assert not GlobalHydra.instance().is_initialized()
+
+
+def test_a_list_valued_key_takes_a_list_and_a_list_of_lists_sweeps_it():
+    from gradstudy.api import override_strings
+
+    assert override_strings({"optim.boundaries": [100, 200], "optim.factors": [[0.5, 0.1], [0.2, 0.2]]}) == [
+        "optim.boundaries=[100,200]",
+        "optim.factors=[0.5,0.1],[0.2,0.2]",
+    ]
+    assert override_strings({"stats.extra": [], "optim.lr": [0.1, 0.3]}) == ["stats.extra=[]", "optim.lr=0.1,0.3"]
+
+
+def test_a_scheduled_grid_from_python_warns_when_lr_and_schedule_both_vary(tmp_path, capsys):
+    grid = {
+        **{k: v for k, v in (o.split("=", 1) for o in TINY)},
+        "train.seeds": 1,
+        "optim.lr": [0.05, 0.1],
+        "optim.schedule": ["constant", "step"],
+        "optim.boundaries": [15],
+        "optim.factors": [0.1],
+    }
+    study = gradstudy.sweep(grid, study="sched", results_dir=tmp_path)
+    assert len(study.cells) == 4 and (study.cells["status"] == "complete").all()
+    assert study.varying_keys == ["optim.lr", "optim.schedule"]
+    assert "optim.lr and optim.schedule both vary" in capsys.readouterr().err

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +25,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
-from gradstudy.cells.config import register_configs
+from gradstudy.cells.config import SCHEMA, register_configs
 from gradstudy.cells.expand import expand
 from gradstudy.cells.validate import validate
 from gradstudy.schema import ARM, ConfigError, conf_dir
@@ -31,7 +33,13 @@ from gradstudy.store.study import Study, load_study
 
 #: Overrides as the command line writes them (``["init=xavier,he", "act=relu"]``), or a mapping of
 #: key to a value or a list of values to sweep (``{"init": ["xavier", "he"], "optim.lr": 0.1}``).
+#: A key whose value is itself a list (``optim.boundaries``) takes a list of plain values as its
+#: value and a list of lists as a sweep.
 Overrides = Sequence[str] | Mapping[str, Any]
+#: The keys whose value is a list (``cells.config`` types them ``list[...]``).
+LIST_KEYS = {
+    f"{group}.{f.name}" for group, schema in SCHEMA.items() for f in fields(schema) if str(f.type).startswith("list")
+}
 
 
 def _text(value: Any) -> str:
@@ -40,6 +48,8 @@ def _text(value: Any) -> str:
         return "null"
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(_text(v) for v in value) + "]"
     return repr(value) if isinstance(value, float) else str(value)
 
 
@@ -52,6 +62,8 @@ def override_strings(overrides: Overrides) -> list[str]:
         return [str(o) for o in overrides]
     out = []
     for key, value in overrides.items():
+        if key.lstrip("+~") in LIST_KEYS and isinstance(value, list | tuple):
+            value = list(value) if value and all(isinstance(v, list | tuple) for v in value) else [list(value)]
         if isinstance(value, list | tuple):
             if not value:
                 raise ConfigError(f"{key}: an empty list sweeps nothing; give at least one value")
@@ -118,6 +130,7 @@ def sweep(
     Cells that are complete are skipped, as on the command line; a cell that fails while running
     is recorded ``failed`` in its ``meta.json`` and the others go on (look at ``Study.cells.status``).
     ``summary`` prints the command line's end-of-sweep table."""
+    from gradstudy.analysis.comparability import grid_warnings
     from gradstudy.callbacks import print_summary
     from gradstudy.engine.compile_cache import enable_compile_cache
     from gradstudy.engine.devices import use_host_devices
@@ -130,7 +143,10 @@ def sweep(
     folders = [Path(f) for f in run_cells(cells) if f]
     result = load_study(Path(results_dir) / study)
     if summary and folders:
-        print_summary(summary_table(load_study(Path(results_dir) / study, cells=[f.name for f in folders])))
+        swept = load_study(Path(results_dir) / study, cells=[f.name for f in folders])
+        print_summary(summary_table(swept))
+        for warning in grid_warnings(swept):
+            print(f"gradstudy: warning: {warning}", file=sys.stderr)
     return result
 
 
