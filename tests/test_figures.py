@@ -439,7 +439,7 @@ def schedule_study(tmp_path_factory):
 
 def rate_lines(fig: plt.Figure) -> list[tuple[str, list]]:
     """(title, the learning-rate lines of its right-hand axis) of each titled panel."""
-    twins = [ax for ax in fig.axes if ax.get_ylabel() == "learning rate"]
+    twins = [ax for ax in fig.axes if ax.get_ylabel() == "learning rate / peak"]
     return [
         (ax.get_title(), [ln for twin in twins if twin.get_shared_x_axes().joined(ax, twin) for ln in twin.get_lines()])
         for ax in fig.axes
@@ -456,26 +456,31 @@ def test_learning_curves_draw_each_line_s_learning_rate_under_it(schedule_study)
     enc = plot.encoding
     rates = study.steps.drop_duplicates(["study", "cell", "step"])
     checked = 0
-    for _, cell in study.cells.iterrows():
+    for _, cell in study.cells[study.cells["optim.schedule"] == "warmup_cosine"].iterrows():
         title = label_of(cell, enc.col, named=True)
         colour = legend_colours(fig)[label_of(cell, enc.hue, named=False)]
         for ax_title, lines in rate_lines(fig):
             if ax_title != title:
                 continue
             (line,) = [ln for ln in lines if to_rgba(ln.get_color())[:3] == colour[:3]]
-            expected = rates[rates["cell"] == cell["cell"]].set_index("step")["lr"]
+            expected = rates[rates["cell"] == cell["cell"]].set_index("step")["lr"] / cell["optim.lr"]
             np.testing.assert_array_equal(line.get_xdata(), expected.index.to_numpy())
-            np.testing.assert_allclose(line.get_ydata(), expected.to_numpy(), rtol=1e-7)
+            np.testing.assert_allclose(line.get_ydata(), expected.to_numpy(), rtol=1e-6)
             checked += 1
-    assert checked == 2 * len(study.cells)  # each cell in its loss panel and its accuracy panel
-    assert "learning rate (faint, right axis)" in [t.get_text() for t in fig.legends[0].get_texts()]
-    assert any("learning rate of each line's schedule" in note for note in plot.notes)
+    assert checked == 2 * 2  # each scheduled cell in its loss panel and its accuracy panel; constant ones have none
+    assert sum(len(lines) for _, lines in rate_lines(fig)) == checked
+    assert "learning rate / its peak\n(faint, right axis)" in [t.get_text() for t in fig.legends[0].get_texts()]
+    assert any("as a fraction of its peak" in note for note in plot.notes)
+    steps = plots.steps_to_target_figure(study, target=0.5, hue=["optim.lr", "optim.schedule"])
+    names = {t.get_text() for ax in steps.pages[0].axes for t in ax.get_yticklabels()}
+    assert {"0.05 | constant", "0.1 | warmup_cosine"} <= names  # values alone, in the y label's order
+    steps.close()
     plot.close()
 
 
 def test_learning_curves_draw_no_rate_when_every_rate_is_constant(lr_study):
     plot = plots.learning_curves(load_study(lr_study))
-    assert not any(ax.get_ylabel() == "learning rate" for ax in plot.pages[0].axes)
+    assert not any(ax.get_ylabel() == "learning rate / peak" for ax in plot.pages[0].axes)
     plot.close()
 
 

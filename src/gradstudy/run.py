@@ -445,9 +445,11 @@ def main(cfg: DictConfig) -> list[str]:
         cells += [_member(hydra_cfg.job.config_name, m) for m in members[1:]]
     else:
         members = [list(hydra_cfg.overrides.task)]
-    for (cell, _), overrides in zip(cells, members, strict=True):
-        for warning in ignored_overrides(cell, overrides):
-            print(f"gradstudy: warning: {warning}", file=sys.stderr)
+    ignored = (
+        w for (cell, _), overrides in zip(cells, members, strict=True) for w in ignored_overrides(cell, overrides)
+    )
+    for warning in dict.fromkeys(ignored):  # once per job, however many of its cells it concerns
+        print(f"gradstudy: warning: {warning}", file=sys.stderr)
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, _interrupt)
     sweep = sweep_of_job()

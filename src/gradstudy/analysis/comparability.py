@@ -15,8 +15,12 @@ def lr_and_schedule_vary(study: Study) -> str | None:
     one ``optim.lr`` two schedules differ in step size as well as in shape."""
     if not {"optim.lr", "optim.schedule"} <= set(study.varying_keys) or study.steps.empty:
         return None
-    rates = study.steps.drop_duplicates([*KEY, "step"]).groupby(KEY)["lr"].mean().rename("mean_lr").reset_index()
+    steps = study.steps.drop_duplicates([*KEY, "step"]).groupby(KEY)
+    rates = steps["lr"].agg(["mean", "size"]).reset_index().rename(columns={"mean": "mean_lr"})
     cells = study.cells.merge(rates, on=KEY)
+    cells = cells[cells["size"] == cells["train.steps"]]  # a seed trained to the end: the whole schedule is there
+    if cells.empty:
+        return None
     fraction = (cells["mean_lr"] / cells["optim.lr"]).groupby(cells["optim.schedule"]).mean()
     shares = ", ".join(f"{schedule} {share:.2f}" for schedule, share in fraction.sort_values(ascending=False).items())
     return (

@@ -29,6 +29,7 @@ from gradstudy.show.plot import (
     levels,
     lost_mark,
 )
+from gradstudy.show.present import value_text
 from gradstudy.store.study import Study
 
 
@@ -83,7 +84,7 @@ def steps_to_target_figure(
         for panel, ax in panels.items():
             rows = frame[(frame["_row"] == panel.row) & (frame["_col"] == panel.col)]
             if panel.measure == "times":
-                _times_panel(ax, rows, convergence, colours, final)
+                _times_panel(ax, rows, convergence, colours, final, [*enc.hue, *enc.style])
                 ax.set(title=panel.title, xlabel=xlabel, ylabel=" | ".join([*enc.hue, *enc.style]) or "cell")
             else:
                 _survival_panel(ax, rows, steps, colours, styles)
@@ -102,9 +103,16 @@ def steps_to_target_figure(
 
 
 def _times_panel(
-    ax: plt.Axes, rows: pd.DataFrame, convergence: pd.DataFrame, colours: Colours | None, final: float
+    ax: plt.Axes,
+    rows: pd.DataFrame,
+    convergence: pd.DataFrame,
+    colours: Colours | None,
+    final: float,
+    keys: list[str],
 ) -> None:
-    """One row per cell: each seed's steps to target, and the cell's lower median with its CI (◆)."""
+    """One row per cell: each seed's steps to target, and the cell's lower median with its CI (◆).
+    A row is named by its values of ``keys`` alone, in the y label's order (``0.1 | he``), so that
+    names of several keys stay short."""
     cells = rows.drop_duplicates(KEY).to_dict("records")
     for y, cell in enumerate(cells):
         own = rows[(rows["study"] == cell["study"]) & (rows["cell"] == cell["cell"])]
@@ -123,7 +131,7 @@ def _times_panel(
                 markersize=4,
                 capsize=3,
             )
-    names = [" | ".join(t for t in (c["_hue"], c["_style"]) if t) or c["cell"] for c in cells]
+    names = [" | ".join(value_text(c[k]) for k in keys) or c["cell"] for c in cells]
     ax.set_yticks(range(len(cells)), names, fontsize=7)
     ax.set(xlim=(-0.02 * final, final * 1.05), ylim=(len(cells) - 0.4, -0.6))
 

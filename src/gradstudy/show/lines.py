@@ -58,7 +58,8 @@ CLIPPED_MARK = dict(markersize=9, linestyle="none", zorder=6)
 CLIPPED_TEXT = "off the axis (count in the notes)"
 #: The learning rate of a line's schedule, drawn faintly under it on a right-hand axis.
 RATE_LINE = dict(linewidth=1.0, alpha=0.35, linestyle="-", zorder=0)
-RATE_TEXT = "learning rate (faint, right axis)"
+RATE_TEXT = "learning rate / its peak\n(faint, right axis)"
+RATE_AXIS = "learning rate / peak"
 #: A seed drawn apart from the pooled lines (a diverged seed's profile at its last healthy step).
 APART_LINE = dict(linestyle=":", linewidth=1.0, alpha=0.8, zorder=2)
 APART_TEXT = "one diverged seed at its\nlast healthy step (not pooled)"
@@ -121,8 +122,9 @@ def line_figure(
     range is drawn at the panel's edge and counted. A line with fewer than ``MIN_BAND_SEEDS`` seeds
     gets no band; its seeds are drawn thin. With ``clip``, the axis is set by the seeds that did
     not diverge, and a value more than ``CLIP_DECADES`` decades outside their range is drawn at the
-    panel's edge and counted. ``rates`` (study, cell, ``x``, lr) is drawn faintly under the lines
-    on a right-hand axis from 0, one line per hue and style level (the mean over its cells).
+    panel's edge and counted. ``rates`` (study, cell, ``x``, lr as a fraction of its peak) is drawn
+    faintly under the lines on a right-hand axis from 0 to 1, one line per hue and style level (the
+    mean over its cells).
     """
     opts = LineOptions(**options)
     data = data if APART in data else data.assign(**{APART: False})
@@ -372,8 +374,8 @@ def _line_notes(study: Study, lost: pd.DataFrame, unshared: list[str], counts: _
         )
     if counts.rated:
         notes.append(
-            "Faint lines on the right-hand axis: the learning rate of each line's schedule at every step "
-            "(steps.parquet), from 0 to the largest rate in the figure."
+            "Faint lines on the right-hand axis: the learning rate of each scheduled line at every step "
+            "(steps.parquet) as a fraction of its peak (optim.lr); lines whose rate stays constant have none."
         )
     if counts.hidden:
         notes.append(
@@ -429,8 +431,8 @@ def _draw_rates(
     x: str,
     colours: Colours | None,
 ) -> int:
-    """The panel's learning rates on a twin axis under its lines, one per hue and style level (the
-    mean over that line's cells), from 0 to the largest rate of the figure. Returns how many."""
+    """The panel's learning rates (each a fraction of its peak) on a twin axis under its lines, one
+    per hue and style level (the mean over that line's cells), from 0 to 1. Returns how many."""
     mine = rated[(rated["_row"] == panel.row) & (rated["_col"] == panel.col)]
     if mine.empty:
         return 0
@@ -441,8 +443,8 @@ def _draw_rates(
         colour = colours[hue] if colours is not None else "C0"
         twin.plot(rate.index, rate.to_numpy(), color=colour, label="_rate", **RATE_LINE)
         count += 1
-    twin.set_ylim(0, float(rated["lr"].max()) * 1.05)
-    twin.set_ylabel("learning rate", color="0.5", fontsize=8)
+    twin.set_ylim(0, 1.05)
+    twin.set_ylabel(RATE_AXIS, color="0.5", fontsize=8)
     twin.tick_params(axis="y", colors="0.5", labelsize=7)
     ax.set_zorder(twin.get_zorder() + 1)  # the curves in front, the rate behind them
     ax.patch.set_visible(False)
@@ -530,12 +532,15 @@ def learning_curves(
 
 
 def scheduled_rates(study: Study) -> pd.DataFrame | None:
-    """The learning rate of each cell at each step (``steps.parquet``), when some cell's rate changes
-    over training (a schedule); None when every cell keeps one rate."""
+    """The learning rate of each cell whose rate changes over training (a schedule) at each step
+    (``steps.parquet``), as a fraction of the cell's peak, so that schedules of different peaks
+    share one axis; None when every cell keeps one rate."""
     rates = study.steps[[*KEY, "step", "lr"]].drop_duplicates([*KEY, "step"])
-    if rates.empty or not (rates.groupby(KEY)["lr"].nunique() > 1).any():
+    peak = rates.groupby(KEY)["lr"].transform("max")
+    changing = rates.groupby(KEY)["lr"].transform("nunique") > 1
+    if not changing.any():
         return None
-    return rates
+    return rates[changing].assign(lr=(rates["lr"] / peak)[changing])
 
 
 def over_training(
