@@ -36,8 +36,17 @@ def _tables_of_seed(cfg, dataset, seeds, n_devices):
         pytest.param(
             ("norm=layernorm", "optim=momentum", "act=elu", "stats.extra=[unit_mean_median]"), marks=pytest.mark.slow
         ),
+        pytest.param(
+            ("optim=adam", "optim.schedule=warmup_cosine", "optim.warmup_steps=5", "optim.end_lr=0.001")
+            + ("optim.weight_decay=0.01", "optim.decay_mask=all"),
+            marks=pytest.mark.slow,
+        ),
+        pytest.param(
+            ("optim=momentum", "optim.schedule=step", "optim.boundaries=[7,13]", "optim.factors=[0.3,0.5]"),
+            marks=pytest.mark.slow,
+        ),
     ],
-    ids=["sgd-relu", "bn-adam-clip-tanh", "ln-momentum-elu"],
+    ids=["sgd-relu", "bn-adam-clip-tanh", "ln-momentum-elu", "adamw-warmup-cosine", "momentum-step"],
 )
 def test_seed_alone_among_others_and_across_devices_is_bitwise_equal(tiny_cfg, extra):
     assert len(jax.devices()) == 2, "conftest asks for two host devices"
