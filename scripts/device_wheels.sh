@@ -8,7 +8,11 @@
 #   bash scripts/device_wheels.sh            # then carry .whl to the machine and run scripts/device_check.sh there
 set -euo pipefail
 cd "$(dirname "$0")/.."
-python=${PYTHON:-python3}
+# The checkout's environment by default: its versions are the ones to pin (a bare python3 lacks them,
+# and would fetch the newest omegaconf, which Hydra 1.3 does not accept).
+default=python3
+[ -x .venv/bin/python ] && default=.venv/bin/python
+python=${PYTHON:-$default}
 dest=.whl
 mkdir -p "$dest"
 version() { "$python" -c "from importlib.metadata import version; print(version('$1'))" 2>/dev/null || echo ""; }
