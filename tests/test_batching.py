@@ -38,12 +38,18 @@ GRIDS = {
         + ("optim.weight_decay=0.5",),
         ("optim=momentum", "optim.schedule=step", "optim.boundaries=[10,20]", "optim.factors=[0.5,0.2]"),
     ],
+    # residual nets: He and Fixup share a program (Fixup is initial values), their gains start apart
+    "residual": [
+        ("model=resmlp", "init=he", "model.branch_scale=skipinit", "model.branch_init=0.2"),
+        ("model=resmlp", "init=fixup", "model.branch_scale=skipinit"),
+    ],
 }
 GROUP_SIZES = {
     "init x act": [2, 2, 2, 2],
     "lr sweep": [3, 3, 3],
     "momentum and clip": [2, 2],
     "schedules and decay": [2, 2, 1],
+    "residual": [2, 2],
 }
 
 

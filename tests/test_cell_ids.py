@@ -108,6 +108,7 @@ def test_keys_added_later_leave_the_id_alone_while_they_keep_their_default():
         "stats.units": 8,
         "optim.schedule": "constant",
         "optim.weight_decay": 0.0,
+        "model.name": "mlp",
     }
     plain = canonical(resolved(compose_config("stats=full")))
     assert "hist_range" not in plain["stats"] and "hist_bins" in plain["stats"]
@@ -116,6 +117,8 @@ def test_keys_added_later_leave_the_id_alone_while_they_keep_their_default():
     assert _id("stats=full", "stats.hist_range=[1e-4,1e3]") != _id("stats=full")
     assert _id("init.bias_std=0.0") == _id() and _id("init.bias_std=0.1") != _id()
     assert _id("optim.schedule=constant", "optim.weight_decay=0.0") == _id()
+    assert _id("model=mlp") == _id() and "name" not in canonical(resolved(compose_config()))["model"]
+    assert _id("model=resmlp").split("-")[4] == "resd10w100"
     assert not set(RUN_KEYS) & set(plain)
 
 

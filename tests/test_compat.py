@@ -57,6 +57,8 @@ def test_each_rule_fires_with_its_number(overrides, expected):
         ("act=sigmoid", "init=xavier", "model.depth=8", "norm=batchnorm"),
         ("act=tanh", "init=xavier"),
         ("optim.schedule=cosine",),  # 0 only after the last update
+        ("model=resmlp", "act=relu", "init=xavier", "model.depth=30"),  # the skip path carries the signal
+        ("model=resmlp", "act=sigmoid", "init=xavier", "model.depth=8"),
         ("optim.schedule=warmup_cosine", "optim.decay_steps=600", "optim.end_lr=0.001"),
         ("optim.schedule=linear", "optim.decay_steps=999"),
     ],

@@ -45,8 +45,12 @@ def _tables_of_seed(cfg, dataset, seeds, n_devices):
             ("optim=momentum", "optim.schedule=step", "optim.boundaries=[7,13]", "optim.factors=[0.3,0.5]"),
             marks=pytest.mark.slow,
         ),
+        pytest.param(
+            ("model=resmlp", "norm=batchnorm", "model.branch_scale=skipinit", "model.branch_init=0.1"),
+            marks=pytest.mark.slow,
+        ),
     ],
-    ids=["sgd-relu", "bn-adam-clip-tanh", "ln-momentum-elu", "adamw-warmup-cosine", "momentum-step"],
+    ids=["sgd-relu", "bn-adam-clip-tanh", "ln-momentum-elu", "adamw-warmup-cosine", "momentum-step", "resmlp-bn"],
 )
 def test_seed_alone_among_others_and_across_devices_is_bitwise_equal(tiny_cfg, extra):
     assert len(jax.devices()) == 2, "conftest asks for two host devices"

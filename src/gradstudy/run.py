@@ -348,7 +348,7 @@ def _write(c: Claim, result, console: Console) -> None:
     meta, cfg = c.meta, c.cfg
     tables, diverged = cell_tables(
         result,
-        applicable(cfg.act.name, cfg.stats.tier, cfg.stats.extra, cfg.stats.units),
+        applicable(cfg.act.name, cfg.stats.tier, cfg.stats.extra, cfg.stats.units, cfg.model.name),
         cfg.train.steps,
         learning_rates(cfg.optim, cfg.train.steps),
     )

@@ -125,7 +125,7 @@ def parse_unit_stat(name: str) -> tuple[int, str] | None:
 CellKey = tuple[str, str]
 KEY = ["study", "cell"]
 #: Config groups whose chosen option name becomes a column of ``Study.cells`` and part of the slug.
-GROUPS = ("init", "act", "norm", "data", "optim")
+GROUPS = ("init", "act", "norm", "data", "optim", "model")
 #: The ``+arm=`` choice of a paper preset, kept in ``meta.json`` and as a column of ``Study.cells``.
 ARM = "arm"
 #: Columns of ``Study.cells`` that describe the cell's run and files, not its config.

@@ -432,6 +432,8 @@ NORMALIZED = ("batchnorm", "layernorm")
 
 def not_applicable(cfg: Any) -> str | None:
     """Why mean-field theory does not describe the cell ``cfg`` at initialization, or None when it does."""
+    if cfg.model.get("name", "mlp") != "mlp":
+        return f"model={cfg.model.name}: the residual recursion is not implemented yet"
     if cfg.norm.name not in ("none", *NORMALIZED):
         return f"norm={cfg.norm.name}: no mean-field recursion for it"
     bias_removed = cfg.norm.name in NORMALIZED and cfg.norm.get("position", "before") == "before"

@@ -109,9 +109,15 @@ def selu_conditions(cfg: Any, inputs: Inputs) -> str | None:
     )
 
 
+def _plain(cfg: Any) -> bool:
+    """A plain MLP: the rules of a signal through a stack of layers (a residual net's skip path
+    carries it past them)."""
+    return cfg.model.get("name", "mlp") == "mlp"
+
+
 def he_with_saturating(cfg: Any, inputs: Inputs) -> str | None:
     """He init doubles the variance for ReLU's lost half; a tanh or sigmoid keeps both halves."""
-    if cfg.init.name not in ("he", "he_uniform") or cfg.act.name not in ("sigmoid", "tanh"):
+    if not _plain(cfg) or cfg.init.name not in ("he", "he_uniform") or cfg.act.name not in ("sigmoid", "tanh"):
         return None
     chi = _theory().chi1(cfg.act.name, _sigma_w2(cfg), bias_variance(cfg.init))
     return (
@@ -123,7 +129,8 @@ def he_with_saturating(cfg: Any, inputs: Inputs) -> str | None:
 def xavier_with_deep_relu(cfg: Any, inputs: Inputs) -> str | None:
     """Xavier's variance halves at every ReLU layer, and so does E[delta^2] on the way down."""
     if (
-        cfg.init.name not in ("xavier", "xavier_normal")
+        not _plain(cfg)
+        or cfg.init.name not in ("xavier", "xavier_normal")
         or cfg.act.name != "relu"
         or cfg.model.depth <= XAVIER_RELU_DEPTH
     ):
@@ -133,7 +140,7 @@ def xavier_with_deep_relu(cfg: Any, inputs: Inputs) -> str | None:
 
 def deep_sigmoid(cfg: Any, inputs: Inputs) -> str | None:
     """The logistic sigmoid's slope is at most 1/4: without batch norm delta shrinks at every layer."""
-    if cfg.act.name != "sigmoid" or cfg.norm.name != "none" or cfg.model.depth <= SIGMOID_DEPTH:
+    if not _plain(cfg) or cfg.act.name != "sigmoid" or cfg.norm.name != "none" or cfg.model.depth <= SIGMOID_DEPTH:
         return None
     return (
         f"sigmoid at depth {cfg.model.depth} without batch norm: its slope is at most 1/4; {_delta_ratio(cfg, inputs)}"

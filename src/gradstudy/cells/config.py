@@ -22,7 +22,15 @@ from gradstudy.schema import ConfigError, conf_dir
 RUN_KEYS = ("hydra", "study", "results_dir", "force", "check_memory", "budget", "budgets", "members")
 #: Config groups whose chosen option (``conf/<group>/<option>.yaml``) lists the keys it uses; the
 #: option is named by ``name`` (``tier`` for stats).
-OPTION_GROUPS = {"init": "name", "act": "name", "norm": "name", "data": "name", "optim": "name", "stats": "tier"}
+OPTION_GROUPS = {
+    "init": "name",
+    "act": "name",
+    "norm": "name",
+    "data": "name",
+    "model": "name",
+    "optim": "name",
+    "stats": "tier",
+}
 #: Keys added after the cell-id schema was fixed, with their defaults: a cell id leaves each out
 #: while it keeps its default, so adding a key never renames existing cells.
 ADDED_KEYS: dict[str, Any] = {
@@ -31,6 +39,7 @@ ADDED_KEYS: dict[str, Any] = {
     "stats.units": 8,
     "optim.schedule": "constant",
     "optim.weight_decay": 0.0,
+    "model.name": "mlp",
 }
 #: Sizes of the paper presets (``conf/experiment``): each preset holds one set of values per budget.
 BUDGETS = ("cpu", "paper", "smoke")
@@ -77,8 +86,16 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
+    #: ``cells.options.MODELS``; the keys below ``width`` are the residual net's (``resmlp``).
+    name: str = "mlp"
     depth: int = 10
     width: int = 100
+    branch_layers: int = 2
+    #: null: ``pre`` under a norm; set with ``norm=none``, refused.
+    norm_position: str | None = None
+    branch_scale: str = "one"
+    #: The starting value of a learned branch scale (``skipinit``, ``rezero``).
+    branch_init: float = 0.0
 
 
 @dataclass

@@ -23,6 +23,8 @@ from gradstudy.cells.config import canonical
 
 T = TypeVar("T")
 
+#: The ``model`` keys that are initial values, not shapes (a learned branch multiplier's start).
+MODEL_VALUE_KEYS = ("branch_init",)
 #: The ``train`` keys that fix the program (``seeds`` does not: seeds are runs).
 TRAIN_SHAPE_KEYS = ("batch_size", "steps", "eval_every")
 #: (config without its ``hydra`` node, ``+arm=`` choice) of each cell the sweeper composed, by the
@@ -38,7 +40,7 @@ def program_key(plain: dict[str, Any]) -> str:
     cell = canonical(plain)
     optim = cell["optim"]
     shape = {
-        "model": cell["model"],
+        "model": {k: v for k, v in cell["model"].items() if k not in MODEL_VALUE_KEYS},
         "norm": cell["norm"],
         "data": cell["data"],
         "act": cell["act"],

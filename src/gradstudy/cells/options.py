@@ -47,6 +47,19 @@ ACTIVATIONS: dict[str, Activation] = {
     "linear": Activation(),
 }
 
+#: Models (``model.name``): ``mlp``, ``depth`` hidden layers; ``resmlp``, an input projection then
+#: ``depth`` residual blocks x <- x + a * F(x), F being ``model.branch_layers`` pre-activation dense
+#: layers (``engine.model``).
+MODELS = ("mlp", "resmlp")
+#: ``model.branch_scale``: the branch multiplier a. ``one``: 1; ``inv_sqrt_depth``: 1/sqrt(depth),
+#: fixed; ``skipinit``: a learned scalar per block multiplying F (De & Smith 2020), applied before a
+#: post-addition norm; ``rezero``: the same scalar (Bachlechner et al. 2020), and no norm on the
+#: stream (a post-addition norm is refused).
+BRANCH_SCALES = ("one", "inv_sqrt_depth", "skipinit", "rezero")
+#: ``model.norm_position`` of a residual net: ``pre`` (inside the branch, before each activation),
+#: ``post`` (on the stream, after the addition); null: ``pre`` when ``norm`` is not none.
+RESIDUAL_NORM_POSITIONS = ("pre", "post")
+
 #: Normalization layers (``norm.name``) and where they sit (``norm.position``: before or after the
 #: activation).
 NORMS = ("none", "batchnorm", "layernorm")

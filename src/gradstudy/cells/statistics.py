@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from gradstudy.cells.options import ACTIVATIONS, Activation
+from gradstudy.cells.options import ACTIVATIONS, MODELS, Activation
 from gradstudy.schema import unit_stat
 
 
@@ -98,6 +98,10 @@ class LayerView:
     act_slope: Any = None
     units: int = 0
     kth: Callable[[Any, int], Any] | None = None
+    #: A residual block's branch output a * F(x_{l-1}), its input stream x_{l-1} and its multiplier a.
+    branch: Any = None
+    stream_in: Any = None
+    gain: Any = None
 
 
 def _always(act: Activation) -> bool:
@@ -117,6 +121,8 @@ class Stat:
     applies: Callable[[Activation], bool] = _always
     #: One value per followed unit and percentile, named ``unit_stat(j, q)``.
     per_unit: bool = False
+    #: The models it is recorded for (``cells.options.MODELS``).
+    models: tuple[str, ...] = MODELS
 
     def names(self, units: int) -> tuple[str, ...]:
         """The names this statistic's values are stored under."""
@@ -172,8 +178,19 @@ def mean_singular_value(v: LayerView) -> Any:
     return xp.mean(xp.sqrt(xp.clip(xp.linalg.eigvalsh(gram), 0)))
 
 
+def _branch_ratio(v: LayerView) -> Any:
+    """std(a * F(x_{l-1})) / std(x_{l-1}), as exp(log - log): XLA compiled the quotient of the two
+    scalars (and its reciprocal form) one way on one host device and another on two, which broke
+    bitwise seed independence; exp and log are left as they are written (0 when the branch is 0)."""
+    xp = v.xp
+    return xp.exp(xp.log(xp.std(v.branch)) - xp.log(xp.std(v.stream_in)))
+
+
 _RECORDED = (Tier.SCALARS, Tier.FULL)
 GEO, ARITH, FRAC = Summary.GEOMETRIC, Summary.ARITHMETIC, Summary.FRACTION
+#: A residual net's "layer" l is its block l: z_l and h_l are both the stream x_l after the block,
+#: so a statistic of the activation's own regions (dead, saturated, negative units) is the MLP's alone.
+MLP, RESIDUAL = ("mlp",), ("resmlp",)
 
 #: Every statistic, in the order the engine stacks them (the per-tier ones first).
 STATISTICS: dict[str, Stat] = {
@@ -183,10 +200,10 @@ STATISTICS: dict[str, Stat] = {
         Stat("delta_std", lambda v: v.xp.std(v.z.shape[0] * v.dloss_dz), GEO, _RECORDED),
         Stat("act_mean", lambda v: v.xp.mean(v.h), ARITH, _RECORDED),
         Stat("act_std", lambda v: v.xp.std(v.h), GEO, _RECORDED),
-        Stat("saturated_frac", _saturated, FRAC, _RECORDED, applies=lambda a: a.saturation is not None),
-        Stat("dead_frac", _negative, FRAC, _RECORDED, applies=lambda a: a.has_dead_units),
+        Stat("saturated_frac", _saturated, FRAC, _RECORDED, applies=lambda a: a.saturation is not None, models=MLP),
+        Stat("dead_frac", _negative, FRAC, _RECORDED, applies=lambda a: a.has_dead_units, models=MLP),
         Stat("z_std", lambda v: v.xp.std(v.z), GEO, _RECORDED),
-        Stat("negative_frac", _negative, FRAC, _RECORDED, applies=lambda a: a.rectifier),
+        Stat("negative_frac", _negative, FRAC, _RECORDED, applies=lambda a: a.rectifier, models=MLP),
         Stat(
             "prelu_alpha",
             lambda v: v.xp.mean(v.slope).astype(v.h.dtype),
@@ -197,41 +214,49 @@ STATISTICS: dict[str, Stat] = {
         *(Stat(f"z_p{q}", _percentile(q), ARITH, (Tier.FULL,)) for q in PERCENTILES),
         Stat("unit_mean_median", lambda v: v.xp.median(v.xp.mean(v.h, axis=0)).astype(v.h.dtype), ARITH),
         Stat("unit_percentiles", _unit_percentiles, ARITH, per_unit=True),
-        Stat("jacobian_sv_mean", mean_singular_value, GEO, schedule=Schedule.INIT),
+        Stat("jacobian_sv_mean", mean_singular_value, GEO, schedule=Schedule.INIT, models=MLP),
+        Stat("branch_std", lambda v: v.xp.std(v.branch), GEO, _RECORDED, models=RESIDUAL),
+        Stat("branch_ratio", _branch_ratio, GEO, _RECORDED, models=RESIDUAL),
+        Stat("branch_gain", lambda v: v.xp.asarray(v.gain, v.z.dtype), ARITH, _RECORDED, models=RESIDUAL),
     )
 }
+#: The statistics ``stats.extra`` may name that only an MLP records.
+MLP_ONLY = tuple(name for name, s in STATISTICS.items() if not s.tiers and s.models == MLP)
 #: The statistics ``stats.extra`` may name.
 EXTRA_STATS = tuple(name for name, s in STATISTICS.items() if not s.tiers)
 
 
-def recorded(tier: str, extra: Sequence[str] = (), schedule: Schedule = Schedule.STEP) -> tuple[Stat, ...]:
-    """The statistics that ``tier`` and ``stats.extra`` record on ``schedule``, in stacking order.
-    Step statistics need a tier that records per-layer scalars; step-0 ones are asked for alone."""
+def recorded(
+    tier: str, extra: Sequence[str] = (), schedule: Schedule = Schedule.STEP, model: str = "mlp"
+) -> tuple[Stat, ...]:
+    """The statistics that ``tier`` and ``stats.extra`` record on ``schedule`` for ``model``, in
+    stacking order. Step statistics need a tier that records per-layer scalars; step-0 ones are
+    asked for alone."""
     if schedule is Schedule.STEP and Tier(tier) is Tier.NONE:
         return ()
     return tuple(
         s
         for s in STATISTICS.values()
-        if s.schedule is schedule and (Tier(tier) in s.tiers or (not s.tiers and s.name in extra))
+        if s.schedule is schedule and model in s.models and (Tier(tier) in s.tiers or (not s.tiers and s.name in extra))
     )
 
 
-def stat_names(tier: str, extra: Sequence[str] = (), units: int = 0) -> tuple[str, ...]:
+def stat_names(tier: str, extra: Sequence[str] = (), units: int = 0, model: str = "mlp") -> tuple[str, ...]:
     """The per-layer statistics recorded every ``stats.every`` steps by ``tier`` and ``stats.extra``
     (``units``: how many units ``unit_percentiles`` follows per layer)."""
-    return tuple(name for s in recorded(tier, extra) for name in s.names(units))
+    return tuple(name for s in recorded(tier, extra, model=model) for name in s.names(units))
 
 
-def init_stat_names(extra: Sequence[str]) -> tuple[str, ...]:
+def init_stat_names(extra: Sequence[str], model: str = "mlp") -> tuple[str, ...]:
     """The statistics measured once, at step 0."""
-    return tuple(s.name for s in recorded(Tier.SCALARS, extra, Schedule.INIT))
+    return tuple(s.name for s in recorded(Tier.SCALARS, extra, Schedule.INIT, model))
 
 
-def applicable(act_name: str, tier: str, extra: Sequence[str], units: int) -> set[str]:
+def applicable(act_name: str, tier: str, extra: Sequence[str], units: int, model: str = "mlp") -> set[str]:
     """The recorded statistics that mean something for the activation (every one but, e.g.,
-    ``dead_frac`` for tanh)."""
+    ``dead_frac`` for tanh) on ``model``."""
     act = ACTIVATIONS[act_name]
-    chosen = (*recorded(tier, extra), *recorded(tier, extra, Schedule.INIT))
+    chosen = (*recorded(tier, extra, model=model), *recorded(tier, extra, Schedule.INIT, model))
     return {name for s in chosen if s.applies(act) for name in s.names(units)}
 
 

@@ -131,6 +131,7 @@ def _check_data_model_optim(cfg: DictConfig) -> None:
         _check(size is None or size >= 1, f"data.{key}", "must be >= 1 or null", size)
     _check(cfg.model.depth >= 1, "model.depth", "must be >= 1 hidden layer", cfg.model.depth)
     _check(cfg.model.width >= 1, "model.width", "must be >= 1 unit", cfg.model.width)
+    _check_model(cfg)
     _check_choice("optim.name", cfg.optim.name, options.OPTIMIZERS)
     _check(cfg.optim.lr > 0, "optim.lr", "must be > 0", cfg.optim.lr)
     _check(0 <= cfg.optim.momentum < 1, "optim.momentum", "must be in [0, 1)", cfg.optim.momentum)
@@ -181,6 +182,58 @@ def _check_schedule(optim: DictConfig, steps: int) -> None:
             factors,
         )
         _check(all(f >= 0 for f in factors), "optim.factors", "must each be >= 0", factors)
+
+
+def _check_model(cfg: DictConfig) -> None:
+    """The residual net's keys, and the choices that need it (or cannot run on it yet)."""
+    model = cfg.model
+    _check_choice("model.name", model.name, options.MODELS)
+    _check(model.branch_layers >= 1, "model.branch_layers", "must be >= 1 dense layer per branch", model.branch_layers)
+    _check_choice("model.branch_scale", model.branch_scale, options.BRANCH_SCALES)
+    if model.norm_position is not None:
+        _check_choice("model.norm_position", model.norm_position, options.RESIDUAL_NORM_POSITIONS)
+    residual = model.name == "resmlp"
+    if not residual:
+        _check(
+            model.branch_scale == "one",
+            "model.branch_scale",
+            "needs model=resmlp (an MLP has no branch)",
+            model.branch_scale,
+        )
+        _check(
+            model.norm_position is None,
+            "model.norm_position",
+            "needs model=resmlp (an MLP uses norm.position)",
+            model.norm_position,
+        )
+        _check(cfg.init.name != "fixup", "init", "fixup scales residual branches: it needs model=resmlp", cfg.init.name)
+        return
+    _check(
+        model.norm_position is None or cfg.norm.name != "none",
+        "model.norm_position",
+        "places a norm, but norm=none; choose norm=batchnorm or layernorm, or leave it null",
+        model.norm_position,
+    )
+    _check(
+        not (model.branch_scale == "rezero" and model.norm_position == "post"),
+        "model.branch_scale",
+        "rezero keeps the stream free of any norm; with model.norm_position=post use skipinit",
+        model.branch_scale,
+    )
+    _check(
+        cfg.init.name != "fixup" or model.branch_layers >= 2,
+        "model.branch_layers",
+        "init=fixup scales a branch of m layers by depth^(-1/(2m-2)), which needs m >= 2",
+        model.branch_layers,
+    )
+    _check(
+        not options.ACTIVATIONS[cfg.act.name].learned_alpha,
+        "act",
+        "a learned slope (prelu) is not available in a residual branch yet; use leaky_relu",
+        cfg.act.name,
+    )
+    asked = [e for e in cfg.stats.extra if e in statistics.MLP_ONLY]
+    _check(not asked, "stats.extra", f"{asked} are per dense layer of an MLP; not available on model=resmlp", asked)
 
 
 def _check_train(cfg: DictConfig) -> None:

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 from gradstudy.cells.options import ACTIVATIONS
 from gradstudy.cells.statistics import HistBins, LayerView, Stat
 from gradstudy.engine.activations import FUNCTIONS
-from gradstudy.engine.model import MLP, hidden_name, slope_name
+from gradstudy.engine.model import MLP, hidden_name, layer_kernels, slope_name
 from gradstudy.engine.stats import histogram, network_stats
 from gradstudy.engine.step import Measure, Pass, TrainState, probed_pass
 from gradstudy.schema import HIST_QUANTITIES
@@ -28,11 +28,18 @@ def layer_statistics(stats: Sequence[Stat], act_name: str, units: int = 0) -> Me
 
     def measure(probed: Pass) -> jax.Array:
         layers = range(1, len(probed.zs) + 1)
-        kernel_grads = [probed.grads[hidden_name(k)]["kernel"] for k in layers]
+        # a residual block's kernels as one vector: its grad_norm is the norm of the whole branch
+        kernel_grads = [_joined(layer_kernels(probed.grads, k)) for k in layers]
         slopes = [learned_slope(probed.params, k) for k in layers]
-        return network_stats(stats, act_name, kernel_grads, probed.dzs, probed.zs, probed.hs, slopes, units)
+        return network_stats(
+            stats, act_name, kernel_grads, probed.dzs, probed.zs, probed.hs, slopes, units, probed.blocks
+        )
 
     return measure
+
+
+def _joined(kernels: list[jax.Array]) -> jax.Array:
+    return kernels[0] if len(kernels) == 1 else jnp.concatenate([k.reshape(-1) for k in kernels])
 
 
 def hist_counter(

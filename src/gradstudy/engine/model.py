@@ -18,6 +18,7 @@ from typing import Any
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 
 from gradstudy.cells.options import ACTIVATIONS
 from gradstudy.engine.activations import FUNCTIONS, activation_fn
@@ -93,9 +94,96 @@ class MLP(nn.Module):
         return nn.Dense(self.n_classes, name="output")(h)
 
 
-def build_model(cfg: Any, n_classes: int) -> MLP:
-    """The MLP described by a resolved run config (``model``, ``act``, ``norm`` nodes). Its initial
+def block_dense_name(block: int, j: int) -> str:
+    """Parameter-tree name of the ``j``-th dense layer of residual block ``block`` (both from 1)."""
+    return f"block{block}_dense{j}"
+
+
+def gain_name(block: int) -> str:
+    """Parameter-tree name of residual block ``block``'s learned branch multiplier."""
+    return f"branch_gain{block}"
+
+
+def layer_kernels(tree: Any, layer: int) -> list[Any]:
+    """The kernels (or their gradients) of "layer" ``layer`` in a parameter-shaped tree: an MLP's
+    hidden layer, or every dense layer of a residual block's branch."""
+    if hidden_name(layer) in tree:
+        return [tree[hidden_name(layer)]["kernel"]]
+    return [tree[name]["kernel"] for j in range(1, 1 + len(tree)) if (name := block_dense_name(layer, j)) in tree]
+
+
+class BranchGain(nn.Module):
+    """A learned scalar multiplying a residual branch (SkipInit, ReZero)."""
+
+    @nn.compact
+    def __call__(self, f: jax.Array) -> tuple[jax.Array, jax.Array]:
+        gain = self.param("gain", nn.initializers.zeros, ())
+        return gain * f, gain
+
+
+class ResMLP(nn.Module):
+    """A dense projection of the input to ``width`` units, then ``depth`` blocks x <- x + a * F(x),
+    then a linear softmax layer. F is ``branch_layers`` pre-activation dense layers, each act then
+    dense (He et al. 2016's identity-mapping order); ``norm_position`` ``pre`` puts the norm before
+    each activation inside the branch, ``post`` on the stream after the addition. ``branch_scale``
+    sets a: 1, 1/sqrt(depth), or a learned scalar per block (``skipinit``, ``rezero``).
+
+    For the statistics, block l is "layer" l: z_l and h_l are the stream x_l after it (perturbed,
+    so dL/dz_l is delta at the stream), and the branch a * F(x_{l-1}), the incoming stream x_{l-1}
+    and a are recorded as ``branch{l}``, ``stream_in{l}`` and ``gain{l}``."""
+
+    depth: int
+    width: int
+    n_classes: int
+    act: Callable[[jax.Array], jax.Array]
+    branch_layers: int = 2
+    make_norm: NormFactory | None = None
+    norm_position: str = "pre"
+    branch_scale: str = "one"
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        pre = self.make_norm is not None and self.norm_position == "pre"
+        post = self.make_norm is not None and self.norm_position == "post"
+        stream = nn.Dense(self.width, name="input")(x)
+        for block in range(1, self.depth + 1):
+            f = stream
+            for j in range(1, self.branch_layers + 1):
+                if pre:
+                    f = self.make_norm(train)(f)
+                f = nn.Dense(self.width, name=block_dense_name(block, j))(self.act(f))
+            if self.branch_scale in ("skipinit", "rezero"):
+                f, gain = BranchGain(name=gain_name(block))(f)
+            else:
+                gain = jnp.asarray(1.0 if self.branch_scale == "one" else self.depth**-0.5, f.dtype)
+                f = f * gain
+            self.sow("intermediates", f"stream_in{block}", stream)
+            self.sow("intermediates", f"branch{block}", f)
+            self.sow("intermediates", f"gain{block}", gain)
+            stream = stream + f
+            if post:
+                stream = self.make_norm(train)(stream)
+            stream = self.perturb(f"z{block}", stream)
+            self.sow("intermediates", f"z{block}", stream)
+            self.sow("intermediates", f"h{block}", stream)
+        return nn.Dense(self.n_classes, name="output")(stream)
+
+
+def build_model(cfg: Any, n_classes: int) -> MLP | ResMLP:
+    """The model described by a resolved run config (``model``, ``act``, ``norm`` nodes). Its initial
     values come from ``gradstudy.inputs.inits.initial_variables``, not from Flax's initializers."""
+    make_norm = None if NORM_LAYERS[cfg.norm.name] is None else NORM_LAYERS[cfg.norm.name](cfg.norm)
+    if cfg.model.get("name", "mlp") == "resmlp":
+        return ResMLP(
+            depth=cfg.model.depth,
+            width=cfg.model.width,
+            n_classes=n_classes,
+            act=activation_fn(cfg.act.name, cfg.act.alpha),
+            branch_layers=cfg.model.branch_layers,
+            make_norm=make_norm,
+            norm_position=cfg.model.norm_position or "pre",
+            branch_scale=cfg.model.branch_scale,
+        )
     act = ACTIVATIONS[cfg.act.name]
     make_slope = None
     if act.learned_alpha:
@@ -105,7 +193,7 @@ def build_model(cfg: Any, n_classes: int) -> MLP:
         width=cfg.model.width,
         n_classes=n_classes,
         act=activation_fn(cfg.act.name, cfg.act.alpha),
-        make_norm=None if NORM_LAYERS[cfg.norm.name] is None else NORM_LAYERS[cfg.norm.name](cfg.norm),
+        make_norm=make_norm,
         norm_position=cfg.norm.position,
         make_slope=make_slope,
     )
@@ -113,6 +201,10 @@ def build_model(cfg: Any, n_classes: int) -> MLP:
 
 def initial_constants(cfg: Any) -> dict[str, float]:
     """The starting values of the model's variables that are neither dense nor normalization
-    layers': a learned slope starts at ``act.alpha`` (``inputs.inits.initial_variables``)."""
+    layers' (``inputs.inits.initial_variables``): a learned slope starts at ``act.alpha``; a learned
+    branch multiplier at ``model.branch_init``, or at 1 under ``init=fixup`` (Fixup's multiplier)."""
     act = ACTIVATIONS[cfg.act.name]
-    return {"alpha": act.alpha(cfg.act.alpha)} if act.learned_alpha else {}
+    constants = {"alpha": act.alpha(cfg.act.alpha)} if act.learned_alpha else {}
+    if cfg.model.get("name", "mlp") == "resmlp":
+        constants["gain"] = 1.0 if cfg.init.name == "fixup" else float(cfg.model.branch_init)
+    return constants

@@ -145,7 +145,8 @@ class Engine:
         self.eval_every = cfg.train.eval_every
         self.batch_size = cfg.train.batch_size
         tier, extra, units = Tier(cfg.stats.tier), tuple(cfg.stats.extra), cfg.stats.units
-        step_stats, init_stats = recorded(tier, extra), recorded(tier, extra, Schedule.INIT)
+        model = cfg.model.get("name", "mlp")
+        step_stats, init_stats = recorded(tier, extra, model=model), recorded(tier, extra, Schedule.INIT, model)
         self.stats_every = None if tier is Tier.NONE else cfg.stats.every
         self.stat_names = tuple(name for s in step_stats for name in s.names(units))
         self.init_stat_names = tuple(s.name for s in init_stats)

@@ -44,17 +44,20 @@ def network_stats(
     hs: Sequence[jax.Array],
     slopes: Sequence[jax.Array | None],
     units: int = 0,
+    blocks: Sequence[dict[str, jax.Array]] | None = None,
 ) -> jax.Array:
     """The values of ``stats`` for every hidden layer: shape (depth, n_values), in order.
 
     ``dloss_dzs`` are the gradients of the *mean* minibatch loss with respect to each z, (B, width);
-    ``slopes`` each layer's learned activation slope (PReLU), or None.
+    ``slopes`` each layer's learned activation slope (PReLU), or None; ``blocks`` a residual
+    block's branch, incoming stream and multiplier (``LayerView`` fields), one dict per layer.
     """
     act = ACTIVATIONS[act_name]
-    layers = zip(kernel_grads, dloss_dzs, zs, hs, slopes, strict=True)
+    blocks = blocks if blocks is not None else [{} for _ in zs]
+    layers = zip(kernel_grads, dloss_dzs, zs, hs, slopes, blocks, strict=True)
     views = [
-        LayerView(jnp, act, z, h, kernel_grad=g, dloss_dz=d, slope=a, units=units, kth=order_statistic)
-        for g, d, z, h, a in layers
+        LayerView(jnp, act, z, h, kernel_grad=g, dloss_dz=d, slope=a, units=units, kth=order_statistic, **block)
+        for g, d, z, h, a, block in layers
     ]
     return jnp.stack([jnp.stack([value for s in stats for value in s.values(view)]) for view in views])
 

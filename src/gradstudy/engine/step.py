@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from gradstudy.engine.model import MLP
+from gradstudy.engine.model import MLP, ResMLP
 
 
 class TrainState(NamedTuple):
@@ -38,13 +38,17 @@ class Pass(NamedTuple):
     dzs: list[jax.Array]  # dL/dz_l
     zs: list[jax.Array]  # z_l
     hs: list[jax.Array]  # h_l = act(z_l)
+    #: A residual block's own records (``model.ResMLP``) per layer: branch, stream_in, gain; else empty.
+    blocks: list[dict[str, jax.Array]]
 
 
+#: What a residual block records beside z_l and h_l (``model.ResMLP``), as ``statistics.LayerView`` fields.
+BLOCK_RECORDS = ("branch", "stream_in", "gain")
 #: ``measure(pass)``: the per-layer statistics of one measured step, (depth, n_stats).
 Measure = Callable[[Pass], jax.Array]
 
 
-def loss_fn(model: MLP, params: Any, batch_stats: Any, probes: Any, x: jax.Array, y: jax.Array, collect: bool):
+def loss_fn(model: MLP | ResMLP, params: Any, batch_stats: Any, probes: Any, x: jax.Array, y: jax.Array, collect: bool):
     """Mean cross-entropy of one minibatch and the mutated collections (batch statistics, and the
     recorded z_l, h_l when ``collect``)."""
     variables = {"params": params, "batch_stats": batch_stats}
@@ -55,7 +59,7 @@ def loss_fn(model: MLP, params: Any, batch_stats: Any, probes: Any, x: jax.Array
     return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), updates
 
 
-def probed_pass(model: MLP, state: TrainState, x: jax.Array, y: jax.Array) -> Pass:
+def probed_pass(model: MLP | ResMLP, state: TrainState, x: jax.Array, y: jax.Array) -> Pass:
     """The forward and backward pass of one run on (x, y), with dL/dz_l from zero probes."""
     layers = range(1, model.depth + 1)
     probes = {f"z{k}": jnp.zeros((x.shape[0], model.width), x.dtype) for k in layers}
@@ -71,6 +75,7 @@ def probed_pass(model: MLP, state: TrainState, x: jax.Array, y: jax.Array) -> Pa
         dzs=[dz[f"z{k}"] for k in layers],
         zs=[inter[f"z{k}"][0] for k in layers],
         hs=[inter[f"h{k}"][0] for k in layers],
+        blocks=[{key: inter[f"{key}{k}"][0] for key in BLOCK_RECORDS if f"{key}{k}" in inter} for k in layers],
     )
 
 

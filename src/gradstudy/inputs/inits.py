@@ -18,7 +18,8 @@ normalization layers' scale, shift and running statistics at their fixed startin
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import re
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -101,6 +102,8 @@ INITIALIZERS: dict[str, Callable[[Any], Initializer]] = {
     "orthogonal": orthogonal,
     "normal": gaussian,
     "meanfield": mean_field,
+    # Zhang et al. 2019: He normal, rescaled per layer by its place in a residual net (``fixup_scale``).
+    "fixup": variance_scaling,
 }
 
 #: name -> Var(W) of a (fan_in, fan_out) kernel, as ``(init node, fan_in, fan_out) -> variance``:
@@ -149,14 +152,40 @@ VARIABLE_COLLECTIONS = ("params", "batch_stats")
 NORM_VALUES: dict[str, float] = {"scale": 1.0, "bias": 0.0, "mean": 0.0, "var": 1.0}
 
 
+#: A residual block's dense layer (``engine.model.block_dense_name``).
+BLOCK_DENSE = re.compile(r"block(\d+)_dense(\d+)")
+#: The stream number of a residual net's input projection; block l's layer j draws from
+#: ``BLOCK_STREAM * l + j``, so that no two dense layers share a stream.
+INPUT_STREAM, BLOCK_STREAM = 1_000_000, 1000
+
+
 def dense_layer_number(name: str) -> int | None:
-    """The layer number that seeds a dense layer's draws (hidden k -> k, the output layer -> 0), or
-    None for a module that is not a dense layer."""
+    """The layer number that seeds a dense layer's draws (hidden k -> k, the output layer -> 0, a
+    residual net's input projection and block layers as ``INPUT_STREAM`` and ``BLOCK_STREAM``
+    say), or None for a module that is not a dense layer."""
     if name == "output":
         return 0
+    if name == "input":
+        return INPUT_STREAM
     if name.startswith("hidden") and name[len("hidden") :].isdigit():
         return int(name[len("hidden") :])
-    return None
+    block = BLOCK_DENSE.fullmatch(name)
+    return BLOCK_STREAM * int(block[1]) + int(block[2]) if block else None
+
+
+def fixup_scale(name: str, names: Sequence[str]) -> float:
+    """Fixup's factor on a dense layer's He-normal kernel, from the model's dense-layer ``names``:
+    depth^(-1/(2m-2)) inside a branch of m layers, 0 for a branch's last layer and the output
+    layer, 1 for the input projection (Zhang et al. 2019, section 3)."""
+    blocks = [BLOCK_DENSE.fullmatch(n) for n in names]
+    depth = max(int(b[1]) for b in blocks if b)
+    m = max(int(b[2]) for b in blocks if b)
+    if name == "output":
+        return 0.0
+    block = BLOCK_DENSE.fullmatch(name)
+    if block is None:
+        return 1.0
+    return 0.0 if int(block[2]) == m else float(depth ** (-1.0 / (2 * m - 2)))
 
 
 def initial_variables(
@@ -168,6 +197,7 @@ def initial_variables(
     (``model.initial_constants``: a learned slope's alpha)."""
     kernel, bias = kernel_init(cfg), bias_init(cfg)
     fixed = {**NORM_VALUES, **(constants or {})}
+    dense = [name for name in shapes.get("params", {}) if dense_layer_number(name) is not None]
 
     def module(collection: str, name: str, leaves: Mapping[str, Any]) -> dict[str, np.ndarray]:
         layer = dense_layer_number(name)
@@ -178,7 +208,10 @@ def initial_variables(
             return {k: np.full(v.shape, fixed[k], v.dtype) for k, v in leaves.items()}
         rng = np.random.default_rng([INIT_STREAM, seed, layer])
         w, b = leaves["kernel"], leaves["bias"]
-        return {"kernel": kernel(rng, w.shape).astype(w.dtype), "bias": bias(rng, b.shape).astype(b.dtype)}
+        values = kernel(rng, w.shape)
+        if cfg.name == "fixup":
+            values = values * fixup_scale(name, dense)
+        return {"kernel": values.astype(w.dtype), "bias": bias(rng, b.shape).astype(b.dtype)}
 
     return {
         collection: {name: module(collection, name, leaves) for name, leaves in shapes[collection].items()}

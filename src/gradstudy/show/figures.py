@@ -116,6 +116,15 @@ REPORT_FIGURES = (
         uses_predictions=True,
     ),
     FigureSpec(
+        "branch_profile",
+        "Residual branches per block at the start and the end: the std of the branch a·F(x) and its ratio to the std "
+        "of the stream it joins (small: the block starts near the identity; batch norm makes it fall like 1/√block).",
+        plots.branch_profile,
+        ("layers",),
+        ("branch_std", "branch_ratio"),
+        uses_predictions=True,
+    ),
+    FigureSpec(
         "grad_norm_heatmap",
         "Weight-gradient norm by layer and step, one panel per cell; hatched after a seed diverged.",
         plots.grad_norm_heatmap,

@@ -25,12 +25,12 @@ from gradstudy.show.encoding import (
 from gradstudy.show.plot import (
     COLLAPSED_TEXT,
     DIVERGED_MARK,
-    LAYER_LABEL,
     SHARED_SCALE_DECADES,
     STEP_LABEL,
     Plot,
     integer_ticks,
     keyed,
+    layer_label,
     levels,
     lost_mark,
     lost_seeds,
@@ -89,7 +89,7 @@ def grad_norm_heatmap(
                 ax.plot(
                     [seed.at], [0.03], transform=ax.get_xaxis_transform(), **lost_mark(Outcome.COLLAPSED, "crimson")
                 )
-            ax.set(xlabel=STEP_LABEL, ylabel=LAYER_LABEL, title=panel.title)
+            ax.set(xlabel=STEP_LABEL, ylabel=layer_label(study), title=panel.title)
             integer_ticks(ax, "y")
         if shared and mesh is not None:
             fig.colorbar(mesh, ax=list(panels.values()), label="‖∂L/∂W‖ (log scale)", shrink=0.8)

@@ -30,6 +30,16 @@ STEP_LABEL = "step (parameter updates)"
 LAYER_LABEL = "hidden layer (1 = next to the input)"
 
 
+def layer_label(study: Study) -> str:
+    """The layer axis's label: a residual net's layer l is its block l (the stream after it)."""
+    models = set(study.cells["model"].dropna()) if "model" in study.cells else set()
+    if models == {"resmlp"}:
+        return "residual block (1 = next to the input)"
+    if "resmlp" in models:
+        return "hidden layer or residual block (1 = next to the input)"
+    return LAYER_LABEL
+
+
 #: Past this many decades between panel medians, a heat map gets one colour scale per line of panels.
 SHARED_SCALE_DECADES = 3.0
 

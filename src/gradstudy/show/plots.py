@@ -22,12 +22,19 @@ from gradstudy.show.lines import (
     unit_mean_median_over_training,
 )
 from gradstudy.show.plot import Plot
-from gradstudy.show.profiles import activation_profile, gradient_profile, prediction_notes, variance_profile
+from gradstudy.show.profiles import (
+    activation_profile,
+    branch_profile,
+    gradient_profile,
+    prediction_notes,
+    variance_profile,
+)
 
 __all__ = [
     "Plot",
     "activation_over_training",
     "activation_profile",
+    "branch_profile",
     "grad_norm_heatmap",
     "gradient_profile",
     "latency_rounds",

@@ -19,9 +19,9 @@ from gradstudy.show.encoding import (
 )
 from gradstudy.show.lines import APART, line_figure
 from gradstudy.show.plot import (
-    LAYER_LABEL,
     PanelRow,
     Plot,
+    layer_label,
 )
 from gradstudy.store.study import Study
 
@@ -58,7 +58,7 @@ def _profile(
     overlay = predicted.layers[predicted.layers["stat"].isin([s for s, _, _ in stats])]
     overlay = overlay.assign(measure=overlay["stat"] + "@" + Phase.START)
     plot = line_figure(
-        study, data, measures, "layer", LAYER_LABEL, title, enc, divergence=None, integer_x=True, overlay=overlay
+        study, data, measures, "layer", layer_label(study), title, enc, divergence=None, integer_x=True, overlay=overlay
     )
     plot.notes.append(
         f"Lines: geometric mean over seeds of positive magnitudes (band: the 95% t interval of the logs, mapped back), "
@@ -129,6 +129,22 @@ def activation_profile(
     """Mean (linear) and standard deviation (log, geometric mean over seeds) of the activations against layer, at the start and the end."""
     stats = [("act_mean", "activation mean", False), ("act_std", "activation std", True)]
     return _profile(study, stats, "Activation profile across layers", hue, style, col, row, wrap, predictions)
+
+
+def branch_profile(
+    study: Study,
+    hue: Keys = None,
+    style: Keys = None,
+    col: Keys = None,
+    row: Keys = None,
+    wrap: int = WRAP,
+    predictions: Predictions | None = None,
+) -> Plot:
+    """A residual net's branches against block, at the start and the end: the std of a * F(x_{l-1})
+    and its ratio to the std of the incoming stream x_{l-1} (the quantity De & Smith 2020 plot:
+    batch norm shrinks it like 1/sqrt(l), SkipInit and ReZero start it at 0)."""
+    stats = [("branch_std", "std of the branch a·F", True), ("branch_ratio", "branch std / stream std", True)]
+    return _profile(study, stats, "Residual branches across blocks", hue, style, col, row, wrap, predictions)
 
 
 def variance_profile(

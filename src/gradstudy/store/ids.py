@@ -25,6 +25,7 @@ def cell_id(canonical: dict[str, Any]) -> str:
     """
     model = canonical.get("model", {})
     parts = [str(canonical.get(g, {}).get("name", "")) for g in GROUPS[:4]]
-    parts += [f"d{model.get('depth')}w{model.get('width')}", str(canonical.get("optim", {}).get("name", ""))]
+    shape = f"{'res' if model.get('name') == 'resmlp' else ''}d{model.get('depth')}w{model.get('width')}"
+    parts += [shape, str(canonical.get("optim", {}).get("name", ""))]
     slug = "-".join(re.sub(r"[^A-Za-z0-9_.]+", "_", part) for part in parts)
     return f"{slug}-{config_hash(canonical)}"
