@@ -432,8 +432,11 @@ NORMALIZED = ("batchnorm", "layernorm")
 
 def not_applicable(cfg: Any) -> str | None:
     """Why mean-field theory does not describe the cell ``cfg`` at initialization, or None when it does."""
-    if cfg.model.get("name", "mlp") != "mlp":
-        return f"model={cfg.model.name}: the residual recursion is not implemented yet"
+    if cfg.model.get("name", "mlp") == "resmlp" and cfg.norm.name == "batchnorm":
+        return (
+            "batch norm in a residual net: the stream's per-unit centring is not in the residual recursion "
+            "(layer norm and no norm are)"
+        )
     if cfg.norm.name not in ("none", *NORMALIZED):
         return f"norm={cfg.norm.name}: no mean-field recursion for it"
     bias_removed = cfg.norm.name in NORMALIZED and cfg.norm.get("position", "before") == "before"
@@ -452,6 +455,9 @@ class Profile:
     z_std: np.ndarray
     h_std: np.ndarray
     delta_std: np.ndarray
+    #: A residual net's: the std of each block's branch a * F(x_{l-1}), and its ratio to std(x_{l-1}).
+    branch_std: np.ndarray | None = None
+    branch_ratio: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -466,6 +472,66 @@ class CellInputs:
     n_inputs: int
     sigma_w2: tuple[float, ...]
     sigma_b2: float
+
+
+def branch_multiplier(cfg: Any) -> float:
+    """A residual branch's multiplier a at step 0."""
+    scale = cfg.model.branch_scale
+    if scale in ("skipinit", "rezero"):
+        return 1.0 if cfg.init.name == "fixup" else float(cfg.model.branch_init)
+    return 1.0 if scale == "one" else float(cfg.model.depth) ** -0.5
+
+
+def residual_profile(cfg: Any, inputs: CellInputs, delta_last: float = 1.0) -> Profile:
+    """The predicted step-0 profile of a residual net (``model=resmlp``; Yang & Schoenholz 2017's
+    recursion for pre-activation branches): per block, the stream x_l, the branch a * F(x_{l-1})
+    and delta at the stream.
+
+    ``inputs.sigma_w2`` holds the input projection's sigma_w2 and then each branch layer's. The
+    stream starts at q_0 = sigma_w2_in E[x^2] + sigma_b2. A branch of m layers, each phi then dense,
+    maps its input's second moment v through V_j(v) = sigma_w2_j E[phi(sqrt(v) z)^2] + sigma_b2, so
+    its output has q_F = V_m(...V_1(q_{l-1})); a branch weight's zero mean makes it uncorrelated
+    with the stream, so q_l = q_{l-1} + a^2 q_F. Layer norm ``pre`` normalizes the input of each
+    phi to second moment 1 (V_j(1)); ``post`` normalizes the stream to 1 after each addition.
+    Backward, E[delta_{l-1}^2] = E[delta_l^2] (1 + a^2 chi_F), chi_F being the product over the
+    branch's layers of sigma_w2_j E[phi'(sqrt(v_j) z)^2] / s_j^2, with s_j^2 the second moment a
+    norm before layer j divides by (1 without one), and for ``post`` divided by the block's
+    (q_{l-1} + a^2 q_F), the second moment the stream's norm divides by. delta is anchored at
+    ``delta_last`` at the last block. ``tests/test_theory.py`` checks the recursion against exact
+    forward and backward passes through wide random residual nets."""
+    m = moments(cfg.act.name, cfg.act.alpha)
+    depth, layers = cfg.model.depth, cfg.model.branch_layers
+    a2 = branch_multiplier(cfg) ** 2
+    norm = cfg.norm.name == "layernorm"
+    where = cfg.model.norm_position or "pre"
+    pre, post = norm and where == "pre", norm and where == "post"
+    sigma_in, branch, sigma_b2 = inputs.sigma_w2[0], inputs.sigma_w2[1:], inputs.sigma_b2
+    q = sigma_in * inputs.data_q + sigma_b2
+    streams, branch_var, incoming, growth = [], [], [], []
+    for _ in range(depth):
+        v, chi = q, 1.0
+        for j in range(layers):
+            divide = v if pre else 1.0  # the norm before phi brings v to 1 and divides the gradient by sqrt(v)
+            v_in = 1.0 if pre else v
+            chi *= branch[j] * m.dphi2(v_in) / divide
+            v = branch[j] * m.phi2(v_in) + sigma_b2
+        incoming.append(q)
+        branch_var.append(a2 * v)
+        summed = q + a2 * v
+        growth.append((1 + a2 * chi) / (summed if post else 1.0))
+        q = 1.0 if post else summed
+        streams.append(q)
+    delta2 = [delta_last**2]
+    for block in range(depth - 1, 0, -1):  # delta at block l-1's stream from block l's
+        delta2.insert(0, delta2[0] * growth[block])
+    stream_std = np.sqrt(streams)
+    return Profile(
+        z_std=stream_std,
+        h_std=stream_std,
+        delta_std=np.sqrt(delta2),
+        branch_std=np.sqrt(branch_var),
+        branch_ratio=np.sqrt(np.array(branch_var) / np.array(incoming)),
+    )
 
 
 def predicted_profile(cfg: Any, inputs: CellInputs, delta_last: float = 1.0) -> Profile:
@@ -497,6 +563,8 @@ def predicted_profile(cfg: Any, inputs: CellInputs, delta_last: float = 1.0) -> 
     reason = not_applicable(cfg)
     if reason is not None:
         raise ValueError(f"no mean-field prediction: {reason}")
+    if cfg.model.get("name", "mlp") == "resmlp":
+        return residual_profile(cfg, inputs, delta_last)
     m = moments(cfg.act.name, cfg.act.alpha)
     depth, width = cfg.model.depth, cfg.model.width
     widths = [inputs.n_inputs, *[width] * depth]

@@ -25,7 +25,13 @@ from gradstudy.store.files import read_meta
 from gradstudy.store.study import Study
 
 #: The measured statistic each predicted profile is drawn against.
-PREDICTED_STATS = {"act_std": "h_std", "delta_std": "delta_std", "z_std": "z_std"}
+PREDICTED_STATS = {
+    "act_std": "h_std",
+    "delta_std": "delta_std",
+    "z_std": "z_std",
+    "branch_std": "branch_std",
+    "branch_ratio": "branch_ratio",
+}
 
 
 @dataclass(frozen=True)
@@ -118,7 +124,9 @@ def predicted_layers(study: Study) -> Predictions:
             skipped.append({**key, "reason": profile})
             continue
         for stat, field in PREDICTED_STATS.items():
-            for layer, value in enumerate(getattr(profile, field), start=1):
+            for layer, value in enumerate(
+                getattr(profile, field) if getattr(profile, field) is not None else (), start=1
+            ):
                 rows.append({**key, "stat": stat, "layer": layer, "value": float(value)})
     return Predictions(
         layers=pd.DataFrame(rows, columns=[*KEY, "stat", "layer", "value"]),

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from gradstudy.cells.schedules import learning_rates
-from gradstudy.inputs.inits import bias_variance, weight_variance
+from gradstudy.inputs.inits import bias_variance, fixup_factor, weight_variance
 
 #: Depths beyond which a rule's vanishing gradient is worth a warning.
 XAVIER_RELU_DEPTH, SIGMOID_DEPTH = 10, 4
@@ -48,12 +48,21 @@ def data_inputs(dataset: Any) -> Inputs:
 def cell_inputs(cfg: Any, inputs: Inputs) -> dict[str, Any]:
     """The fields of ``theory.CellInputs`` for the cell ``cfg`` on data ``inputs``, as plain data for
     its ``meta.json``: each hidden layer's sigma_w2 under the cell's initializer (the first one's
-    fan-in is the data's) and sigma_b2. Made without loading the theory (and scipy)."""
-    widths = [inputs.n_inputs, *[cfg.model.width] * cfg.model.depth]
-    sigma_w2 = [
-        weight_variance(cfg.init, fan_in, fan_out) * fan_in
-        for fan_in, fan_out in zip(widths[:-1], widths[1:], strict=True)
-    ]
+    fan-in is the data's) and sigma_b2. For a residual net: the input projection's, then each
+    branch layer's (every block's are alike; Fixup's factors included). Made without loading the
+    theory (and scipy)."""
+    width = cfg.model.width
+    if cfg.model.get("name", "mlp") == "resmlp":
+        m, depth = cfg.model.branch_layers, cfg.model.depth
+        fixup = cfg.init.name == "fixup"
+        branch = [_sigma_w2(cfg) * (fixup_factor(j, m, depth) ** 2 if fixup else 1.0) for j in range(1, m + 1)]
+        sigma_w2 = [weight_variance(cfg.init, inputs.n_inputs, width) * inputs.n_inputs, *branch]
+    else:
+        widths = [inputs.n_inputs, *[width] * cfg.model.depth]
+        sigma_w2 = [
+            weight_variance(cfg.init, fan_in, fan_out) * fan_in
+            for fan_in, fan_out in zip(widths[:-1], widths[1:], strict=True)
+        ]
     return {
         "data_q": inputs.data_q,
         "n_inputs": inputs.n_inputs,

@@ -173,19 +173,23 @@ def dense_layer_number(name: str) -> int | None:
     return BLOCK_STREAM * int(block[1]) + int(block[2]) if block else None
 
 
+def fixup_factor(j: int, m: int, depth: int) -> float:
+    """Fixup's factor on the He-normal kernel of layer ``j`` (from 1) of a branch of ``m`` layers in
+    a net of ``depth`` blocks: depth^(-1/(2m-2)), and 0 for the branch's last layer (Zhang et al.
+    2019, section 3)."""
+    return 0.0 if j == m else float(depth ** (-1.0 / (2 * m - 2)))
+
+
 def fixup_scale(name: str, names: Sequence[str]) -> float:
     """Fixup's factor on a dense layer's He-normal kernel, from the model's dense-layer ``names``:
-    depth^(-1/(2m-2)) inside a branch of m layers, 0 for a branch's last layer and the output
-    layer, 1 for the input projection (Zhang et al. 2019, section 3)."""
+    ``fixup_factor`` inside a branch, 0 for the output layer, 1 for the input projection."""
     blocks = [BLOCK_DENSE.fullmatch(n) for n in names]
     depth = max(int(b[1]) for b in blocks if b)
     m = max(int(b[2]) for b in blocks if b)
     if name == "output":
         return 0.0
     block = BLOCK_DENSE.fullmatch(name)
-    if block is None:
-        return 1.0
-    return 0.0 if int(block[2]) == m else float(depth ** (-1.0 / (2 * m - 2)))
+    return 1.0 if block is None else fixup_factor(int(block[2]), m, depth)
 
 
 def initial_variables(
