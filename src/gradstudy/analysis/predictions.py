@@ -9,6 +9,7 @@ listed with the reason, so that a report can say so instead of drawing nothing s
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,9 +96,19 @@ def _cell_prediction(cell: Mapping[str, Any], last: pd.Series) -> theory.Profile
     reason = theory.not_applicable(cfg)
     if reason is not None:
         return reason
-    last = last[(last["layer"] == cfg.model.depth) & (last["value"] > 0)]["value"]
+    at_last = last[last["layer"] == cfg.model.depth]["value"]
+    last = at_last[at_last > 0]
+    if last.empty and len(at_last) and (at_last == 0).all():
+        # delta is exactly 0 at step 0 (Fixup's output layer starts at 0): the forward profile alone
+        profile = _cell_prediction_anchored(cfg, cell, 1.0)
+        return profile if isinstance(profile, str) else dataclasses.replace(profile, delta_std=None)
     if last.empty:
         return "no measured step-0 delta_std at the last hidden layer to anchor the gradient profile"
+    return _cell_prediction_anchored(cfg, cell, float(np.exp(np.log(last).mean())))
+
+
+def _cell_prediction_anchored(cfg: DictConfig, cell: Mapping[str, Any], delta_last: float) -> theory.Profile | str:
+    """The cell's predicted profile with delta anchored at ``delta_last``, or why there is none."""
     try:
         inputs = _recorded_inputs(cell["path"])
     except (OSError, ValueError, TypeError) as err:
@@ -105,7 +116,7 @@ def _cell_prediction(cell: Mapping[str, Any], last: pd.Series) -> theory.Profile
     if inputs is None:
         return "made before runs recorded the theory's inputs (rerun it with force=true)"
     try:
-        return theory.predicted_profile(cfg, inputs, float(np.exp(np.log(last).mean())))
+        return theory.predicted_profile(cfg, inputs, delta_last)
     except ValueError as err:
         return str(err)
 
