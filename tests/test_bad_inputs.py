@@ -97,6 +97,8 @@ CONFIG_CASES = [
     (["model=resmlp", "norm=layernorm", "model.norm_position=post", "model.branch_scale=rezero"], "model.branch_scale"),
     (["model=resmlp", "act=prelu"], "act"),
     (["model=resmlp", "stats.extra=[jacobian_sv_mean]"], "stats.extra"),
+    (["stats.extra=[shattering]", "data.n_test=1"], "data.n_test"),
+    (["stats=none", "stats.extra=[shattering]"], "stats.extra"),
     (["optim.weight_decay=0.1", "optim.decay_mask=biases"], "optim.decay_mask"),
     # train
     (["train.steps=0"], "train.steps"),

@@ -294,3 +294,36 @@ def test_unit_percentiles_follow_single_units_and_land_in_their_own_table(tiny_c
     assert set(units["unit"]) == {0, 1, 2} and set(units["stat"]) == {"z_p15", "z_p50", "z_p85"}
     assert len(units) == len(study.layers[study.layers["stat"] == "z_std"]) * 3 * 3
     assert not study.layers["stat"].str.startswith("unit").any()
+
+
+def test_shattering_matches_numpy_backpropagation_along_the_line(tiny_cfg):
+    """``shattering`` at step 0 against numpy: the line of ``SHATTER_POINTS`` inputs between the
+    first two test examples, dL/dz_l by an explicit chain rule in float64 (loss at the first
+    example's class), then the mean neighbour correlation over units."""
+    from gradstudy.cells.statistics import SHATTER_POINTS
+
+    cfg, dataset, engine, params, stats = _first_step(tiny_cfg, "relu", "stats.extra=[shattering]")
+    names = stat_names("scalars", ["shattering"])
+    t = np.linspace(0, 1, SHATTER_POINTS)[:, None]
+    x = (1 - t) * dataset.x_test[0].astype(np.float64) + t * dataset.x_test[1].astype(np.float64)
+    y = int(dataset.y_test[0])
+    for i, _seed in enumerate(SEEDS):
+        p = jax.tree.map(lambda a: np.asarray(a[i], np.float64), params)
+        h, zs = x, []
+        for k in range(1, cfg.model.depth + 1):
+            zs.append(h @ p[hidden_name(k)]["kernel"] + p[hidden_name(k)]["bias"])
+            h = np.maximum(zs[-1], 0)
+        logits = h @ p["output"]["kernel"] + p["output"]["bias"]
+        soft = np.exp(logits - logits.max(1, keepdims=True))
+        soft /= soft.sum(1, keepdims=True)
+        grad = (soft - np.eye(logits.shape[1])[y]) / len(x)
+        grad, kernel, expected = grad, p["output"]["kernel"], []
+        for k in range(cfg.model.depth, 0, -1):
+            delta = (grad @ kernel.T) * (zs[k - 1] > 0)
+            centred = delta - delta.mean(1, keepdims=True)
+            a, b = centred[:-1], centred[1:]
+            den = np.sqrt((a * a).sum(1) * (b * b).sum(1))
+            expected.insert(0, np.mean(np.where(den > 0, (a * b).sum(1) / np.where(den > 0, den, 1), 0)))
+            grad, kernel = delta, p[hidden_name(k)]["kernel"]
+        np.testing.assert_allclose(stats[i, :, names.index("shattering")], expected, rtol=1e-4, atol=1e-5)
+        assert 0.5 < expected[-1] <= 1  # next to the output, neighbouring gradients are alike

@@ -25,7 +25,10 @@ Asked for by name in ``stats.extra``:
 * ``jacobian_sv_mean`` (once, at step 0, on the first ``JACOBIAN_EXAMPLES`` training examples): the
   mean singular value of the layer Jacobian dh_l/dh_{l-1} = diag(act'(z_l)) W_l^T, averaged over the
   min(fan_in, fan_out) singular values and the examples (Glorot & Bengio 2010, section 4.2.2). A norm
-  between the dense layer and the nonlinearity is not part of it.
+  between the dense layer and the nonlinearity is not part of it;
+* ``shattering`` (with the scalars, any model): the correlation of the gradients dL/dz_l at
+  neighbouring inputs along a line between the first two test examples (``neighbour_correlation``):
+  how far the gradient has "shattered" into noise at layer l (Balduzzi et al. 2017).
 
 Under batch norm every one of these is a batch-level quantity by nature.
 
@@ -102,6 +105,8 @@ class LayerView:
     branch: Any = None
     stream_in: Any = None
     gain: Any = None
+    #: dL/dz_l at ``SHATTER_POINTS`` inputs along a line between two test examples, (points, width).
+    line_grads: Any = None
 
 
 def _always(act: Activation) -> bool:
@@ -178,6 +183,23 @@ def mean_singular_value(v: LayerView) -> Any:
     return xp.mean(xp.sqrt(xp.clip(xp.linalg.eigvalsh(gram), 0)))
 
 
+#: How many evenly spaced inputs ``shattering`` follows along its line (both ends included).
+SHATTER_POINTS = 64
+
+
+def neighbour_correlation(v: LayerView) -> Any:
+    """The mean over neighbouring points t_i, t_{i+1} of a line through the data of the Pearson
+    correlation over units of their gradients dL/dz_l (Balduzzi et al. 2017, "The shattered
+    gradients problem": near 1 for smooth gradients, near 0 for white noise). A point whose
+    gradient is constant over units counts as 0."""
+    xp, g = v.xp, v.line_grads
+    g = g - g.mean(axis=1, keepdims=True)
+    a, b = g[:-1], g[1:]
+    num = xp.sum(a * b, axis=1)
+    den = xp.sqrt(xp.sum(a * a, axis=1) * xp.sum(b * b, axis=1))
+    return xp.mean(xp.where(den > 0, num / xp.where(den > 0, den, 1), 0)).astype(g.dtype)
+
+
 def _branch_ratio(v: LayerView) -> Any:
     """std(a * F(x_{l-1})) / std(x_{l-1}), as exp(log - log): XLA compiled the quotient of the two
     scalars (and its reciprocal form) one way on one host device and another on two, which broke
@@ -215,6 +237,7 @@ STATISTICS: dict[str, Stat] = {
         Stat("unit_mean_median", lambda v: v.xp.median(v.xp.mean(v.h, axis=0)).astype(v.h.dtype), ARITH),
         Stat("unit_percentiles", _unit_percentiles, ARITH, per_unit=True),
         Stat("jacobian_sv_mean", mean_singular_value, GEO, schedule=Schedule.INIT, models=MLP),
+        Stat("shattering", neighbour_correlation, ARITH),
         Stat("branch_std", lambda v: v.xp.std(v.branch), GEO, _RECORDED, models=RESIDUAL),
         Stat("branch_ratio", _branch_ratio, GEO, _RECORDED, models=RESIDUAL),
         Stat("branch_gain", lambda v: v.xp.asarray(v.gain, v.z.dtype), ARITH, _RECORDED, models=RESIDUAL),

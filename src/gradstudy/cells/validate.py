@@ -278,6 +278,14 @@ def _check_stats(cfg: DictConfig) -> None:
         f"{asked} are recorded with the per-layer scalars; they need stats.tier=scalars or full",
         list(stats.extra),
     )
+    if "shattering" in stats.extra:
+        n_test = cfg.data.n_test
+        _check(
+            n_test is None or n_test >= 2,
+            "data.n_test",
+            "stats.extra=[shattering] follows a line between the first two test examples: it needs at least 2",
+            n_test,
+        )
     if "unit_percentiles" in stats.extra:
         _check(
             1 <= stats.units <= cfg.model.width,

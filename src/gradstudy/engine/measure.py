@@ -13,6 +13,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from gradstudy.cells.options import ACTIVATIONS
 from gradstudy.cells.statistics import HistBins, LayerView, Stat
@@ -23,23 +24,41 @@ from gradstudy.engine.step import Measure, Pass, TrainState, probed_pass
 from gradstudy.schema import HIST_QUANTITIES
 
 
-def layer_statistics(stats: Sequence[Stat], act_name: str, units: int = 0) -> Measure:
-    """``measure`` for ``make_step``: the values of ``stats`` for every hidden layer, (depth, n_values)."""
+def layer_statistics(
+    stats: Sequence[Stat], act_name: str, units: int = 0, line: tuple[Any, jax.Array, jax.Array] | None = None
+) -> Measure:
+    """``measure`` for ``make_step``: the values of ``stats`` for every hidden layer, (depth, n_values).
+    ``line`` (model, inputs, labels): the points along which ``shattering`` follows the gradients,
+    passed forward and back with the run's current parameters (batch statistics of the line's own
+    points under batch norm), in the same program."""
 
     def measure(probed: Pass) -> jax.Array:
         layers = range(1, len(probed.zs) + 1)
+        blocks = probed.blocks
+        if line is not None:
+            model, x, y = line
+            state = TrainState(probed.params, probed.batch_stats, None, None)
+            along = probed_pass(model, state, x, y).dzs
+            blocks = [{**block, "line_grads": g} for block, g in zip(blocks, along, strict=True)]
         # a residual block's kernels as one vector: its grad_norm is the norm of the whole branch
         kernel_grads = [_joined(layer_kernels(probed.grads, k)) for k in layers]
         slopes = [learned_slope(probed.params, k) for k in layers]
-        return network_stats(
-            stats, act_name, kernel_grads, probed.dzs, probed.zs, probed.hs, slopes, units, probed.blocks
-        )
+        return network_stats(stats, act_name, kernel_grads, probed.dzs, probed.zs, probed.hs, slopes, units, blocks)
 
     return measure
 
 
 def _joined(kernels: list[jax.Array]) -> jax.Array:
     return kernels[0] if len(kernels) == 1 else jnp.concatenate([k.reshape(-1) for k in kernels])
+
+
+def line_through_data(x_test: Any, y_test: Any, points: int) -> tuple[jax.Array, jax.Array]:
+    """``points`` evenly spaced inputs from the first test example to the second (both included),
+    each labelled with the first's class: the line ``shattering`` follows."""
+    t = np.linspace(0.0, 1.0, points, dtype=np.float64)[:, None]
+    a, b = np.asarray(x_test[0], np.float64), np.asarray(x_test[1], np.float64)
+    x = ((1 - t) * a + t * b).astype(np.float32)
+    return jnp.asarray(x), jnp.full((points,), int(y_test[0]), jnp.int32)
 
 
 def hist_counter(

@@ -57,9 +57,17 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 from omegaconf import OmegaConf
 
-from gradstudy.cells.statistics import JACOBIAN_EXAMPLES, HistBins, Schedule, Tier, hist_bins, recorded
+from gradstudy.cells.statistics import (
+    JACOBIAN_EXAMPLES,
+    SHATTER_POINTS,
+    HistBins,
+    Schedule,
+    Tier,
+    hist_bins,
+    recorded,
+)
 from gradstudy.engine.evaluate import eval_sets, evaluate_run, set_sizes
-from gradstudy.engine.measure import hist_counter, init_statistics, layer_statistics
+from gradstudy.engine.measure import hist_counter, init_statistics, layer_statistics, line_through_data
 from gradstudy.engine.model import build_model, initial_constants
 from gradstudy.engine.optim import make_optimizer
 from gradstudy.engine.step import TrainState, make_step
@@ -167,7 +175,10 @@ class Engine:
         # The template optimizer: runs read their hyperparameters from their own optimizer state.
         optimizer = make_optimizer(cfg.optim, cfg.train.steps)
         self.plain_step = make_step(self.model, optimizer, self.x_train, self.y_train)
-        measure = layer_statistics(step_stats, cfg.act.name, units)
+        line = None
+        if any(s.name == "shattering" for s in step_stats):
+            line = (self.model, *line_through_data(dataset.x_test, dataset.y_test, SHATTER_POINTS))
+        measure = layer_statistics(step_stats, cfg.act.name, units, line)
         self.measured_step = make_step(self.model, optimizer, self.x_train, self.y_train, measure)
         self._run_hist_counts = hist_counter(self.model, self.hist_bins, self.x_train, self.y_train)
         self._run_init_stats = init_statistics(self.model, init_stats, cfg.act.name, cfg.act.alpha)
