@@ -22,6 +22,7 @@ def both(tmp_path_factory):
     return root / "results", study
 
 
+@pytest.mark.slow
 def test_a_sweep_from_python_equals_the_command_line_s_bitwise(both):
     results, study = both
     cli = sorted(p.name for p in (results / "cli").iterdir() if p.is_dir())
@@ -35,6 +36,7 @@ def test_a_sweep_from_python_equals_the_command_line_s_bitwise(both):
                 pd.testing.assert_frame_equal(pd.read_parquet(a), pd.read_parquet(b), check_exact=True)
 
 
+@pytest.mark.slow
 def test_a_second_sweep_in_the_same_process_skips_complete_cells_and_leaves_no_hydra_state(both):
     results, study = both
     assert not GlobalHydra.instance().is_initialized()
@@ -48,6 +50,7 @@ def test_a_second_sweep_in_the_same_process_skips_complete_cells_and_leaves_no_h
     assert report.name == "report.md" and "4 complete cell(s) of 4" in report.read_text()
 
 
+@pytest.mark.slow
 def test_zip_and_one_cell_from_python(both, tmp_path):
     results, _ = both
     study = gradstudy.sweep(
@@ -91,6 +94,7 @@ def test_a_list_valued_key_takes_a_list_and_a_list_of_lists_sweeps_it():
     assert override_strings({"stats.extra": [], "optim.lr": [0.1, 0.3]}) == ["stats.extra=[]", "optim.lr=0.1,0.3"]
 
 
+@pytest.mark.slow
 def test_a_scheduled_grid_from_python_warns_when_lr_and_schedule_both_vary(tmp_path, capsys):
     grid = {
         **{k: v for k, v in (o.split("=", 1) for o in TINY)},

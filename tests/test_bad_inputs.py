@@ -202,6 +202,7 @@ def test_bad_tool_arguments_exit_2_saying_why(tool, args, text, tmp_path, capsys
     assert text in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_report_refuses_a_bad_encoding_and_several_studies_without_out(lr_study, tmp_path, capsys):
     assert report_main([str(lr_study), "--out", str(tmp_path), "--hue", "optim.lrr"]) == 2
     assert "hue='optim.lrr' is not a key" in capsys.readouterr().err

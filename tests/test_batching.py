@@ -62,6 +62,7 @@ def _meta(cell_dir: str) -> dict:
 
 
 @pytest.mark.parametrize("grid", list(GRIDS))
+@pytest.mark.slow
 def test_each_cell_of_a_batched_grid_is_bitwise_its_solo_run(grid, tmp_path):
     overrides = GRIDS[grid]
     batched = run_cells([(compose_config(*BASE, *o, f"results_dir={tmp_path / 'b'}"), None) for o in overrides])
@@ -112,6 +113,7 @@ def _count_programs(fn) -> tuple[Counter, Counter]:
     ],
     ids=["init x lr", "init x act"],
 )
+@pytest.mark.slow
 def test_a_grid_traces_and_compiles_its_training_program_once_per_group(axes, programs, tmp_path):
     run_module._ENGINES.clear()
     cells = [
@@ -203,6 +205,7 @@ def test_the_members_override_round_trips_through_hydra_s_parser():
     assert override.value() == cells
 
 
+@pytest.mark.slow
 def test_the_sweeper_hands_each_group_to_one_job(tmp_path):
     out = run_cli(["-m", *TINY, "train.seeds=2", "init=xavier,he", "act=relu,tanh"], cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]

@@ -10,6 +10,7 @@ from conftest import TINY, run_cli
 from gradstudy import load_study
 
 
+@pytest.mark.slow
 def test_sweep_survives_a_bad_cell_prints_summary_and_resumes(tmp_path):
     args = ["-m", *TINY, "train.seeds=2", "model.depth=0,2"]
     first = run_cli(args, tmp_path)
@@ -85,6 +86,7 @@ def test_a_rejected_config_is_refused_without_importing_jax(tmp_path, override, 
     assert jax_modules == "[]", done.stdout
 
 
+@pytest.mark.slow
 def test_zip_pairs_sweeps_element_by_element(tmp_path):
     """``hydra.sweeper.zip=[act,init]``: (tanh, xavier) and (relu, he), each crossed with the two
     learning rates: four cells, not eight."""

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 from conftest import LRS
 
 from gradstudy import load_study
@@ -17,6 +18,7 @@ from gradstudy.show.encoding import study_keys
 from gradstudy.show.summary import diverged_text, summary_table
 
 
+@pytest.mark.slow
 def test_lr_sweep_records_divergence_as_data(lr_study):
     study = load_study(lr_study)
     cells = study.cells.set_index("optim.lr")
@@ -51,6 +53,7 @@ def test_lr_sweep_records_divergence_as_data(lr_study):
     assert study.layers[study.layers["step"] == 0].groupby(["cell", "seed"]).ngroups == 12
 
 
+@pytest.mark.slow
 def test_no_diverged_seed_reaches_a_final_metric(lr_study):
     study = load_study(lr_study)
     healthy = study.seeds.loc[study.seeds["diverged_at"].isna(), ["cell", "seed"]]
@@ -82,6 +85,7 @@ def cells_diverged(study, lr: float) -> int:
     return int(study.cells.set_index("optim.lr").loc[lr, "n_diverged"])
 
 
+@pytest.mark.slow
 def test_summary_and_report_show_divergence(lr_study, tmp_path):
     study = load_study(lr_study)
     table = summary_table(study).merge(study.cells[["cell", "optim.lr"]], on="cell").set_index("optim.lr")
@@ -98,6 +102,7 @@ def test_summary_and_report_show_divergence(lr_study, tmp_path):
     assert (tmp_path / "out" / "figures" / "grad_norm_heatmap.png").is_file()
 
 
+@pytest.mark.slow
 def test_two_studies_that_share_a_config_are_analysed_together(tmp_path):
     from conftest import TINY, compose_config
 

@@ -78,6 +78,7 @@ def test_new_seed_values_do_not_recompile(engine):
     assert engine._chunk._cache_size() == compiled
 
 
+@pytest.mark.slow
 def test_batchnorm_trains_and_evaluates_with_running_averages(tiny_cfg):
     cfg = tiny_cfg("norm=batchnorm", "train.steps=100", "train.eval_every=50", "stats.every=50")
     dataset = load_dataset(cfg.data)

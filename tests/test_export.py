@@ -39,6 +39,7 @@ def _runs(study, out):
             yield cell, int(seed), reader
 
 
+@pytest.mark.slow
 def test_scalars_equal_the_parquet_tables(exported):
     study, out, _, _ = exported
     checked = 0
@@ -58,6 +59,7 @@ def test_scalars_equal_the_parquet_tables(exported):
     assert checked == 4
 
 
+@pytest.mark.slow
 def test_histograms_config_and_hparams_come_along(exported):
     study, out, _, _ = exported
     for cell, seed, reader in _runs(study, out):

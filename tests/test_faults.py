@@ -128,6 +128,7 @@ def test_a_results_dir_that_is_a_file_exits_2_with_one_line(tmp_path):
     assert "Traceback" not in out.stderr and target.read_text() == "not a folder"
 
 
+@pytest.mark.slow
 def test_a_damaged_sweep_is_redone_by_the_rerun_and_status_tells(tmp_path):
     first = run_cli(["-m", *FAST, "init=xavier,he", "study=d"], cwd=tmp_path)
     assert first.returncode == 0, first.stderr
@@ -216,6 +217,7 @@ def _start_and_wait_for_training(tmp_path: Path):
 
 
 @pytest.mark.parametrize("signum, status", [(2, 130), (15, 143)], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.slow
 def test_a_signal_marks_the_cell_interrupted_prints_the_summary_and_a_rerun_finishes(tmp_path, signum, status):
     proc, cell_dir = _start_and_wait_for_training(tmp_path)
     proc.send_signal(signum)
@@ -259,6 +261,7 @@ def test_a_signal_whose_raise_python_swallowed_still_stops_the_cell(tmp_path, mo
     assert not (cell_dir / ".lock").exists()
 
 
+@pytest.mark.slow
 def test_kill_9_leaves_a_cell_that_reads_interrupted_and_a_rerun_finishes(tmp_path):
     proc, cell_dir = _start_and_wait_for_training(tmp_path)
     proc.kill()
@@ -270,6 +273,7 @@ def test_kill_9_leaves_a_cell_that_reads_interrupted_and_a_rerun_finishes(tmp_pa
     assert again.returncode == 0 and cell_state(cell_dir).status == CellStatus.COMPLETE
 
 
+@pytest.mark.slow
 def test_two_identical_sweeps_at_once_train_each_cell_once(tmp_path):
     import subprocess
     import sys
@@ -311,6 +315,7 @@ def test_an_over_memory_config_is_refused_before_anything_is_allocated(tmp_path)
     assert not any(cell_dir.glob("*.parquet"))
 
 
+@pytest.mark.slow
 def test_the_memory_need_is_xla_s_and_covers_the_state():
     import jax
 

@@ -151,6 +151,7 @@ def check_pages_fit(folder) -> None:
 
 
 # ----- the LR sweep ---------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_lr_sweep_legend_colours_and_divergence_marks(lr_study):
     study = load_study(lr_study)
     check_learning_curves(study)
@@ -199,6 +200,7 @@ def test_lr_sweep_heatmap_hatches_after_divergence_and_says_which_scale(lr_study
     plot.close()
 
 
+@pytest.mark.slow
 def test_lr_sweep_report_has_every_figure_with_captions(lr_study, tmp_path):
     report = write_report(lr_study, tmp_path, target=0.5).read_text()
     for name in (
@@ -219,6 +221,7 @@ def test_lr_sweep_report_has_every_figure_with_captions(lr_study, tmp_path):
 
 
 # ----- depth x norm, mixed depths ------------------------------------------------------------------
+@pytest.mark.slow
 def test_depth_by_norm_compares_norms_on_one_axis(depth_study):
     study = load_study(depth_study)
     check_learning_curves(study)
@@ -228,6 +231,7 @@ def test_depth_by_norm_compares_norms_on_one_axis(depth_study):
     plot.close()
 
 
+@pytest.mark.slow
 def test_mixed_depths_share_one_layer_colour_scale(depth_study):
     study = load_study(depth_study)
     plot = plots.activation_over_training(study)
@@ -262,6 +266,7 @@ def test_user_encoding_and_bad_keys(depth_study):
     heatmap.close()
 
 
+@pytest.mark.slow
 def test_report_command_takes_the_encoding(depth_study, tmp_path, capsys):
     assert (
         report_main([str(depth_study), "--out", str(tmp_path), "--hue", "norm", "--col", "model.depth", "--dpi", "60"])
@@ -300,6 +305,7 @@ def test_pages_split_a_figure_taller_than_the_limit(depth_study, tmp_path):
 
 
 # ----- two studies together ------------------------------------------------------------------------
+@pytest.mark.slow
 def test_two_studies_report_together(two_studies, tmp_path):
     both = load_study(two_studies)
     check_learning_curves(both)
@@ -375,6 +381,7 @@ def test_plots_leave_the_backend_alone():
     assert out.stdout.strip() == "svg"
 
 
+@pytest.mark.slow
 def test_an_arm_is_a_key_that_stands_for_its_choices(tmp_path):
     arms = ("tanh_xavier", "relu_he", "relu_bn")
     for arm in arms:
@@ -417,6 +424,7 @@ def test_a_one_column_figure_leaves_no_room_for_marks_it_did_not_draw(lr_study):
     plot.close()
 
 
+@pytest.mark.slow
 def test_the_report_shows_the_config_of_its_tables_first_cell(lr_study, tmp_path):
     report = write_report(lr_study, tmp_path, target=0.5).read_text()
     first = pd.read_csv(tmp_path / "convergence.csv")["cell"].iloc[0]
@@ -447,6 +455,7 @@ def rate_lines(fig: plt.Figure) -> list[tuple[str, list]]:
     ]
 
 
+@pytest.mark.slow
 def test_learning_curves_draw_each_line_s_learning_rate_under_it(schedule_study):
     study = load_study(schedule_study)
     assert study.varying_keys == ["optim.lr", "optim.schedule"]
@@ -484,6 +493,7 @@ def test_learning_curves_draw_no_rate_when_every_rate_is_constant(lr_study):
     plot.close()
 
 
+@pytest.mark.slow
 def test_the_report_says_when_lr_and_schedule_both_vary(schedule_study, tmp_path):
     from gradstudy.cells.schedules import learning_rates
 

@@ -132,6 +132,7 @@ def _fuzz(override: str, results: Path) -> None:
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(override=overrides())
+@pytest.mark.slow
 def test_every_generated_override_validates_or_is_refused_naming_its_key(override, tmp_path_factory):
     _fuzz(override, tmp_path_factory.mktemp("fuzz") / "results")
 

@@ -21,6 +21,7 @@ def basic(tmp_path_factory):
 
 
 @pytest.mark.parametrize("launcher", ["joblib", "submitit_local"])
+@pytest.mark.slow
 def test_launcher_gives_the_basic_launcher_s_numbers(launcher, basic, tmp_path):
     out = run_cli([GRID[0], f"hydra/launcher={launcher}", *GRID[1:]], cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
@@ -44,6 +45,7 @@ def test_the_slurm_example_composes_with_shared_results():
     assert launcher.partition and launcher.timeout_min and launcher.array_parallelism and launcher.gpus_per_node == 1
 
 
+@pytest.mark.slow
 def test_an_interrupted_submitit_job_leaves_its_cell_interrupted_and_a_rerun_finishes(tmp_path):
     import json
     import os

@@ -77,6 +77,7 @@ def _dead_cell(study):
     return study.cells.set_index("init.bias").loc[-5.0]
 
 
+@pytest.mark.slow
 def test_a_dead_net_is_collapsed_in_meta_seeds_cells_and_tables(dead_study):
     dead, alive = _dead_cell(dead_study), dead_study.cells.set_index("init.bias").loc[0.0]
     assert dead["outcome"] == "collapsed" and dead["n_collapsed"] == 3 and dead["n_diverged"] == 0

@@ -278,6 +278,7 @@ def test_paper_budget_fails_on_missing_files_before_running(tmp_path, monkeypatc
     assert not list((tmp_path / "results" / "ioffe2015-paper").glob("*/meta.json"))  # nothing ran
 
 
+@pytest.mark.slow
 def test_reproduce_writes_the_report_from_files(tmp_path):
     """Smoke budget of the smallest preset: plan, train, check, and a report with claims, tables and figures."""
     p = plan("ioffe2015", "smoke", str(tmp_path))

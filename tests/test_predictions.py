@@ -44,6 +44,7 @@ def _measured(study, stat):
     return start.groupby(["cell", "layer"])["value"].agg(lambda v: float(np.exp(np.log(v).mean())))
 
 
+@pytest.mark.slow
 def test_predicted_profiles_match_the_measured_step_0_profiles(study):
     """Width 256: every layer's measured scale (geometric mean over 4 seeds) within 15% of theory,
     including xavier-relu's delta, which shrinks 2^2.5 ~ 5.7x over 6 layers, ReLU with batch norm's,
@@ -59,6 +60,7 @@ def test_predicted_profiles_match_the_measured_step_0_profiles(study):
     assert ratios[xavier_relu] == pytest.approx(2 ** (-(DEPTH - 1) / 2), rel=1e-9)
 
 
+@pytest.mark.slow
 def test_normalized_predictions_lie_inside_the_seeds_range_at_step_0(study):
     """Each normalized cell's predicted delta and activation std at every layer lies within the
     range of its 4 seeds' measurements (widened by 5%)."""

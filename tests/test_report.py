@@ -28,6 +28,7 @@ def tiny_study(tmp_path_factory):
     return root / "tiny"
 
 
+@pytest.mark.slow
 def test_every_report_figure_is_drawn_with_labels(tiny_study):
     study = load_study(tiny_study).complete()
     for spec in [steps_figure(0.5), *REPORT_FIGURES]:
@@ -41,6 +42,7 @@ def test_every_report_figure_is_drawn_with_labels(tiny_study):
         plot.close()
 
 
+@pytest.mark.slow
 def test_report_writes_tables_figures_and_lists_missing_cells(tiny_study, tmp_path):
     out = tmp_path / "rep"
     assert (
@@ -78,6 +80,7 @@ def test_report_on_empty_or_wrong_folder(tmp_path, capsys):
     assert "no results folder" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_the_report_keeps_its_theory_overlays_when_the_data_files_are_gone(tmp_path, monkeypatch):
     """The run records what the theory needs (``theory_inputs`` in meta.json), so a study whose
     data folder has moved away still gets its full report, dashed predictions included, and no

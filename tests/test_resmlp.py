@@ -90,6 +90,7 @@ def test_the_block_is_the_hand_written_forward_pass(variant):
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
+@pytest.mark.slow
 def test_per_block_statistics_match_numpy_and_jax_grad(variant):
     cfg, dataset, engine, params, stats = _first_step(*VARIANTS[variant])
     names = stat_names("scalars", model="resmlp")
@@ -180,6 +181,7 @@ def test_a_branch_multiplier_s_start_is_per_run_data_and_the_branch_s_shape_is_n
     assert key("model.branch_layers=3") != key() != key("model.branch_scale=rezero")
 
 
+@pytest.mark.slow
 def test_the_report_s_theory_follows_the_measured_blocks_and_names_what_it_does_not_cover(tmp_path):
     """Predictions from what each run recorded (``analysis.predicted_layers``) against the measured
     step-0 profile of width-128 nets: within 15% per block (mean-field theory at finite width, 4

@@ -52,6 +52,7 @@ def _tables_of_seed(cfg, dataset, seeds, n_devices):
     ],
     ids=["sgd-relu", "bn-adam-clip-tanh", "ln-momentum-elu", "adamw-warmup-cosine", "momentum-step", "resmlp-bn"],
 )
+@pytest.mark.slow
 def test_seed_alone_among_others_and_across_devices_is_bitwise_equal(tiny_cfg, extra):
     assert len(jax.devices()) == 2, "conftest asks for two host devices"
     cfg = tiny_cfg("stats=full", "train.steps=20", *extra)

@@ -93,6 +93,7 @@ def test_statistics_match_explicit_chain_rule(tiny_cfg, act):
 
 
 @pytest.mark.parametrize("norm", ["none", "batchnorm", "layernorm"])
+@pytest.mark.slow
 def test_weight_gradient_norms_match_unbatched_jax_grad(tiny_cfg, norm):
     cfg, dataset, engine, params, stats = _first_step(tiny_cfg, "elu", f"norm={norm}")
     variables0 = engine.model.init(jax.random.PRNGKey(0), dataset.x_train[:1], train=False)
@@ -136,6 +137,7 @@ def test_delta_matches_finite_differences(tiny_cfg):
     np.testing.assert_allclose(_stat(stats, "delta_std")[0, 0], np.std(4 * dz), rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_full_tier_percentiles_match_numpy(tiny_cfg):
     cfg, dataset, _, params, stats = _first_step(tiny_cfg, "sigmoid", "stats=full")
     assert stats.shape[-1] == len(stat_names("full"))
@@ -206,6 +208,7 @@ def test_histogram_bins_come_from_the_config_alone():
 
 
 @pytest.mark.parametrize("act, width", [("tanh", 16), ("sigmoid", 16), ("tanh", 80)])
+@pytest.mark.slow
 def test_optional_statistics_match_numpy(tiny_cfg, act, width):
     """unit_mean_median against numpy; jacobian_sv_mean against the SVD of each example's Jacobian
     dh_l/dh_{l-1}, taken by jax.jacobian of the layer alone (width 80 > the 64 inputs: the first
@@ -247,6 +250,7 @@ def test_optional_statistics_match_numpy(tiny_cfg, act, width):
             fixed = np.asarray(layer(fixed))
 
 
+@pytest.mark.slow
 def test_jacobian_statistic_matches_glorot_and_bengio_at_init(tiny_cfg):
     """Square tanh layers: about 0.5 with the standard init and about 0.8 with the normalized one (§4.2.2)."""
     values = {}
@@ -266,6 +270,7 @@ def test_jacobian_statistic_matches_glorot_and_bengio_at_init(tiny_cfg):
     assert abs(values["standard"] - 0.5) < 0.05 and abs(values["xavier"] - 0.8) < 0.05
 
 
+@pytest.mark.slow
 def test_unit_percentiles_follow_single_units_and_land_in_their_own_table(tiny_cfg, tmp_path):
     """Each of the first stats.units units' 15/50/85th percentile of z over the batch, against numpy's
     inverted-CDF percentiles of an explicit float64 forward pass; written to units.parquet, not layers."""

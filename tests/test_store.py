@@ -113,6 +113,7 @@ def test_complete_cell_and_study_schema(cell_cfg, tmp_path):
     ]
 
 
+@pytest.mark.slow
 def test_full_tier_records_percentiles_and_histograms(cell_cfg):
     cfg = cell_cfg("stats=full", "act=tanh")
     study = load_study(os.path.dirname(run_cell(cfg)))
@@ -136,6 +137,7 @@ def test_full_tier_records_percentiles_and_histograms(cell_cfg):
     )
 
 
+@pytest.mark.slow
 def test_diverged_seed_writes_no_rows_after_its_step(cell_cfg):
     cfg = cell_cfg(
         "init=normal", "init.sigma=3", "act=linear", "optim.lr=5", "train.steps=60", "train.eval_every=20", "stats=full"
@@ -205,6 +207,7 @@ def test_load_study_on_a_missing_or_empty_folder(tmp_path):
     assert study.cells.empty and study.curves.empty and "cell" in study.layers.columns
 
 
+@pytest.mark.slow
 def test_a_skipped_cell_made_by_other_code_says_so_and_the_report_flags_the_mix(cell_cfg, tmp_path, capsys):
     from gradstudy.report import write_report
     from gradstudy.store.provenance import code_hash
@@ -251,6 +254,7 @@ def test_a_cell_written_before_seeds_parquet_gets_its_seeds_from_meta(cell_cfg):
     assert set(final_metrics(study)["seed"]) == healthy
 
 
+@pytest.mark.slow
 def test_meta_records_the_machine_and_a_report_on_two_machines_says_so(cell_cfg, tmp_path):
     """Two studies of the same cell, one of them made on another processor (its meta.json edited as
     a colleague's machine would have written it): the report on both says their numbers are not
@@ -274,6 +278,7 @@ def test_meta_records_the_machine_and_a_report_on_two_machines_says_so(cell_cfg,
     assert "Another CPU 9000; avx2+fma" in both and meta["machine"]["processor"] in both
 
 
+@pytest.mark.slow
 def test_a_key_null_in_some_cells_varies_and_is_drawn_as_null(tmp_path):
     from gradstudy.show import plots
 
