@@ -45,6 +45,7 @@ from gradstudy.cells.options import ACTIVATIONS, Activation
 from gradstudy.engine.activations import FUNCTIONS
 from gradstudy.engine.evaluate import EVAL_BLOCK, eval_blocks
 from gradstudy.engine.program import RUN_GROUP, Engine, batch_indices
+from gradstudy.engine.step import keep_finite
 from gradstudy.inputs.data import load_dataset
 from gradstudy.run import conf_dir
 
@@ -98,13 +99,13 @@ def naive_runner(args: argparse.Namespace, dataset) -> Callable[[], None]:
     seeds = list(range(args.seeds))
     stacked = engine.init(seeds)
     states = [jax.tree.map(lambda a, i=i: a[i], stacked) for i in range(len(seeds))]
-    step = jax.jit(engine.plain_step)
+    step = jax.jit(lambda state, t, idx: keep_finite(state, *engine.plain_step(state, t, idx)[:2]))
     indices = [jnp.asarray(batch_indices(s, len(dataset.y_train), args.batch, 0, args.steps)) for s in seeds]
 
     def run() -> None:
         for state, idx in zip(states, indices, strict=True):
             for t in range(args.steps):
-                state, loss, _ = step(state, t, idx[t])
+                state = step(state, t, idx[t])
             jax.block_until_ready(state)
 
     return run

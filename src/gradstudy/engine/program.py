@@ -70,7 +70,7 @@ from gradstudy.engine.evaluate import eval_sets, evaluate_run, set_sizes
 from gradstudy.engine.measure import hist_counter, init_statistics, layer_statistics, line_through_data
 from gradstudy.engine.model import build_model, initial_constants
 from gradstudy.engine.optim import make_optimizer
-from gradstudy.engine.step import TrainState, make_step
+from gradstudy.engine.step import TrainState, keep_finite, make_step
 from gradstudy.inputs.data import Dataset
 from gradstudy.inputs.inits import initial_variables
 from gradstudy.schema import HIST_QUANTITIES, HIST_REGIONS
@@ -301,12 +301,13 @@ class Engine:
 
         def plain_body(carry, idx_t):
             state, step = carry
-            state, loss, _ = plain(state, step, idx_t)
-            return (state, step + 1), loss
+            new, keep, loss, _ = plain(state, step, idx_t)
+            return (keep_finite(state, new, keep), step + 1), loss
 
         def group(carry, idx_g):
             state, step = carry
-            state, loss0, stats = measured(state, step, idx_g[0])
+            new, keep, loss0, stats = measured(state, step, idx_g[0])
+            state = keep_finite(state, new, keep)
             (state, step), losses = jax.lax.scan(plain_body, (state, step + 1), idx_g[1:])
             return (state, step), (jnp.concatenate([loss0[None], losses]), stats)
 
