@@ -10,7 +10,7 @@ import pytest
 from conftest import TINY, compose_config
 
 from gradstudy.cells.statistics import stat_names
-from gradstudy.engine.model import block_dense_name, gain_name
+from gradstudy.engine.model import BLOCKS, GAIN, block_dense_name
 from gradstudy.engine.program import Engine, batch_indices
 from gradstudy.inputs.data import load_dataset
 
@@ -42,17 +42,18 @@ def hand_forward(cfg, params, x, xp=np, probes=None):
     norm = cfg.norm.name != "none"
     where = cfg.model.norm_position or "pre"
 
-    def dense(name, v):
-        return v @ xp.asarray(params[name]["kernel"]) + xp.asarray(params[name]["bias"])
+    def dense(layer, v):
+        return v @ xp.asarray(layer["kernel"]) + xp.asarray(layer["bias"])
 
-    stream, streams, branches, incoming = dense("input", x), [], [], []
+    stream, streams, branches, incoming = dense(params["input"], x), [], [], []
     for block in range(1, depth + 1):
+        own = block_variables(params, block)
         f = stream
         for j in range(1, m + 1):
             f = _layernorm(xp, f, cfg.norm.epsilon) if norm and where == "pre" else f
-            f = dense(block_dense_name(block, j), act(xp, f))
+            f = dense(own[block_dense_name(j)], act(xp, f))
         if cfg.model.branch_scale in ("skipinit", "rezero"):
-            f = f * xp.asarray(params[gain_name(block)]["gain"])
+            f = f * xp.asarray(own[GAIN]["gain"])
         elif cfg.model.branch_scale == "inv_sqrt_depth":
             f = f / np.sqrt(depth)
         incoming.append(stream)
@@ -63,7 +64,12 @@ def hand_forward(cfg, params, x, xp=np, probes=None):
         if probes is not None:
             stream = stream + probes[block - 1]
         streams.append(stream)
-    return dense("output", stream), streams, branches, incoming
+    return dense(params["output"], stream), streams, branches, incoming
+
+
+def block_variables(params, block):
+    """Block ``block``'s (from 1) own variables, out of the stack of every block's."""
+    return jax.tree.map(lambda leaf: leaf[block - 1], params[BLOCKS])
 
 
 def _first_step(*overrides):
@@ -131,7 +137,7 @@ def test_per_block_statistics_match_numpy_and_jax_grad(variant):
         norms = [
             np.sqrt(
                 sum(
-                    float(jnp.sum(grads[block_dense_name(b, j)]["kernel"] ** 2))
+                    float(jnp.sum(block_variables(grads, b)[block_dense_name(j)]["kernel"] ** 2))
                     for j in range(1, 1 + cfg.model.branch_layers)
                 )
             )
@@ -158,15 +164,16 @@ def test_fixup_scales_each_layer_as_its_formula_says(m):
     fan_in = params["input"]["kernel"].shape[0]
     np.testing.assert_allclose(params["input"]["kernel"].std(), np.sqrt(2 / fan_in), rtol=0.05)
     for block in range(1, depth + 1):
+        own = block_variables(params, block)
         for j in range(1, m + 1):
-            kernel = params[block_dense_name(block, j)]["kernel"]
+            kernel = own[block_dense_name(j)]["kernel"]
             if j == m:
                 assert not kernel.any(), (block, j)
             else:
                 # the std of 4096 normal draws is within 5% of its value with probability > 0.999
                 np.testing.assert_allclose(kernel.std(), np.sqrt(2 / width) * factor, rtol=0.05)
-            assert not params[block_dense_name(block, j)]["bias"].any()
-        assert params[gain_name(block)]["gain"] == 1.0
+            assert not own[block_dense_name(j)]["bias"].any()
+        assert own[GAIN]["gain"] == 1.0
     assert not params["output"]["kernel"].any() and not params["output"]["bias"].any()
 
 

@@ -33,23 +33,18 @@ def layer_statistics(
     points under batch norm), in the same program."""
 
     def measure(probed: Pass) -> jax.Array:
-        layers = range(1, len(probed.zs) + 1)
         blocks = probed.blocks
         if line is not None:
             model, x, y = line
             state = TrainState(probed.params, probed.batch_stats, None, None)
-            along = probed_pass(model, state, x, y).dzs
-            blocks = [{**block, "line_grads": g} for block, g in zip(blocks, along, strict=True)]
-        # a residual block's kernels as one vector: its grad_norm is the norm of the whole branch
-        kernel_grads = [_joined(layer_kernels(probed.grads, k)) for k in layers]
-        slopes = [learned_slope(probed.params, k) for k in layers]
+            blocks = {**blocks, "line_grads": probed_pass(model, state, x, y).dzs}
+        # a residual block's kernels as one row: its grad_norm is the norm of the whole branch
+        kernel_grads = layer_kernels(probed.grads)
+        slopes = [learned_slope(probed.params, k) for k in range(1, len(probed.zs) + 1)]
+        slopes = None if slopes[0] is None else jnp.stack(slopes)
         return network_stats(stats, act_name, kernel_grads, probed.dzs, probed.zs, probed.hs, slopes, units, blocks)
 
     return measure
-
-
-def _joined(kernels: list[jax.Array]) -> jax.Array:
-    return kernels[0] if len(kernels) == 1 else jnp.concatenate([k.reshape(-1) for k in kernels])
 
 
 def line_through_data(x_test: Any, y_test: Any, points: int) -> tuple[jax.Array, jax.Array]:
@@ -69,8 +64,8 @@ def hist_counter(
 
     def run_counts(state: TrainState, idx: jax.Array) -> tuple[jax.Array, ...]:
         probed = probed_pass(model, state, x_train[idx], y_train[idx])
-        values = {"activation": probed.hs, "delta": [idx.shape[0] * dz for dz in probed.dzs]}
-        return tuple(jnp.stack([histogram(v, bins[q]) for v in values[q]]) for q in HIST_QUANTITIES)
+        values = {"activation": probed.hs, "delta": idx.shape[0] * probed.dzs}
+        return tuple(jax.vmap(lambda v, q=q: histogram(v, bins[q]))(values[q]) for q in HIST_QUANTITIES)
 
     return run_counts
 
@@ -95,7 +90,7 @@ def init_statistics(
         for k in range(1, model.depth + 1):
             slope = learned_slope(state.params, k)
             a = fixed if slope is None else slope
-            z = updates["intermediates"][f"z{k}"][0]
+            z = updates["intermediates"]["z"][0][k - 1]
             act_slope = jax.jvp(lambda v, a=a: fn(v, a), (z,), (jnp.ones_like(z),))[1]
             view = LayerView(jnp, act, z, kernel=state.params[hidden_name(k)]["kernel"], act_slope=act_slope)
             rows.append(jnp.stack([value for s in stats for value in s.values(view)]))

@@ -1,11 +1,13 @@
-"""The MLP under study: ``depth`` hidden layers of ``width`` units, then a linear softmax layer.
+"""The models under study: the MLP (``depth`` hidden layers of ``width`` units, then a linear softmax
+layer) and the residual MLP.
 
 Each hidden layer l computes z_l (the input to the nonlinearity, after batch or layer norm when
-the norm sits before it) and h_l = act(z_l). The model exposes both for the statistics:
+the norm sits before it) and h_l = act(z_l). The models expose both for the statistics:
 
-* ``perturb("z{l}")`` adds a zero probe to z_l, so the gradient with respect to the
-  ``perturbations`` collection is dL/dz_l, in the same backward pass as the weight gradients;
-* ``sow("intermediates", ...)`` records z_l and h_l when that collection is mutable.
+* ``probes``, a (depth, batch, width) array of zeros, is added to the z_l, so its gradient is
+  dL/dz_l, in the same backward pass as the weight gradients;
+* ``sow("intermediates", ...)`` records z_l and h_l, stacked over layers, when that collection is
+  mutable.
 
 Both are no-ops unless asked for, so a plain training step pays nothing for them.
 """
@@ -22,6 +24,7 @@ import jax.numpy as jnp
 
 from gradstudy.cells.options import ACTIVATIONS
 from gradstudy.engine.activations import FUNCTIONS, activation_fn
+from gradstudy.inputs.inits import BLOCKS
 
 NormFactory = Callable[[bool], nn.Module]
 
@@ -77,48 +80,88 @@ class MLP(nn.Module):
     make_slope: Callable[..., nn.Module] | None = None
 
     @nn.compact
-    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    def __call__(self, x: jax.Array, train: bool, probes: jax.Array | None = None) -> jax.Array:
         norm_before = self.make_norm is not None and self.norm_position == "before"
         norm_after = self.make_norm is not None and self.norm_position == "after"
-        h = x
+        h, zs, hs = x, [], []
         for layer in range(1, self.depth + 1):
             z = nn.Dense(self.width, name=hidden_name(layer))(h)
             if norm_before:
                 z = self.make_norm(train)(z)
-            z = self.perturb(f"z{layer}", z)
+            if probes is not None:
+                z = z + probes[layer - 1]
             h = self.act(z) if self.make_slope is None else self.make_slope(name=slope_name(layer))(z)
-            self.sow("intermediates", f"z{layer}", z)
-            self.sow("intermediates", f"h{layer}", h)
+            zs.append(z)
+            hs.append(h)
             if norm_after:
                 h = self.make_norm(train)(h)
+        if self.is_mutable_collection("intermediates"):
+            self.sow("intermediates", "z", jnp.stack(zs))
+            self.sow("intermediates", "h", jnp.stack(hs))
         return nn.Dense(self.n_classes, name="output")(h)
 
 
-def block_dense_name(block: int, j: int) -> str:
-    """Parameter-tree name of the ``j``-th dense layer of residual block ``block`` (both from 1)."""
-    return f"block{block}_dense{j}"
+def block_dense_name(j: int) -> str:
+    """Name, inside ``BLOCKS``, of the ``j``-th dense layer (from 1) of every residual branch."""
+    return f"dense{j}"
 
 
-def gain_name(block: int) -> str:
-    """Parameter-tree name of residual block ``block``'s learned branch multiplier."""
-    return f"branch_gain{block}"
+#: Name, inside ``BLOCKS``, of the learned branch multipliers (SkipInit, ReZero).
+GAIN = "gain"
 
 
-def layer_kernels(tree: Any, layer: int) -> list[Any]:
-    """The kernels (or their gradients) of "layer" ``layer`` in a parameter-shaped tree: an MLP's
-    hidden layer, or every dense layer of a residual block's branch."""
-    if hidden_name(layer) in tree:
-        return [tree[hidden_name(layer)]["kernel"]]
-    return [tree[name]["kernel"] for j in range(1, 1 + len(tree)) if (name := block_dense_name(layer, j)) in tree]
+def layer_kernels(tree: Any) -> list[jax.Array]:
+    """The kernels (or their gradients) of every "layer" of a parameter-shaped tree, in runs of layers
+    stacked on a leading axis: an MLP's first hidden layer alone, then the others (same shape);
+    a residual net's blocks as one run, each block's branch kernels flattened into one row."""
+    if BLOCKS in tree:
+        blocks = tree[BLOCKS]
+        kernels = [blocks[name]["kernel"] for j in range(1, 1 + len(blocks)) if (name := block_dense_name(j)) in blocks]
+        return [jnp.concatenate([k.reshape(k.shape[0], -1) for k in kernels], axis=1)]
+    hidden = [tree[hidden_name(k)]["kernel"] for k in range(1, 1 + len(tree)) if hidden_name(k) in tree]
+    return [hidden[0][None], *([jnp.stack(hidden[1:])] if len(hidden) > 1 else [])]
 
 
 class BranchGain(nn.Module):
     """A learned scalar multiplying a residual branch (SkipInit, ReZero)."""
 
     @nn.compact
-    def __call__(self, f: jax.Array) -> tuple[jax.Array, jax.Array]:
-        gain = self.param("gain", nn.initializers.zeros, ())
-        return gain * f, gain
+    def __call__(self) -> jax.Array:
+        return self.param("gain", nn.initializers.zeros, ())
+
+
+class ResidualBlock(nn.Module):
+    """One block x <- x + a * F(x) (see ``ResMLP``), with a zero ``probe`` added to the new stream.
+    Returns the new stream and the block's records: the stream after it, the branch a * F(x), the
+    incoming stream and a."""
+
+    width: int
+    act: Callable[[jax.Array], jax.Array]
+    branch_layers: int
+    make_norm: NormFactory | None
+    norm_position: str
+    branch_scale: str
+    depth: int
+    train: bool
+
+    @nn.compact
+    def __call__(self, stream: jax.Array, probe: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
+        pre = self.make_norm is not None and self.norm_position == "pre"
+        f = stream
+        for j in range(1, self.branch_layers + 1):
+            if pre:
+                f = self.make_norm(self.train)(f)
+            f = nn.Dense(self.width, name=block_dense_name(j))(self.act(f))
+        if self.branch_scale in ("skipinit", "rezero"):
+            gain = BranchGain(name=GAIN)()
+        else:
+            gain = jnp.asarray(1.0 if self.branch_scale == "one" else self.depth**-0.5, f.dtype)
+        f = f * gain
+        new = stream + f
+        if self.make_norm is not None and self.norm_position == "post":
+            new = self.make_norm(self.train)(new)
+        new = new + probe
+        return new, {"z": new, "branch": f, "stream_in": stream, "gain": gain}
 
 
 class ResMLP(nn.Module):
@@ -128,9 +171,15 @@ class ResMLP(nn.Module):
     each activation inside the branch, ``post`` on the stream after the addition. ``branch_scale``
     sets a: 1, 1/sqrt(depth), or a learned scalar per block (``skipinit``, ``rezero``).
 
-    For the statistics, block l is "layer" l: z_l and h_l are the stream x_l after it (perturbed,
-    so dL/dz_l is delta at the stream), and the branch a * F(x_{l-1}), the incoming stream x_{l-1}
-    and a are recorded as ``branch{l}``, ``stream_in{l}`` and ``gain{l}``."""
+    The blocks are one ``nn.scan`` over their variables stacked on a leading axis (``BLOCKS``):
+    XLA compiles one block, and the optimizer, the divergence check and the statistics see a
+    handful of stacked arrays rather than ``depth`` copies of each (an unrolled 100-block net took
+    over two minutes to compile on 2 cores).
+
+    For the statistics, block l is "layer" l: z_l and h_l are the stream x_l after it (``probes``
+    are added to it, so their gradient is delta at the stream), and the branch a * F(x_{l-1}), the
+    incoming stream x_{l-1} and a are recorded as ``branch``, ``stream_in`` and ``gain``, each
+    stacked over blocks."""
 
     depth: int
     width: int
@@ -142,30 +191,31 @@ class ResMLP(nn.Module):
     branch_scale: str = "one"
 
     @nn.compact
-    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-        pre = self.make_norm is not None and self.norm_position == "pre"
-        post = self.make_norm is not None and self.norm_position == "post"
+    def __call__(self, x: jax.Array, train: bool, probes: jax.Array | None = None) -> jax.Array:
         stream = nn.Dense(self.width, name="input")(x)
-        for block in range(1, self.depth + 1):
-            f = stream
-            for j in range(1, self.branch_layers + 1):
-                if pre:
-                    f = self.make_norm(train)(f)
-                f = nn.Dense(self.width, name=block_dense_name(block, j))(self.act(f))
-            if self.branch_scale in ("skipinit", "rezero"):
-                f, gain = BranchGain(name=gain_name(block))(f)
-            else:
-                gain = jnp.asarray(1.0 if self.branch_scale == "one" else self.depth**-0.5, f.dtype)
-                f = f * gain
-            self.sow("intermediates", f"stream_in{block}", stream)
-            self.sow("intermediates", f"branch{block}", f)
-            self.sow("intermediates", f"gain{block}", gain)
-            stream = stream + f
-            if post:
-                stream = self.make_norm(train)(stream)
-            stream = self.perturb(f"z{block}", stream)
-            self.sow("intermediates", f"z{block}", stream)
-            self.sow("intermediates", f"h{block}", stream)
+        blocks = nn.scan(
+            ResidualBlock,
+            variable_axes={"params": 0, "batch_stats": 0},
+            split_rngs={"params": True},
+            length=self.depth,
+        )(
+            self.width,
+            self.act,
+            self.branch_layers,
+            self.make_norm,
+            self.norm_position,
+            self.branch_scale,
+            self.depth,
+            train,
+            name=BLOCKS,
+        )
+        if probes is None:
+            probes = jnp.zeros((self.depth, 1, 1), stream.dtype)
+        stream, records = blocks(stream, probes)
+        if self.is_mutable_collection("intermediates"):
+            for key, value in records.items():
+                self.sow("intermediates", key, value)
+            self.sow("intermediates", "h", records["z"])
         return nn.Dense(self.n_classes, name="output")(stream)
 
 

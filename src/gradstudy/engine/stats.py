@@ -39,27 +39,39 @@ def network_stats(
     stats: Sequence[Stat],
     act_name: str,
     kernel_grads: Sequence[jax.Array],
-    dloss_dzs: Sequence[jax.Array],
-    zs: Sequence[jax.Array],
-    hs: Sequence[jax.Array],
-    slopes: Sequence[jax.Array | None],
+    dloss_dzs: jax.Array,
+    zs: jax.Array,
+    hs: jax.Array,
+    slopes: jax.Array | None,
     units: int = 0,
-    blocks: Sequence[dict[str, jax.Array]] | None = None,
+    blocks: dict[str, jax.Array] | None = None,
 ) -> jax.Array:
     """The values of ``stats`` for every hidden layer: shape (depth, n_values), in order.
 
-    ``dloss_dzs`` are the gradients of the *mean* minibatch loss with respect to each z, (B, width);
-    ``slopes`` each layer's learned activation slope (PReLU), or None; ``blocks`` a residual
-    block's branch, incoming stream and multiplier (``LayerView`` fields), one dict per layer.
+    ``dloss_dzs``, ``zs`` and ``hs`` are stacked over layers, (depth, B, width), dL/dz being the
+    gradient of the *mean* minibatch loss; ``kernel_grads`` the layers' kernel gradients in runs of
+    layers stacked on a leading axis (``model.layer_kernels``); ``slopes`` each layer's learned
+    activation slope (PReLU) stacked over layers, or None; ``blocks`` a residual block's branch,
+    incoming stream and multiplier (``LayerView`` fields), stacked over blocks.
+
+    Each run of layers is computed by one ``vmap``: XLA compiles each statistic once per run, not
+    once per layer.
     """
     act = ACTIVATIONS[act_name]
-    blocks = blocks if blocks is not None else [{} for _ in zs]
-    layers = zip(kernel_grads, dloss_dzs, zs, hs, slopes, blocks, strict=True)
-    views = [
-        LayerView(jnp, act, z, h, kernel_grad=g, dloss_dz=d, slope=a, units=units, kth=order_statistic, **block)
-        for g, d, z, h, a, block in layers
-    ]
-    return jnp.stack([jnp.stack([value for s in stats for value in s.values(view)]) for view in views])
+    blocks = blocks or {}
+
+    def one_layer(g, d, z, h, a, block):
+        view = LayerView(jnp, act, z, h, kernel_grad=g, dloss_dz=d, slope=a, units=units, kth=order_statistic, **block)
+        return jnp.stack([value for s in stats for value in s.values(view)])
+
+    rows, start = [], 0
+    for grads in kernel_grads:
+        cut = slice(start, start + grads.shape[0])
+        slope = None if slopes is None else slopes[cut]
+        args = (grads, dloss_dzs[cut], zs[cut], hs[cut], slope, {k: v[cut] for k, v in blocks.items()})
+        rows.append(jax.vmap(one_layer, in_axes=(0, 0, 0, 0, None if slope is None else 0, 0))(*args))
+        start = cut.stop
+    return jnp.concatenate(rows)
 
 
 def histogram(values: jax.Array, bins: HistBins) -> jax.Array:

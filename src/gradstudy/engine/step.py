@@ -35,11 +35,11 @@ class Pass(NamedTuple):
     batch_stats: Any
     params: Any  # the parameters the pass ran with (a learned slope is read from them)
     grads: Any
-    dzs: list[jax.Array]  # dL/dz_l
-    zs: list[jax.Array]  # z_l
-    hs: list[jax.Array]  # h_l = act(z_l)
-    #: A residual block's own records (``model.ResMLP``) per layer: branch, stream_in, gain; else empty.
-    blocks: list[dict[str, jax.Array]]
+    dzs: jax.Array  # dL/dz_l, stacked over layers: (depth, batch, width)
+    zs: jax.Array  # z_l, (depth, batch, width)
+    hs: jax.Array  # h_l = act(z_l), (depth, batch, width)
+    #: A residual block's own records (``model.ResMLP``), stacked over blocks: branch, stream_in, gain; else empty.
+    blocks: dict[str, jax.Array]
 
 
 #: What a residual block records beside z_l and h_l (``model.ResMLP``), as ``statistics.LayerView`` fields.
@@ -52,17 +52,14 @@ def loss_fn(model: MLP | ResMLP, params: Any, batch_stats: Any, probes: Any, x: 
     """Mean cross-entropy of one minibatch and the mutated collections (batch statistics, and the
     recorded z_l, h_l when ``collect``)."""
     variables = {"params": params, "batch_stats": batch_stats}
-    if probes is not None:
-        variables["perturbations"] = probes
     mutable = ["batch_stats", "intermediates"] if collect else ["batch_stats"]
-    logits, updates = model.apply(variables, x, train=True, mutable=mutable)
+    logits, updates = model.apply(variables, x, train=True, probes=probes, mutable=mutable)
     return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), updates
 
 
 def probed_pass(model: MLP | ResMLP, state: TrainState, x: jax.Array, y: jax.Array) -> Pass:
     """The forward and backward pass of one run on (x, y), with dL/dz_l from zero probes."""
-    layers = range(1, model.depth + 1)
-    probes = {f"z{k}": jnp.zeros((x.shape[0], model.width), x.dtype) for k in layers}
+    probes = jnp.zeros((model.depth, x.shape[0], model.width), x.dtype)
     (loss, aux), (grads, dz) = jax.value_and_grad(loss_fn, argnums=(1, 3), has_aux=True)(
         model, state.params, state.batch_stats, probes, x, y, True
     )
@@ -72,10 +69,10 @@ def probed_pass(model: MLP | ResMLP, state: TrainState, x: jax.Array, y: jax.Arr
         batch_stats=aux.get("batch_stats", {}),
         params=state.params,
         grads=grads,
-        dzs=[dz[f"z{k}"] for k in layers],
-        zs=[inter[f"z{k}"][0] for k in layers],
-        hs=[inter[f"h{k}"][0] for k in layers],
-        blocks=[{key: inter[f"{key}{k}"][0] for key in BLOCK_RECORDS if f"{key}{k}" in inter} for k in layers],
+        dzs=dz,
+        zs=inter["z"][0],
+        hs=inter["h"][0],
+        blocks={key: inter[key][0] for key in BLOCK_RECORDS if key in inter},
     )
 
 

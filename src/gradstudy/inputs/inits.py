@@ -152,8 +152,10 @@ VARIABLE_COLLECTIONS = ("params", "batch_stats")
 NORM_VALUES: dict[str, float] = {"scale": 1.0, "bias": 0.0, "mean": 0.0, "var": 1.0}
 
 
-#: A residual block's dense layer (``engine.model.block_dense_name``).
-BLOCK_DENSE = re.compile(r"block(\d+)_dense(\d+)")
+#: The parameter-tree name of a residual net's blocks, every variable stacked over blocks on a leading
+#: axis (``engine.model.ResMLP``), and of the ``j``-th dense layer of each branch inside it.
+BLOCKS = "blocks"
+BLOCK_DENSE = re.compile(r"dense(\d+)")
 #: The stream number of a residual net's input projection; block l's layer j draws from
 #: ``BLOCK_STREAM * l + j``, so that no two dense layers share a stream.
 INPUT_STREAM, BLOCK_STREAM = 1_000_000, 1000
@@ -161,16 +163,22 @@ INPUT_STREAM, BLOCK_STREAM = 1_000_000, 1000
 
 def dense_layer_number(name: str) -> int | None:
     """The layer number that seeds a dense layer's draws (hidden k -> k, the output layer -> 0, a
-    residual net's input projection and block layers as ``INPUT_STREAM`` and ``BLOCK_STREAM``
-    say), or None for a module that is not a dense layer."""
+    residual net's input projection as ``INPUT_STREAM``), or None for a module that is not a
+    dense layer or is a residual block's (``block_layer_numbers``)."""
     if name == "output":
         return 0
     if name == "input":
         return INPUT_STREAM
     if name.startswith("hidden") and name[len("hidden") :].isdigit():
         return int(name[len("hidden") :])
-    block = BLOCK_DENSE.fullmatch(name)
-    return BLOCK_STREAM * int(block[1]) + int(block[2]) if block else None
+    return None
+
+
+def block_layer_numbers(name: str, depth: int) -> list[int] | None:
+    """The stream of each block's copy of the branch's dense layer ``name`` (``dense{j}``): block l
+    draws from ``BLOCK_STREAM * l + j``; None for a block module that is not a dense layer."""
+    dense = BLOCK_DENSE.fullmatch(name)
+    return None if dense is None else [BLOCK_STREAM * block + int(dense[1]) for block in range(1, depth + 1)]
 
 
 def fixup_factor(j: int, m: int, depth: int) -> float:
@@ -180,42 +188,55 @@ def fixup_factor(j: int, m: int, depth: int) -> float:
     return 0.0 if j == m else float(depth ** (-1.0 / (2 * m - 2)))
 
 
-def fixup_scale(name: str, names: Sequence[str]) -> float:
-    """Fixup's factor on a dense layer's He-normal kernel, from the model's dense-layer ``names``:
-    ``fixup_factor`` inside a branch, 0 for the output layer, 1 for the input projection."""
-    blocks = [BLOCK_DENSE.fullmatch(n) for n in names]
-    depth = max(int(b[1]) for b in blocks if b)
-    m = max(int(b[2]) for b in blocks if b)
-    if name == "output":
-        return 0.0
-    block = BLOCK_DENSE.fullmatch(name)
-    return 1.0 if block is None else fixup_factor(int(block[2]), m, depth)
-
-
 def initial_variables(
     cfg: Any, shapes: Mapping[str, Any], seed: int, constants: Mapping[str, float] | None = None
 ) -> dict[str, Any]:
     """One run's initial variables, with the structure, shapes and dtypes of ``shapes`` (the model's
     ``init`` under ``jax.eval_shape``): its ``VARIABLE_COLLECTIONS``, as numpy arrays. A variable of
     a module that is not a dense layer starts at its ``NORM_VALUES`` or ``constants`` value by name
-    (``model.initial_constants``: a learned slope's alpha)."""
+    (``model.initial_constants``: a learned slope's alpha). A residual block's dense layer is
+    drawn block by block, each from its own stream, and stacked; under ``init=fixup`` its kernel
+    is scaled by ``fixup_factor``, the output layer's is zero."""
     kernel, bias = kernel_init(cfg), bias_init(cfg)
     fixed = {**NORM_VALUES, **(constants or {})}
-    dense = [name for name in shapes.get("params", {}) if dense_layer_number(name) is not None]
+    blocks = shapes.get("params", {}).get(BLOCKS, {})
+    branch_layers = sum(BLOCK_DENSE.fullmatch(name) is not None for name in blocks)
 
-    def module(collection: str, name: str, leaves: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    def constant(collection: str, name: str, leaves: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        unknown = set(leaves) - set(fixed)
+        if unknown:
+            raise ValueError(f"no initial value for {collection}/{name}/{sorted(unknown)}")
+        return {k: np.full(v.shape, fixed[k], v.dtype) for k, v in leaves.items()}
+
+    def dense(layer: int, leaves: Mapping[str, Any], shape: tuple[int, ...], factor: float) -> tuple[np.ndarray, np.ndarray]:
+        rng = np.random.default_rng([INIT_STREAM, seed, layer])
+        return kernel(rng, shape) * factor, bias(rng, leaves["bias"].shape[-1:])
+
+    def cast(values: np.ndarray, like: Any) -> np.ndarray:
+        return values.astype(like.dtype)
+
+    def module(collection: str, name: str, leaves: Mapping[str, Any]) -> dict[str, Any]:
+        if name == BLOCKS:
+            return {sub: block_module(collection, sub, sub_leaves) for sub, sub_leaves in leaves.items()}
         layer = dense_layer_number(name)
         if layer is None:
-            unknown = set(leaves) - set(fixed)
-            if unknown:
-                raise ValueError(f"no initial value for {collection}/{name}/{sorted(unknown)}")
-            return {k: np.full(v.shape, fixed[k], v.dtype) for k, v in leaves.items()}
-        rng = np.random.default_rng([INIT_STREAM, seed, layer])
-        w, b = leaves["kernel"], leaves["bias"]
-        values = kernel(rng, w.shape)
-        if cfg.name == "fixup":
-            values = values * fixup_scale(name, dense)
-        return {"kernel": values.astype(w.dtype), "bias": bias(rng, b.shape).astype(b.dtype)}
+            return constant(collection, name, leaves)
+        factor = 0.0 if cfg.name == "fixup" and name == "output" else 1.0
+        w, b = dense(layer, leaves, leaves["kernel"].shape, factor)
+        return {"kernel": cast(w, leaves["kernel"]), "bias": cast(b, leaves["bias"])}
+
+    def block_module(collection: str, name: str, leaves: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        depth = next(iter(leaves.values())).shape[0]
+        layers = block_layer_numbers(name, depth)
+        if layers is None:
+            return constant(collection, f"{BLOCKS}/{name}", leaves)
+        j = int(BLOCK_DENSE.fullmatch(name)[1])
+        factor = fixup_factor(j, branch_layers, depth) if cfg.name == "fixup" else 1.0
+        drawn = [dense(layer, leaves, leaves["kernel"].shape[1:], factor) for layer in layers]
+        return {
+            "kernel": cast(np.stack([w for w, _ in drawn]), leaves["kernel"]),
+            "bias": cast(np.stack([b for _, b in drawn]), leaves["bias"]),
+        }
 
     return {
         collection: {name: module(collection, name, leaves) for name, leaves in shapes[collection].items()}
