@@ -95,7 +95,6 @@ CONFIG_CASES = [
     (["model=resmlp", "norm=batchnorm", "model.norm_position=middle"], "model.norm_position"),
     (["model.norm_position=post", "norm=batchnorm"], "model.norm_position"),
     (["model=resmlp", "norm=layernorm", "model.norm_position=post", "model.branch_scale=rezero"], "model.branch_scale"),
-    (["model=resmlp", "act=prelu"], "act"),
     (["model=resmlp", "stats.extra=[jacobian_sv_mean]"], "stats.extra"),
     (["stats.extra=[shattering]", "data.n_test=1"], "data.n_test"),
     (["stats=none", "stats.extra=[shattering]"], "stats.extra"),

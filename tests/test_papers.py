@@ -36,6 +36,9 @@ GRID_SIZES = {
     "klambauer2017": 6,
     "schoenholz2017": 35,
     "chapter11": 10,
+    "zhang2019": 9,
+    "de2020": 9,
+    "balduzzi2017": 8,
 }
 
 

@@ -10,7 +10,7 @@ import pytest
 from conftest import TINY, compose_config
 
 from gradstudy.cells.statistics import stat_names
-from gradstudy.engine.model import BLOCKS, GAIN, block_dense_name
+from gradstudy.engine.model import BLOCKS, GAIN, block_dense_name, slope_name
 from gradstudy.engine.program import Engine, batch_indices
 from gradstudy.inputs.data import load_dataset
 
@@ -24,6 +24,7 @@ VARIANTS = {
     + ("model.branch_init=0.5",),
     "one layer, rezero, tanh": ("model.branch_layers=1", "model.branch_scale=rezero", "model.branch_init=0.3")
     + ("act=tanh",),
+    "prelu per unit, layernorm": ("act=prelu", "act.per_unit=true", "act.alpha=0.2", "norm=layernorm"),
 }
 ACTS = {"relu": lambda xp, v: xp.maximum(v, 0), "tanh": lambda xp, v: xp.tanh(v)}
 
@@ -38,7 +39,13 @@ def hand_forward(cfg, params, x, xp=np, probes=None):
     """The network written out: input projection, blocks x <- x + a * F(x) with F's layers act then
     dense (a norm before each act when pre, on the stream after the addition when post), output.
     Returns the logits, the streams after each block, the branches and the incoming streams."""
-    act, m, depth = ACTS[cfg.act.name], cfg.model.branch_layers, cfg.model.depth
+    m, depth = cfg.model.branch_layers, cfg.model.depth
+
+    def activate(v, own, j):
+        if cfg.act.name == "prelu":  # the block's own learned slope of branch layer j
+            return xp.where(v > 0, v, xp.asarray(own[slope_name(j)]["alpha"]) * v)
+        return ACTS[cfg.act.name](xp, v)
+
     norm = cfg.norm.name != "none"
     where = cfg.model.norm_position or "pre"
 
@@ -51,7 +58,7 @@ def hand_forward(cfg, params, x, xp=np, probes=None):
         f = stream
         for j in range(1, m + 1):
             f = _layernorm(xp, f, cfg.norm.epsilon) if norm and where == "pre" else f
-            f = dense(own[block_dense_name(j)], act(xp, f))
+            f = dense(own[block_dense_name(j)], activate(f, own, j))
         if cfg.model.branch_scale in ("skipinit", "rezero"):
             f = f * xp.asarray(own[GAIN]["gain"])
         elif cfg.model.branch_scale == "inv_sqrt_depth":
@@ -118,6 +125,11 @@ def test_per_block_statistics_match_numpy_and_jax_grad(variant):
         gain = cfg.model.branch_init if cfg.model.branch_scale in ("skipinit", "rezero") else None
         gain = {"one": 1.0, "inv_sqrt_depth": depth**-0.5}.get(cfg.model.branch_scale, gain)
         np.testing.assert_allclose(got("branch_gain"), [gain] * depth, rtol=1e-6)
+        if cfg.act.name == "prelu":  # the mean of the block's learned slopes, every branch layer's
+            alphas = [
+                np.mean([block_variables(mine, b)[slope_name(j)]["alpha"] for j in (1, 2)]) for b in range(1, depth + 1)
+            ]
+            np.testing.assert_allclose(got("prelu_alpha"), alphas, rtol=1e-6)
 
         # delta at the stream: B * dL/dx_l, by jax.grad of the hand-written pass with a probe on each stream
         def loss_of_probes(probes, p=mine, x=x, y=y):

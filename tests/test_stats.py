@@ -332,3 +332,41 @@ def test_shattering_matches_numpy_backpropagation_along_the_line(tiny_cfg):
             grad, kernel = delta, p[hidden_name(k)]["kernel"]
         np.testing.assert_allclose(stats[i, :, names.index("shattering")], expected, rtol=1e-4, atol=1e-5)
         assert 0.5 < expected[-1] <= 1  # next to the output, neighbouring gradients are alike
+
+
+def test_shattering_under_batch_norm_normalizes_the_line_with_the_minibatch_statistics(tiny_cfg):
+    """Under batch norm the line's points are normalized with the training minibatch's batch
+    statistics (not their own): against a hand-written pass, batch norm written out, gradients by
+    ``jax.grad`` of probes on the line's z_l, correlations in numpy."""
+    from gradstudy.cells.statistics import SHATTER_POINTS
+
+    cfg, dataset, engine, params, stats = _first_step(tiny_cfg, "relu", "norm=batchnorm", "stats.extra=[shattering]")
+    names = stat_names("scalars", ["shattering"])
+    t = np.linspace(0, 1, SHATTER_POINTS)[:, None]
+    line = (1 - t) * dataset.x_test[0].astype(np.float64) + t * dataset.x_test[1].astype(np.float64)
+    y = np.full(SHATTER_POINTS, int(dataset.y_test[0]))
+    eps, depth = cfg.norm.epsilon, cfg.model.depth
+    for i, seed in enumerate(SEEDS):
+        p = jax.tree.map(lambda a: jnp.asarray(a[i], jnp.float32), params)
+        batch = jnp.asarray(dataset.x_train[batch_indices(seed, len(dataset.y_train), cfg.train.batch_size, 0, 1)[0]])
+
+        def line_loss(probes, p=p, batch=batch):
+            h, v = batch, jnp.asarray(line, jnp.float32)
+            for k in range(1, depth + 1):
+                layer, norm = p[hidden_name(k)], p[f"BatchNorm_{k - 1}"]
+                zb, zv = h @ layer["kernel"] + layer["bias"], v @ layer["kernel"] + layer["bias"]
+                mean, var = zb.mean(0), zb.var(0)
+                h = jnp.maximum((zb - mean) / jnp.sqrt(var + eps) * norm["scale"] + norm["bias"], 0)
+                v = jnp.maximum((zv - mean) / jnp.sqrt(var + eps) * norm["scale"] + norm["bias"] + probes[k - 1], 0)
+            logits = v @ p["output"]["kernel"] + p["output"]["bias"]
+            return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+        deltas = np.asarray(jax.grad(line_loss)(jnp.zeros((depth, SHATTER_POINTS, cfg.model.width))), np.float64)
+        expected = []
+        for delta in deltas:
+            centred = delta - delta.mean(1, keepdims=True)
+            a, b = centred[:-1], centred[1:]
+            den = np.sqrt((a * a).sum(1) * (b * b).sum(1))
+            expected.append(np.mean(np.where(den > 0, (a * b).sum(1) / np.where(den > 0, den, 1), 0)))
+        np.testing.assert_allclose(stats[i, :, names.index("shattering")], expected, rtol=2e-3, atol=2e-3)
+        assert expected[0] > 0.3  # a 4-layer net's gradient at the input side is still smooth

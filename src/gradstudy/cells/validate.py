@@ -226,12 +226,6 @@ def _check_model(cfg: DictConfig) -> None:
         "init=fixup scales a branch of m layers by depth^(-1/(2m-2)), which needs m >= 2",
         model.branch_layers,
     )
-    _check(
-        not options.ACTIVATIONS[cfg.act.name].learned_alpha,
-        "act",
-        "a learned slope (prelu) is not available in a residual branch yet; use leaky_relu",
-        cfg.act.name,
-    )
     asked = [e for e in cfg.stats.extra if e in statistics.MLP_ONLY]
     _check(not asked, "stats.extra", f"{asked} are per dense layer of an MLP; not available on model=resmlp", asked)
 

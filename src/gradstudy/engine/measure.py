@@ -18,7 +18,7 @@ import numpy as np
 from gradstudy.cells.options import ACTIVATIONS
 from gradstudy.cells.statistics import HistBins, LayerView, Stat
 from gradstudy.engine.activations import FUNCTIONS
-from gradstudy.engine.model import MLP, hidden_name, layer_kernels, slope_name
+from gradstudy.engine.model import MLP, hidden_name, layer_kernels, learned_slopes, slope_name
 from gradstudy.engine.stats import histogram, network_stats
 from gradstudy.engine.step import Measure, Pass, TrainState, probed_pass
 from gradstudy.schema import HIST_QUANTITIES
@@ -29,22 +29,33 @@ def layer_statistics(
 ) -> Measure:
     """``measure`` for ``make_step``: the values of ``stats`` for every hidden layer, (depth, n_values).
     ``line`` (model, inputs, labels): the points along which ``shattering`` follows the gradients,
-    passed forward and back with the run's current parameters (batch statistics of the line's own
-    points under batch norm), in the same program."""
+    passed forward and back with the run's current parameters (under batch norm, normalized with
+    the minibatch's batch statistics: ``line_gradients``), in the same program."""
 
     def measure(probed: Pass) -> jax.Array:
         blocks = probed.blocks
         if line is not None:
             model, x, y = line
             state = TrainState(probed.params, probed.batch_stats, None, None)
-            blocks = {**blocks, "line_grads": probed_pass(model, state, x, y).dzs}
+            blocks = {**blocks, "line_grads": line_gradients(model, state, probed.x, x, y)}
         # a residual block's kernels as one row: its grad_norm is the norm of the whole branch
         kernel_grads = layer_kernels(probed.grads)
-        slopes = [learned_slope(probed.params, k) for k in range(1, len(probed.zs) + 1)]
-        slopes = None if slopes[0] is None else jnp.stack(slopes)
+        slopes = learned_slopes(probed.params, probed.zs.shape[0])
         return network_stats(stats, act_name, kernel_grads, probed.dzs, probed.zs, probed.hs, slopes, units, blocks)
 
     return measure
+
+
+def line_gradients(model: Any, state: TrainState, batch: jax.Array, x: jax.Array, y: jax.Array) -> jax.Array:
+    """dL/dz_l at the points ``x`` of the line (labels ``y``), (depth, points, width), with the
+    network as it trains on ``batch``: a batch norm normalizes the points with the minibatch's
+    batch statistics. Normalized by their own, a line of nearly equal inputs would divide by their
+    tiny spread and look shattered at any depth."""
+    rows = jnp.concatenate([batch, x])
+    # the minibatch rows only set the batch statistics: no line point's gradient depends on their labels
+    labels = jnp.concatenate([jnp.full((batch.shape[0],), y[0]), y])
+    mask = (jnp.arange(rows.shape[0]) < batch.shape[0])[:, None]
+    return probed_pass(model, state, rows, labels, mask).dzs[:, batch.shape[0] :]
 
 
 def line_through_data(x_test: Any, y_test: Any, points: int) -> tuple[jax.Array, jax.Array]:

@@ -46,13 +46,22 @@ NORM_LAYERS: dict[str, Callable[[Any], NormFactory] | None] = {
 }
 
 
+def apply_norm(norm: nn.Module, v: jax.Array, norm_mask: jax.Array | None) -> jax.Array:
+    """``norm(v)``; a batch norm with ``norm_mask`` (rows, 1) takes its batch statistics from the
+    masked-in rows only and normalizes every row with them."""
+    if norm_mask is not None and isinstance(norm, nn.BatchNorm):
+        return norm(v, mask=norm_mask)
+    return norm(v)
+
+
 def hidden_name(layer: int) -> str:
     """Parameter-tree name of hidden layer ``layer`` (numbered from 1 at the input)."""
     return f"hidden{layer}"
 
 
 def slope_name(layer: int) -> str:
-    """Parameter-tree name of hidden layer ``layer``'s learned activation slope (PReLU)."""
+    """Parameter-tree name of hidden layer ``layer``'s learned activation slope (PReLU), or, inside
+    a residual net's ``BLOCKS``, of the ``layer``-th branch layer's."""
     return f"slope{layer}"
 
 
@@ -80,21 +89,23 @@ class MLP(nn.Module):
     make_slope: Callable[..., nn.Module] | None = None
 
     @nn.compact
-    def __call__(self, x: jax.Array, train: bool, probes: jax.Array | None = None) -> jax.Array:
+    def __call__(
+        self, x: jax.Array, train: bool, probes: jax.Array | None = None, norm_mask: jax.Array | None = None
+    ) -> jax.Array:
         norm_before = self.make_norm is not None and self.norm_position == "before"
         norm_after = self.make_norm is not None and self.norm_position == "after"
         h, zs, hs = x, [], []
         for layer in range(1, self.depth + 1):
             z = nn.Dense(self.width, name=hidden_name(layer))(h)
             if norm_before:
-                z = self.make_norm(train)(z)
+                z = apply_norm(self.make_norm(train), z, norm_mask)
             if probes is not None:
                 z = z + probes[layer - 1]
             h = self.act(z) if self.make_slope is None else self.make_slope(name=slope_name(layer))(z)
             zs.append(z)
             hs.append(h)
             if norm_after:
-                h = self.make_norm(train)(h)
+                h = apply_norm(self.make_norm(train), h, norm_mask)
         if self.is_mutable_collection("intermediates"):
             self.sow("intermediates", "z", jnp.stack(zs))
             self.sow("intermediates", "h", jnp.stack(hs))
@@ -122,6 +133,18 @@ def layer_kernels(tree: Any) -> list[jax.Array]:
     return [hidden[0][None], *([jnp.stack(hidden[1:])] if len(hidden) > 1 else [])]
 
 
+def learned_slopes(params: Any, depth: int) -> jax.Array | None:
+    """Every layer's learned activation slope (PReLU's alpha) stacked over layers, or None without
+    them: an MLP's (depth, ...) and a residual net's (depth, branch_layers, ...), one per branch layer."""
+    if BLOCKS in params:
+        blocks = params[BLOCKS]
+        slopes = [blocks[name]["alpha"] for j in range(1, 1 + len(blocks)) if (name := slope_name(j)) in blocks]
+        return jnp.stack(slopes, axis=1) if slopes else None
+    if slope_name(1) not in params:
+        return None
+    return jnp.stack([params[slope_name(k)]["alpha"] for k in range(1, depth + 1)])
+
+
 class BranchGain(nn.Module):
     """A learned scalar multiplying a residual branch (SkipInit, ReZero)."""
 
@@ -143,15 +166,20 @@ class ResidualBlock(nn.Module):
     branch_scale: str
     depth: int
     train: bool
+    #: A learned-slope activation (``LearnedSlope``) in place of ``act``, one per branch layer.
+    make_slope: Callable[..., nn.Module] | None = None
 
     @nn.compact
-    def __call__(self, stream: jax.Array, probe: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
+    def __call__(
+        self, stream: jax.Array, probe: jax.Array, norm_mask: jax.Array | None = None
+    ) -> tuple[jax.Array, dict[str, jax.Array]]:
         pre = self.make_norm is not None and self.norm_position == "pre"
         f = stream
         for j in range(1, self.branch_layers + 1):
             if pre:
-                f = self.make_norm(self.train)(f)
-            f = nn.Dense(self.width, name=block_dense_name(j))(self.act(f))
+                f = apply_norm(self.make_norm(self.train), f, norm_mask)
+            f = self.act(f) if self.make_slope is None else self.make_slope(name=slope_name(j))(f)
+            f = nn.Dense(self.width, name=block_dense_name(j))(f)
         if self.branch_scale in ("skipinit", "rezero"):
             gain = BranchGain(name=GAIN)()
         else:
@@ -159,7 +187,7 @@ class ResidualBlock(nn.Module):
         f = f * gain
         new = stream + f
         if self.make_norm is not None and self.norm_position == "post":
-            new = self.make_norm(self.train)(new)
+            new = apply_norm(self.make_norm(self.train), new, norm_mask)
         new = new + probe
         return new, {"z": new, "branch": f, "stream_in": stream, "gain": gain}
 
@@ -189,14 +217,18 @@ class ResMLP(nn.Module):
     make_norm: NormFactory | None = None
     norm_position: str = "pre"
     branch_scale: str = "one"
+    make_slope: Callable[..., nn.Module] | None = None
 
     @nn.compact
-    def __call__(self, x: jax.Array, train: bool, probes: jax.Array | None = None) -> jax.Array:
+    def __call__(
+        self, x: jax.Array, train: bool, probes: jax.Array | None = None, norm_mask: jax.Array | None = None
+    ) -> jax.Array:
         stream = nn.Dense(self.width, name="input")(x)
         blocks = nn.scan(
             ResidualBlock,
             variable_axes={"params": 0, "batch_stats": 0},
             split_rngs={"params": True},
+            in_axes=0 if norm_mask is None else (0, nn.broadcast),
             length=self.depth,
         )(
             self.width,
@@ -207,11 +239,12 @@ class ResMLP(nn.Module):
             self.branch_scale,
             self.depth,
             train,
+            self.make_slope,
             name=BLOCKS,
         )
         if probes is None:
             probes = jnp.zeros((self.depth, 1, 1), stream.dtype)
-        stream, records = blocks(stream, probes)
+        stream, records = blocks(stream, probes) if norm_mask is None else blocks(stream, probes, norm_mask)
         if self.is_mutable_collection("intermediates"):
             for key, value in records.items():
                 self.sow("intermediates", key, value)
@@ -223,6 +256,10 @@ def build_model(cfg: Any, n_classes: int) -> MLP | ResMLP:
     """The model described by a resolved run config (``model``, ``act``, ``norm`` nodes). Its initial
     values come from ``gradstudy.inputs.inits.initial_variables``, not from Flax's initializers."""
     make_norm = None if NORM_LAYERS[cfg.norm.name] is None else NORM_LAYERS[cfg.norm.name](cfg.norm)
+    act = ACTIVATIONS[cfg.act.name]
+    make_slope = None
+    if act.learned_alpha:
+        make_slope = partial(LearnedSlope, FUNCTIONS[cfg.act.name], act.alpha(cfg.act.alpha), cfg.act.per_unit)
     if cfg.model.get("name", "mlp") == "resmlp":
         return ResMLP(
             depth=cfg.model.depth,
@@ -233,11 +270,8 @@ def build_model(cfg: Any, n_classes: int) -> MLP | ResMLP:
             make_norm=make_norm,
             norm_position=cfg.model.norm_position or "pre",
             branch_scale=cfg.model.branch_scale,
+            make_slope=make_slope,
         )
-    act = ACTIVATIONS[cfg.act.name]
-    make_slope = None
-    if act.learned_alpha:
-        make_slope = partial(LearnedSlope, FUNCTIONS[cfg.act.name], act.alpha(cfg.act.alpha), cfg.act.per_unit)
     return MLP(
         depth=cfg.model.depth,
         width=cfg.model.width,

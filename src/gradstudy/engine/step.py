@@ -32,6 +32,7 @@ class Pass(NamedTuple):
     """One forward and backward pass of one run with a zero probe on every z_l."""
 
     loss: jax.Array
+    x: jax.Array  # the minibatch
     batch_stats: Any
     params: Any  # the parameters the pass ran with (a learned slope is read from them)
     grads: Any
@@ -48,24 +49,36 @@ BLOCK_RECORDS = ("branch", "stream_in", "gain")
 Measure = Callable[[Pass], jax.Array]
 
 
-def loss_fn(model: MLP | ResMLP, params: Any, batch_stats: Any, probes: Any, x: jax.Array, y: jax.Array, collect: bool):
+def loss_fn(
+    model: MLP | ResMLP,
+    params: Any,
+    batch_stats: Any,
+    probes: Any,
+    x: jax.Array,
+    y: jax.Array,
+    collect: bool,
+    norm_mask: jax.Array | None = None,
+):
     """Mean cross-entropy of one minibatch and the mutated collections (batch statistics, and the
-    recorded z_l, h_l when ``collect``)."""
+    recorded z_l, h_l when ``collect``); ``norm_mask`` as ``model.apply_norm`` takes it."""
     variables = {"params": params, "batch_stats": batch_stats}
     mutable = ["batch_stats", "intermediates"] if collect else ["batch_stats"]
-    logits, updates = model.apply(variables, x, train=True, probes=probes, mutable=mutable)
+    logits, updates = model.apply(variables, x, train=True, probes=probes, norm_mask=norm_mask, mutable=mutable)
     return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), updates
 
 
-def probed_pass(model: MLP | ResMLP, state: TrainState, x: jax.Array, y: jax.Array) -> Pass:
+def probed_pass(
+    model: MLP | ResMLP, state: TrainState, x: jax.Array, y: jax.Array, norm_mask: jax.Array | None = None
+) -> Pass:
     """The forward and backward pass of one run on (x, y), with dL/dz_l from zero probes."""
     probes = jnp.zeros((model.depth, x.shape[0], model.width), x.dtype)
     (loss, aux), (grads, dz) = jax.value_and_grad(loss_fn, argnums=(1, 3), has_aux=True)(
-        model, state.params, state.batch_stats, probes, x, y, True
+        model, state.params, state.batch_stats, probes, x, y, True, norm_mask
     )
     inter = aux["intermediates"]
     return Pass(
         loss=loss,
+        x=x,
         batch_stats=aux.get("batch_stats", {}),
         params=state.params,
         grads=grads,

@@ -19,7 +19,7 @@ normalization layers' scale, shift and running statistics at their fixed startin
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -208,7 +208,9 @@ def initial_variables(
             raise ValueError(f"no initial value for {collection}/{name}/{sorted(unknown)}")
         return {k: np.full(v.shape, fixed[k], v.dtype) for k, v in leaves.items()}
 
-    def dense(layer: int, leaves: Mapping[str, Any], shape: tuple[int, ...], factor: float) -> tuple[np.ndarray, np.ndarray]:
+    def dense(
+        layer: int, leaves: Mapping[str, Any], shape: tuple[int, ...], factor: float
+    ) -> tuple[np.ndarray, np.ndarray]:
         rng = np.random.default_rng([INIT_STREAM, seed, layer])
         return kernel(rng, shape) * factor, bias(rng, leaves["bias"].shape[-1:])
 

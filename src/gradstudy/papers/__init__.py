@@ -30,14 +30,28 @@ if TYPE_CHECKING:
 def papers() -> dict[str, Paper]:
     """Every paper, by preset name."""
     from gradstudy.papers import (
+        balduzzi2017,
         chapter11,
         clevert2015,
+        de2020,
         glorot2010,
         he2015,
         ioffe2015,
         klambauer2017,
         schoenholz2017,
+        zhang2019,
     )
 
-    modules = (glorot2010, he2015, clevert2015, ioffe2015, klambauer2017, schoenholz2017, chapter11)
+    modules = (
+        glorot2010,
+        he2015,
+        clevert2015,
+        ioffe2015,
+        klambauer2017,
+        schoenholz2017,
+        chapter11,
+        balduzzi2017,
+        zhang2019,
+        de2020,
+    )
     return {m.PAPER.name: m.PAPER for m in modules}

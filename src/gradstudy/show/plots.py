@@ -27,6 +27,7 @@ from gradstudy.show.profiles import (
     branch_profile,
     gradient_profile,
     prediction_notes,
+    shattering_profile,
     variance_profile,
 )
 
@@ -45,6 +46,7 @@ __all__ = [
     "preactivation_percentiles",
     "prediction_notes",
     "saturation_over_training",
+    "shattering_profile",
     "steps_to_target_figure",
     "unit_mean_median_over_training",
     "unit_percentiles",

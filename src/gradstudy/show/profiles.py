@@ -147,6 +147,22 @@ def branch_profile(
     return _profile(study, stats, "Residual branches across blocks", hue, style, col, row, wrap, predictions)
 
 
+def shattering_profile(
+    study: Study,
+    hue: Keys = None,
+    style: Keys = None,
+    col: Keys = None,
+    row: Keys = None,
+    wrap: int = WRAP,
+    predictions: Predictions | None = None,
+) -> Plot:
+    """The correlation of dL/dz_l between neighbouring inputs on a line through the data, against
+    layer, at the start and the end (``stats.extra=[shattering]``): near 1 where the gradient is
+    smooth, near 0 where it has shattered into noise (Balduzzi et al. 2017)."""
+    stats = [("shattering", "neighbour correlation of ∂L/∂z", False)]
+    return _profile(study, stats, "Gradient shattering across layers", hue, style, col, row, wrap, predictions)
+
+
 def variance_profile(
     study: Study,
     hue: Keys = None,
