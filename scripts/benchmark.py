@@ -13,7 +13,10 @@ Everything runs in one process, interleaved, after a warm-up, and only ratios ar
   activations needs) against the mean of the two activations' own programs;
 * the price of exact seed independence: the engine (every seed in its own ``RUN_GROUP``-seed group,
   one group after another) against one vmap over all of a device's seeds, which is not bitwise
-  independent of the other seeds (``gradstudy.engine.program``).
+  independent of the other seeds (``gradstudy.engine.program``);
+* the residual MLP (``model=resmlp``, ``--res-blocks`` blocks of 2 dense layers: as many
+  width x width layers as the MLP) on the same measures: engine over naive loop, statistics
+  overhead, share of the matmul peak beside the MLP's.
 
 Each ratio is the median over ``--reps`` repetitions, with the min-max spread.
 
@@ -64,10 +67,15 @@ def compose_overrides(overrides: list[str]):
         return compose("config", overrides=overrides)
 
 
+#: The residual MLP's overrides (its depth is ``--res-blocks``; ``_config`` reads the marker).
+RESIDUAL = ("model=resmlp", "model.branch_layers=2")
+
+
 def _config(args: argparse.Namespace, *overrides: str):
+    depth = args.res_blocks if "model=resmlp" in overrides else args.depth
     return compose_overrides(
         [
-            f"model.depth={args.depth}",
+            f"model.depth={depth}",
             f"model.width={args.width}",
             f"train.batch_size={args.batch}",
             f"train.seeds={args.seeds}",
@@ -93,9 +101,9 @@ def engine_runner(args: argparse.Namespace, dataset, *overrides: str, run_group:
     return run
 
 
-def naive_runner(args: argparse.Namespace, dataset) -> Callable[[], None]:
+def naive_runner(args: argparse.Namespace, dataset, *overrides: str) -> Callable[[], None]:
     """A jitted single-seed step, called in a Python loop, one seed at a time."""
-    engine = Engine(_config(args, "stats=none"), dataset)
+    engine = Engine(_config(args, "stats=none", *overrides), dataset)
     seeds = list(range(args.seeds))
     stacked = engine.init(seeds)
     states = [jax.tree.map(lambda a, i=i: a[i], stacked) for i in range(len(seeds))]
@@ -124,22 +132,20 @@ def matmul_gflops(n: int = 1024, reps: int = 20) -> float:
     return 2 * n**3 / best / 1e9
 
 
-def _weights(args: argparse.Namespace, n_features: int, n_classes: int) -> int:
-    return n_features * args.width + (args.depth - 1) * args.width**2 + args.width * n_classes
+def _weights(args: argparse.Namespace, n_features: int, n_classes: int, residual: bool = False) -> int:
+    square = 2 * args.res_blocks if residual else args.depth - 1
+    return n_features * args.width + square * args.width**2 + args.width * n_classes
 
 
-def flops_per_step(args: argparse.Namespace, n_features: int, n_classes: int) -> float:
-    """Forward plus backward of one seed's minibatch: about 6 flops per weight per example."""
-    return 6.0 * args.batch * _weights(args, n_features, n_classes)
-
-
-def flops_per_evaluation(args: argparse.Namespace, dataset) -> float:
-    """The forward pass over every (padded) evaluation block of both splits that ends each chunk:
-    2 flops per weight per example."""
+def flops_per_chunk(args: argparse.Namespace, dataset, residual: bool = False) -> float:
+    """One seed's chunk: forward plus backward of every step's minibatch (about 6 flops per weight
+    per example), then the forward pass over every (padded) evaluation block of both splits that
+    ends it (2 flops per weight per example)."""
+    weights = _weights(args, dataset.n_features, dataset.n_classes, residual)
     blocks = sum(
         len(eval_blocks(x, y)[1]) for x, y in ((dataset.x_train, dataset.y_train), (dataset.x_test, dataset.y_test))
     )
-    return 2.0 * blocks * EVAL_BLOCK * _weights(args, dataset.n_features, dataset.n_classes)
+    return 6.0 * args.batch * weights * args.steps + 2.0 * blocks * EVAL_BLOCK * weights
 
 
 def _ratio_line(name: str, ratios: list[float]) -> str:
@@ -158,7 +164,14 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=10, help="Seeds trained together (default 10).")
     parser.add_argument("--steps", type=int, default=200, help="Steps per timed call (default 200).")
     parser.add_argument("--reps", type=int, default=7, help="Repetitions of every timing (default 7).")
+    parser.add_argument(
+        "--res-blocks",
+        type=int,
+        default=None,
+        help="Blocks of the benchmarked residual MLP, 2 dense layers each (default: half of --depth).",
+    )
     args = parser.parse_args()
+    args.res_blocks = args.res_blocks or max(1, args.depth // 2)
 
     dataset = load_dataset(_config(args).data)
     variants = {
@@ -170,6 +183,9 @@ def main() -> None:
         "full_every_10": engine_runner(args, dataset, "stats=full", "stats.every=10", "stats.hist_steps=[]"),
         "elu": engine_runner(args, dataset, "stats=none", "act=elu"),
         "act_switch": engine_runner(args, dataset, "stats=none", f"act.name={SWITCH}"),
+        "res_naive": naive_runner(args, dataset, *RESIDUAL),
+        "res_engine": engine_runner(args, dataset, "stats=none", *RESIDUAL),
+        "res_stats_10": engine_runner(args, dataset, "stats=scalars", "stats.every=10", *RESIDUAL),
     }
     for run in variants.values():  # warm-up: compile and first touch
         run()
@@ -182,10 +198,8 @@ def main() -> None:
 
     model_steps = args.seeds * args.steps
     peak = matmul_gflops()
-    chunk_flops = args.steps * flops_per_step(args, dataset.n_features, dataset.n_classes) + flops_per_evaluation(
-        args, dataset
-    )
-    achieved = args.seeds * chunk_flops / statistics.median(times["engine"]) / 1e9
+    achieved = args.seeds * flops_per_chunk(args, dataset) / statistics.median(times["engine"]) / 1e9
+    res_achieved = args.seeds * flops_per_chunk(args, dataset, True) / statistics.median(times["res_engine"]) / 1e9
     print(
         f"{args.depth} hidden x {args.width}, batch {args.batch}, {args.seeds} seeds, {args.steps} steps, "
         f"{args.reps} interleaved reps, device {jax.devices()[0].device_kind}"
@@ -229,7 +243,23 @@ def main() -> None:
             [2 * s / (r + e) for s, r, e in zip(times["act_switch"], times["engine"], times["elu"], strict=True)],
         )
     )
+    print(
+        _ratio_line(
+            "resmlp: engine / naive loop",
+            [n / e for n, e in zip(times["res_naive"], times["res_engine"], strict=True)],
+        )
+    )
+    print(
+        _ratio_line(
+            "resmlp: stats.every=10 / no stats",
+            [s / e for s, e in zip(times["res_stats_10"], times["res_engine"], strict=True)],
+        )
+    )
     print(f"matmul peak {peak:8.1f} GFLOP/s; engine {achieved:6.1f} GFLOP/s = {achieved / peak:.1%} of peak")
+    print(
+        f"resmlp ({args.res_blocks} blocks x 2 layers): {res_achieved:6.1f} GFLOP/s = {res_achieved / peak:.1%} of peak, "
+        f"{100 * (res_achieved - achieved) / peak:+.1f} points against the MLP"
+    )
 
 
 if __name__ == "__main__":

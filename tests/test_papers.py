@@ -402,3 +402,53 @@ def test_chapter11_smoke_reproduction_checks_every_statement(tmp_path):
     assert all(v.measurement is not None and v.measurement.numbers["rounds"] > 1 for v in latency.values())
     for spec in paper.figures:
         assert (p.study_dir / "figures" / f"{spec.name}.png").is_file(), spec.name
+
+
+def _de2020_study(exponent: float, skipinit_accuracy: float) -> Study:
+    """The three 100-block cells of the de2020 preset, made by hand: batch norm's branch/stream std
+    ratio is l^exponent (times noise) at step 0; no norm ends at chance, SkipInit at ``skipinit_accuracy``."""
+    rng = np.random.default_rng(1)
+    arms = {"res_he_bn": 0.9, "res_he": 0.1, "res_skipinit": skipinit_accuracy}
+    cells, curves, layers = [], [], []
+    for arm, accuracy in arms.items():
+        cell = f"{arm}-resd100-0000000000"
+        cells.append({"study": "s", "cell": cell, "arm": arm, "model.depth": 100, "status": "complete", "n_seeds": 3})
+        for seed in range(3):
+            for block in range(1, 101):
+                ratio = block**exponent * np.exp(0.05 * rng.standard_normal()) if arm == "res_he_bn" else 1.0
+                row = {"study": "s", "cell": cell, "seed": seed, "step": 0, "layer": block}
+                layers.append({**row, "stat": "branch_ratio", "value": ratio})
+            for step, value in ((0, 0.1), (300, accuracy + 0.005 * rng.standard_normal())):
+                curves.append(
+                    {"study": "s", "cell": cell, "seed": seed, "step": step, "split": "test", "metric": "accuracy"}
+                    | {"value": value}
+                )
+    empty = pd.DataFrame(
+        columns=["study", "cell", "seed", "step", "layer", "quantity", "region", "bin_left", "bin_right", "count"]
+    )
+    curves = pd.DataFrame(curves)
+    return Study(
+        cells=pd.DataFrame(cells),
+        curves=curves,
+        layers=pd.DataFrame(layers),
+        hists=empty,
+        seeds=_healthy_seeds(curves),
+        steps=pd.DataFrame(columns=["study", "cell", "seed", "step", "loss"]),
+    )
+
+
+@pytest.mark.parametrize(
+    "exponent, skipinit_accuracy, expected",
+    [
+        (-0.5, 0.9, [SUPPORTED, SUPPORTED, SUPPORTED, SUPPORTED]),
+        (-1.0, 0.1, [CONTRADICTED, SUPPORTED, SUPPORTED, CONTRADICTED]),
+        (-0.1, 0.9, [SUPPORTED, CONTRADICTED, SUPPORTED, SUPPORTED]),
+    ],
+)
+def test_de2020_claims_fit_the_slope_of_the_ratio_on_hand_made_results(exponent, skipinit_accuracy, expected):
+    from gradstudy.papers.de2020 import ratio_slope
+
+    study = _de2020_study(exponent, skipinit_accuracy)
+    slopes = ratio_slope(study, ("s", "res_he_bn-resd100-0000000000"))
+    np.testing.assert_allclose(slopes, exponent, atol=0.02)
+    assert [check(claim, study).verdict for claim in papers()["de2020"].claims] == expected

@@ -153,6 +153,13 @@ class BranchGain(nn.Module):
         return self.param("gain", nn.initializers.zeros, ())
 
 
+#: Residual blocks per iteration of the scan over them. Each iteration costs XLA's CPU loop a fixed
+#: overhead: at width 100 a 5-block net trained in 1.17x the time of the 10-layer MLP with 1 block
+#: per iteration and 1.10x with 5 (its arithmetic is 1.06x), while a 100-block chunk still
+#: compiles in 5.2 s (3.3 s with 1).
+SCAN_UNROLL = 5
+
+
 class ResidualBlock(nn.Module):
     """One block x <- x + a * F(x) (see ``ResMLP``), with a zero ``probe`` added to the new stream.
     Returns the new stream and the block's records: the stream after it, the branch a * F(x), the
@@ -200,7 +207,7 @@ class ResMLP(nn.Module):
     sets a: 1, 1/sqrt(depth), or a learned scalar per block (``skipinit``, ``rezero``).
 
     The blocks are one ``nn.scan`` over their variables stacked on a leading axis (``BLOCKS``):
-    XLA compiles one block, and the optimizer, the divergence check and the statistics see a
+    XLA compiles ``SCAN_UNROLL`` blocks whatever the depth, and the optimizer, the divergence check and the statistics see a
     handful of stacked arrays rather than ``depth`` copies of each (an unrolled 100-block net took
     over two minutes to compile on 2 cores).
 
@@ -230,6 +237,7 @@ class ResMLP(nn.Module):
             split_rngs={"params": True},
             in_axes=0 if norm_mask is None else (0, nn.broadcast),
             length=self.depth,
+            unroll=SCAN_UNROLL,
         )(
             self.width,
             self.act,

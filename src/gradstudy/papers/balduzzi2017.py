@@ -50,7 +50,7 @@ PAPER_TABLE = pd.DataFrame(
 
 def first_layer_correlation(study: Study, model: str, depth: int) -> pd.Series:
     """Per seed: layer 1's neighbour correlation of dL/dz at step 0."""
-    values = layer_values(study, cell(study, model__name=model, model__depth=depth), "shattering")
+    values = layer_values(study, cell(study, model=model, model__depth=depth), "shattering")
     return values.xs(0, level="step")[1]
 
 
@@ -131,7 +131,7 @@ PAPER = Paper(
             plots.shattering_profile,
             ("layers",),
             ("shattering",),
-            options={"hue": ["model.name"], "col": ["model.depth"]},
+            options={"hue": ["model"], "col": ["model.depth"]},
             channels=(),
         ),
         FigureSpec(
@@ -140,7 +140,7 @@ PAPER = Paper(
             plots.gradient_profile,
             ("layers",),
             ("delta_std", "grad_norm"),
-            options={"hue": ["model.name"], "col": ["model.depth"]},
+            options={"hue": ["model"], "col": ["model.depth"]},
             channels=(),
         ),
     ),

@@ -13,6 +13,7 @@ from scipy import stats as sps
 
 from gradstudy.analysis.convergence import compare_cells, last_per_seed, steps_to_target
 from gradstudy.analysis.seeds import log_mean_ci, lower_median, mean_ci
+from gradstudy.cells.statistics import Summary
 from gradstudy.schema import KEY
 from gradstudy.schema import CellKey as Key
 from gradstudy.show.figures import FigureSpec
@@ -157,9 +158,10 @@ def final_values(study: Study, cell_id: Key, split: str, metric: str) -> pd.Seri
     return values.droplevel(KEY)
 
 
-def interval_of(values: pd.Series | np.ndarray) -> Interval:
-    """Mean of per-seed values with its 95% t interval, for a paper's table."""
-    mean, low, high, _ = mean_ci(values)
+def interval_of(values: pd.Series | np.ndarray, summary: Summary = Summary.ARITHMETIC) -> Interval:
+    """Mean of per-seed values with its 95% t interval, for a paper's table (``Summary.FRACTION``:
+    taken on the logit scale, so an accuracy's stays inside [0, 1])."""
+    mean, low, high, _ = mean_ci(values, summary)
     return Interval(mean, low, high)
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from gradstudy.cells.statistics import Summary
 from gradstudy.papers.claims import (
     ABOVE,
     BELOW,
@@ -38,6 +39,7 @@ from gradstudy.show.figures import FigureSpec
 from gradstudy.store.study import Study
 
 DEPTHS = (10, 50, 100)
+FRACTION = Summary.FRACTION
 ARMS = {"res_he_bn": "batch norm", "res_he": "no norm (a = 1)", "res_skipinit": "SkipInit (a from 0)"}
 SLOPE_LOW, SLOPE_HIGH = -0.65, -0.35
 FAILS, TRAINS = 0.2, 0.5
@@ -124,7 +126,7 @@ def ours_table(study: Study) -> pd.DataFrame:
         for arm, label in ARMS.items():
             try:
                 c = cell(study, arm=arm, model__depth=depth)
-                column[label] = str(interval_of(final_values(study, c, "test", "accuracy")))
+                column[label] = str(interval_of(final_values(study, c, "test", "accuracy"), FRACTION))
             except MissingCells:
                 column[label] = "missing"
         try:

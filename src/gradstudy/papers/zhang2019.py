@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from gradstudy.cells.statistics import Summary
 from gradstudy.papers.claims import (
     ABOVE,
     BELOW,
@@ -35,6 +36,7 @@ from gradstudy.show.figures import FigureSpec
 from gradstudy.store.study import Study
 
 DEPTHS = (10, 50, 100)
+FRACTION = Summary.FRACTION
 ARMS = {"res_he": "He, no norm", "res_fixup": "Fixup", "res_he_bn": "He + batch norm"}
 FAILS = 0.2
 FEW_POINTS = 0.05
@@ -125,7 +127,9 @@ def ours_table(study: Study) -> pd.DataFrame:
         for arm, label in ARMS.items():
             try:
                 column[label] = str(
-                    interval_of(final_values(study, cell(study, arm=arm, model__depth=depth), "test", "accuracy"))
+                    interval_of(
+                        final_values(study, cell(study, arm=arm, model__depth=depth), "test", "accuracy"), FRACTION
+                    )
                 )
             except MissingCells:
                 column[label] = "missing"

@@ -36,7 +36,7 @@ def layer_label(study: Study) -> str:
     if models == {"resmlp"}:
         return "residual block (1 = next to the input)"
     if "resmlp" in models:
-        return "hidden layer or residual block (1 = next to the input)"
+        return "layer or block\n(1 = next to the input)"
     return LAYER_LABEL
 
 
