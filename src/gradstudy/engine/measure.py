@@ -18,7 +18,7 @@ import numpy as np
 from gradstudy.cells.options import ACTIVATIONS
 from gradstudy.cells.statistics import HistBins, LayerView, Stat
 from gradstudy.engine.activations import FUNCTIONS
-from gradstudy.engine.model import MLP, hidden_name, layer_kernels, learned_slopes, slope_name
+from gradstudy.engine.model import MLP, hidden_name, layer_kernels, learned_slopes
 from gradstudy.engine.stats import histogram, network_stats
 from gradstudy.engine.step import Measure, Pass, TrainState, probed_pass
 from gradstudy.schema import HIST_QUANTITIES
@@ -81,11 +81,6 @@ def hist_counter(
     return run_counts
 
 
-def learned_slope(params: Any, layer: int) -> jax.Array | None:
-    """Hidden layer ``layer``'s learned activation slope (PReLU's alpha), or None without one."""
-    return params.get(slope_name(layer), {}).get("alpha")
-
-
 def init_statistics(
     model: MLP, stats: Sequence[Stat], act_name: str, alpha: float | None
 ) -> Callable[[TrainState, jax.Array], jax.Array]:
@@ -97,10 +92,9 @@ def init_statistics(
     def run_init_stats(state: TrainState, x: jax.Array) -> jax.Array:
         variables = {"params": state.params, "batch_stats": state.batch_stats}
         _, updates = model.apply(variables, x, train=True, mutable=["batch_stats", "intermediates"])
-        rows = []
+        slopes, rows = learned_slopes(state.params, model.depth), []
         for k in range(1, model.depth + 1):
-            slope = learned_slope(state.params, k)
-            a = fixed if slope is None else slope
+            a = fixed if slopes is None else slopes[k - 1]
             z = updates["intermediates"]["z"][0][k - 1]
             act_slope = jax.jvp(lambda v, a=a: fn(v, a), (z,), (jnp.ones_like(z),))[1]
             view = LayerView(jnp, act, z, kernel=state.params[hidden_name(k)]["kernel"], act_slope=act_slope)

@@ -178,7 +178,7 @@ class ResidualBlock(nn.Module):
 
     @nn.compact
     def __call__(
-        self, stream: jax.Array, probe: jax.Array, norm_mask: jax.Array | None = None
+        self, stream: jax.Array, probe: jax.Array | None, norm_mask: jax.Array | None = None
     ) -> tuple[jax.Array, dict[str, jax.Array]]:
         pre = self.make_norm is not None and self.norm_position == "pre"
         f = stream
@@ -195,7 +195,8 @@ class ResidualBlock(nn.Module):
         new = stream + f
         if self.make_norm is not None and self.norm_position == "post":
             new = apply_norm(self.make_norm(self.train), new, norm_mask)
-        new = new + probe
+        if probe is not None:
+            new = new + probe
         return new, {"z": new, "branch": f, "stream_in": stream, "gain": gain}
 
 
@@ -250,8 +251,6 @@ class ResMLP(nn.Module):
             self.make_slope,
             name=BLOCKS,
         )
-        if probes is None:
-            probes = jnp.zeros((self.depth, 1, 1), stream.dtype)
         stream, records = blocks(stream, probes) if norm_mask is None else blocks(stream, probes, norm_mask)
         if self.is_mutable_collection("intermediates"):
             for key, value in records.items():

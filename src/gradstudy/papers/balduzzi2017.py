@@ -21,14 +21,14 @@ from gradstudy.papers.claims import (
     BELOW,
     Claim,
     Measurement,
-    MissingCells,
     Paper,
     cell,
     difference,
-    interval_of,
     layer_values,
     of_seeds,
+    seeds_table,
 )
+from gradstudy.schema import CellKey as Key
 from gradstudy.show import plots
 from gradstudy.show.figures import FigureSpec
 from gradstudy.store.study import Study
@@ -48,21 +48,22 @@ PAPER_TABLE = pd.DataFrame(
 )
 
 
-def first_layer_correlation(study: Study, model: str, depth: int) -> pd.Series:
+def first_layer_correlation(study: Study, cell_id: Key) -> pd.Series:
     """Per seed: layer 1's neighbour correlation of dL/dz at step 0."""
-    values = layer_values(study, cell(study, model=model, model__depth=depth), "shattering")
-    return values.xs(0, level="step")[1]
+    return layer_values(study, cell_id, "shattering").xs(0, level="step")[1]
 
 
 def _at(model: str, depth: int):
     def measure(study: Study) -> Measurement:
-        return of_seeds(first_layer_correlation(study, model, depth), depth=depth)
+        return of_seeds(first_layer_correlation(study, cell(study, model=model, model__depth=depth)), depth=depth)
 
     return measure
 
 
 def _drop(study: Study, model: str) -> pd.Series:
-    shallow, deep = (first_layer_correlation(study, model, d) for d in (min(DEPTHS), max(DEPTHS)))
+    shallow, deep = (
+        first_layer_correlation(study, cell(study, model=model, model__depth=d)) for d in (min(DEPTHS), max(DEPTHS))
+    )
     return (shallow - deep).dropna()  # seed i of one cell against seed i of the other: independent draws
 
 
@@ -105,16 +106,9 @@ CLAIMS = (
 
 def ours_table(study: Study) -> pd.DataFrame:
     """Layer-1 neighbour correlation at step 0 (mean [CI] over seeds) per net and depth."""
-    table = {}
-    for depth in DEPTHS:
-        column = {}
-        for model, label in MODELS.items():
-            try:
-                column[label] = str(interval_of(first_layer_correlation(study, model, depth)))
-            except MissingCells:
-                column[label] = "missing"
-        table[f"depth {depth}"] = column
-    return pd.DataFrame(table)
+    nets = {label: {"model": model} for model, label in MODELS.items()}
+    depths = {f"depth {d}": {"model__depth": d} for d in DEPTHS}
+    return seeds_table(study, nets, depths, first_layer_correlation)
 
 
 PAPER = Paper(

@@ -158,6 +158,32 @@ def final_values(study: Study, cell_id: Key, split: str, metric: str) -> pd.Seri
     return values.droplevel(KEY)
 
 
+def test_accuracy(study: Study, cell_id: Key) -> pd.Series:
+    """Per seed, the final test accuracy of one cell (``final_values``)."""
+    return final_values(study, cell_id, "test", "accuracy")
+
+
+def seeds_table(
+    study: Study,
+    rows: dict[str, dict[str, object]],
+    columns: dict[str, dict[str, object]],
+    values: Callable[[Study, Key], pd.Series],
+    summary: Summary = Summary.ARITHMETIC,
+) -> pd.DataFrame:
+    """A paper's table of ours: per row and column label, the mean [95% CI] over seeds of
+    ``values`` of the one complete cell matching both the row's and the column's ``where``
+    (keys as ``cell`` takes them), or "missing"."""
+    table: dict[str, dict[str, str]] = {}
+    for column, column_where in columns.items():
+        table[column] = {}
+        for row, row_where in rows.items():
+            try:
+                table[column][row] = str(interval_of(values(study, cell(study, **row_where, **column_where)), summary))
+            except MissingCells:
+                table[column][row] = "missing"
+    return pd.DataFrame(table)
+
+
 def interval_of(values: pd.Series | np.ndarray, summary: Summary = Summary.ARITHMETIC) -> Interval:
     """Mean of per-seed values with its 95% t interval, for a paper's table (``Summary.FRACTION``:
     taken on the logit scale, so an accuracy's stays inside [0, 1])."""

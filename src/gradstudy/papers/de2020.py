@@ -26,20 +26,19 @@ from gradstudy.papers.claims import (
     BELOW,
     Claim,
     Measurement,
-    MissingCells,
     Paper,
     cell,
-    final_values,
-    interval_of,
     layer_values,
     of_seeds,
+    seeds_table,
+    test_accuracy,
 )
 from gradstudy.show import plots
 from gradstudy.show.figures import FigureSpec
 from gradstudy.store.study import Study
 
 DEPTHS = (10, 50, 100)
-FRACTION = Summary.FRACTION
+DEPTH_COLUMNS = {f"depth {d}": {"model__depth": d} for d in DEPTHS}
 ARMS = {"res_he_bn": "batch norm", "res_he": "no norm (a = 1)", "res_skipinit": "SkipInit (a from 0)"}
 SLOPE_LOW, SLOPE_HIGH = -0.65, -0.35
 FAILS, TRAINS = 0.2, 0.5
@@ -67,7 +66,7 @@ def _slope(study: Study) -> Measurement:
 
 def _accuracy(arm: str, depth: int):
     def measure(study: Study) -> Measurement:
-        return of_seeds(final_values(study, cell(study, arm=arm, model__depth=depth), "test", "accuracy"), depth=depth)
+        return of_seeds(test_accuracy(study, cell(study, arm=arm, model__depth=depth)), depth=depth)
 
     return measure
 
@@ -120,22 +119,14 @@ CLAIMS = (
 
 def ours_table(study: Study) -> pd.DataFrame:
     """Final test accuracy per arm and depth, and batch norm's step-0 ratio slope per depth."""
-    table = {}
-    for depth in DEPTHS:
-        column = {}
-        for arm, label in ARMS.items():
-            try:
-                c = cell(study, arm=arm, model__depth=depth)
-                column[label] = str(interval_of(final_values(study, c, "test", "accuracy"), FRACTION))
-            except MissingCells:
-                column[label] = "missing"
-        try:
-            slope = interval_of(ratio_slope(study, cell(study, arm="res_he_bn", model__depth=depth)))
-            column["batch norm: log-log slope of branch/stream at init"] = str(slope)
-        except MissingCells:
-            column["batch norm: log-log slope of branch/stream at init"] = "missing"
-        table[f"depth {depth}"] = column
-    return pd.DataFrame(table)
+    arms = {label: {"arm": arm} for arm, label in ARMS.items()}
+    slope = {"batch norm: log-log slope of branch/stream at init": {"arm": "res_he_bn"}}
+    return pd.concat(
+        [
+            seeds_table(study, arms, DEPTH_COLUMNS, test_accuracy, Summary.FRACTION),
+            seeds_table(study, slope, DEPTH_COLUMNS, ratio_slope),
+        ]
+    )
 
 
 PAPER = Paper(

@@ -21,22 +21,21 @@ from gradstudy.papers.claims import (
     BELOW,
     Claim,
     Measurement,
-    MissingCells,
     Paper,
     cell,
     difference,
-    final_values,
-    interval_of,
     layer_values,
     of_seeds,
     of_seeds_log,
+    seeds_table,
+    test_accuracy,
 )
 from gradstudy.show import plots
 from gradstudy.show.figures import FigureSpec
 from gradstudy.store.study import Study
 
 DEPTHS = (10, 50, 100)
-FRACTION = Summary.FRACTION
+DEPTH_COLUMNS = {f"depth {d}": {"model__depth": d} for d in DEPTHS}
 ARMS = {"res_he": "He, no norm", "res_fixup": "Fixup", "res_he_bn": "He + batch norm"}
 FAILS = 0.2
 FEW_POINTS = 0.05
@@ -66,7 +65,7 @@ def _growth(depth: int):
 
 def _accuracy(arm: str, depth: int):
     def measure(study: Study) -> Measurement:
-        return of_seeds(final_values(study, cell(study, arm=arm, model__depth=depth), "test", "accuracy"), depth=depth)
+        return of_seeds(test_accuracy(study, cell(study, arm=arm, model__depth=depth)), depth=depth)
 
     return measure
 
@@ -74,8 +73,7 @@ def _accuracy(arm: str, depth: int):
 def _fixup_minus_bn(depth: int):
     def measure(study: Study) -> Measurement:
         fixup, bn = (
-            final_values(study, cell(study, arm=arm, model__depth=depth), "test", "accuracy")
-            for arm in ("res_fixup", "res_he_bn")
+            test_accuracy(study, cell(study, arm=arm, model__depth=depth)) for arm in ("res_fixup", "res_he_bn")
         )
         return difference(fixup, bn, depth=depth)
 
@@ -121,20 +119,8 @@ CLAIMS = (
 
 def ours_table(study: Study) -> pd.DataFrame:
     """Final test accuracy (mean [CI] over seeds) per arm and depth."""
-    table = {}
-    for depth in DEPTHS:
-        column = {}
-        for arm, label in ARMS.items():
-            try:
-                column[label] = str(
-                    interval_of(
-                        final_values(study, cell(study, arm=arm, model__depth=depth), "test", "accuracy"), FRACTION
-                    )
-                )
-            except MissingCells:
-                column[label] = "missing"
-        table[f"depth {depth}"] = column
-    return pd.DataFrame(table)
+    arms = {label: {"arm": arm} for arm, label in ARMS.items()}
+    return seeds_table(study, arms, DEPTH_COLUMNS, test_accuracy, Summary.FRACTION)
 
 
 PAPER = Paper(
