@@ -85,7 +85,19 @@ CONFIG_CASES = [
     (["optim.weight_decay=-0.1"], "optim.weight_decay"),
     # model: the residual net
     (["model=transformer"], "model"),
-    (["model=resmlp", "model.name=cnn"], "model.name"),
+    (["model=resmlp", "model.name=convnet"], "model.name"),
+    # model: the convolutional net
+    (["model=cnn", "model.kernel=2"], "model.kernel"),
+    (["model=cnn", "model.kernel=0"], "model.kernel"),
+    (["model=cnn", "model.channels=0"], "model.channels"),
+    (["model=cnn", "model.padding=reflect"], "model.padding"),
+    (["model=cnn", "model.downsample=2"], "model.downsample"),
+    (["init=delta_orthogonal"], "init"),
+    (["model=resmlp", "init=delta_orthogonal"], "init"),
+    (["model=cnn", "data=cifar10", "init=delta_orthogonal", "model.channels=2"], "model.channels"),
+    (["model=cnn", "stats.extra=[jacobian_sv_mean]"], "stats.extra"),
+    (["model=cnn", "model.channels=4", "stats.extra=[unit_percentiles]", "stats.units=5"], "stats.units"),
+    (["stats.extra=[jacobian_spectrum]", "stats.jacobian_inputs=0"], "stats.jacobian_inputs"),
     (["init=fixup"], "init"),
     (["model=resmlp", "init=fixup", "model.branch_layers=1"], "model.branch_layers"),
     (["model.branch_scale=skipinit"], "model.branch_scale"),
@@ -162,6 +174,7 @@ RUN_CASES = [
     (["data.n_test=100000"], "data.n_test"),
     (["train.batch_size=5000"], "train.batch_size"),
     (["data=mnist", "data.root=/nonexistent"], "train-images-idx3-ubyte"),
+    (["stats.extra=[jacobian_spectrum]", "stats.jacobian_inputs=5000"], "stats.jacobian_inputs"),
 ]
 
 

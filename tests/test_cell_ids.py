@@ -109,6 +109,7 @@ def test_keys_added_later_leave_the_id_alone_while_they_keep_their_default():
         "optim.schedule": "constant",
         "optim.weight_decay": 0.0,
         "model.name": "mlp",
+        "stats.jacobian_inputs": 4,
     }
     plain = canonical(resolved(compose_config("stats=full")))
     assert "hist_range" not in plain["stats"] and "hist_bins" in plain["stats"]
@@ -119,6 +120,8 @@ def test_keys_added_later_leave_the_id_alone_while_they_keep_their_default():
     assert _id("optim.schedule=constant", "optim.weight_decay=0.0") == _id()
     assert _id("model=mlp") == _id() and "name" not in canonical(resolved(compose_config()))["model"]
     assert _id("model=resmlp").split("-")[4] == "resd10w100"
+    assert _id("model=cnn").split("-")[4] == "cnnd8c16k3" and _id("model=cnn", "model.width=7") == _id("model=cnn")
+    assert _id("stats.jacobian_inputs=4") == _id() and _id("stats.jacobian_inputs=8") != _id()
     assert not set(RUN_KEYS) & set(plain)
 
 

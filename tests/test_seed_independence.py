@@ -49,8 +49,12 @@ def _tables_of_seed(cfg, dataset, seeds, n_devices):
             ("model=resmlp", "norm=batchnorm", "model.branch_scale=skipinit", "model.branch_init=0.1"),
             marks=pytest.mark.slow,
         ),
+        pytest.param(
+            ("model=cnn", "model.channels=4", "model.padding=circular", "norm=batchnorm", "act=tanh"),
+            marks=pytest.mark.slow,
+        ),
     ],
-    ids=["sgd-relu", "bn-adam-clip-tanh", "ln-momentum-elu", "adamw-warmup-cosine", "momentum-step", "resmlp-bn"],
+    ids=["sgd-relu", "bn-adam-clip-tanh", "ln-momentum-elu", "adamw-warmup-cosine", "momentum-step", "resmlp-bn", "cnn-bn"],
 )
 @pytest.mark.slow
 def test_seed_alone_among_others_and_across_devices_is_bitwise_equal(tiny_cfg, extra):

@@ -55,6 +55,7 @@ HISTS = "hists.parquet"
 SEEDS = "seeds.parquet"
 STEPS = "steps.parquet"
 UNITS = "units.parquet"
+SPECTRA = "spectra.parquet"
 #: The key of ``meta.json`` that holds what the theory needs of the cell (``theory.CellInputs``).
 THEORY_INPUTS = "theory_inputs"
 #: The folder of sweep membership markers inside a results folder.
@@ -84,6 +85,17 @@ UNIT_DTYPES = {
     "value": "float64",
 }
 UNIT_COLUMNS = list(UNIT_DTYPES)
+#: ``stats.extra=[jacobian_spectrum]``: moments of the squared singular values of dh_l/dx and the
+#: method that gave them (``cells.spectrum``).
+SPECTRUM_DTYPES = {
+    "seed": "int64",
+    "step": "int64",
+    "layer": "int64",
+    "method": "object",
+    "stat": "object",
+    "value": "float64",
+}
+SPECTRUM_COLUMNS = list(SPECTRUM_DTYPES)
 TABLE_COLUMNS = {
     CURVES: CURVE_COLUMNS,
     LAYERS: LAYER_COLUMNS,
@@ -91,6 +103,7 @@ TABLE_COLUMNS = {
     SEEDS: SEED_COLUMNS,
     STEPS: STEP_COLUMNS,
     UNITS: UNIT_COLUMNS,
+    SPECTRA: SPECTRUM_COLUMNS,
 }
 #: Split and metric of each column of the engine's evaluations.
 EVAL_METRICS = (("train", "loss"), ("train", "accuracy"), ("test", "loss"), ("test", "accuracy"))

@@ -20,7 +20,7 @@ in two dimensions, polar coordinates cut along the kink lines.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -194,6 +194,11 @@ class Moments:
         dphi = self.curve.dphi
         return gauss(lambda x: dphi(x) ** 2, q, self.curve.kinked)
 
+    def dphi4(self, q: float) -> float:
+        """E[phi'(sqrt(q) z)^4]: the second moment of a layer's squared slopes D^2 (``jacobian_spectrum``)."""
+        dphi = self.curve.dphi
+        return gauss(lambda x: dphi(x) ** 4, q, self.curve.kinked)
+
     def d2phi_phi(self, q: float) -> float:
         """E[phi''(sqrt(q) z) phi(sqrt(q) z)]."""
         c = self.curve
@@ -231,6 +236,9 @@ class RectifierMoments(Moments):
 
     def dphi2(self, q: float) -> float:
         return (1 + self.a**2) / 2
+
+    def dphi4(self, q: float) -> float:
+        return (1 + self.a**4) / 2
 
     def d2phi_phi(self, q: float) -> float:
         return 0.0
@@ -601,3 +609,68 @@ def predicted_profile(cfg: Any, inputs: CellInputs, delta_last: float = 1.0) -> 
         growth = sigma_w2[layer + 1] * widths[layer + 2] / widths[layer + 1] * m.dphi2(qs[layer])
         delta2.insert(0, delta2[0] * growth / passed_back(layer))
     return Profile(z_std=np.sqrt(qs), h_std=np.sqrt(h_var), delta_std=np.sqrt(delta2))
+
+
+# ----- the input-output Jacobian's spectrum ----------------------------------------------------
+@dataclass(frozen=True)
+class Spectrum:
+    """Predicted mean and variance of the squared singular values of J_l = dh_l/dx, layers 1..depth."""
+
+    mean: np.ndarray
+    var: np.ndarray
+
+
+def product_spectrum(
+    sigma_w2: Sequence[float], dphi2: Sequence[float], dphi4: Sequence[float], weight_nvar: Sequence[float]
+) -> Spectrum:
+    """The first two moments of the squared singular values of J_l = D_l W_l^T ... D_1 W_1^T for every
+    l, in the limit of wide layers, by free probability (Pennington, Schoenholz & Ganguli 2017).
+
+    Layer k contributes W_k^T W_k, of mean ``sigma_w2[k]`` and normalized variance (variance over
+    mean squared) ``weight_nvar[k]``, and D_k^2 = diag(phi'(z_k)^2), of moments ``dphi2[k]`` and
+    ``dphi4[k]``. The factors are asymptotically free, and for free positive a and b,
+    m1(ab) = m1(a) m1(b) and var(ab) / m1(ab)^2 = var(a) / m1(a)^2 + var(b) / m1(b)^2: the means
+    multiply and the normalized variances add. With every layer alike at chi_1 = sigma_w2 E[phi'^2]
+    = 1 this is the paper's sigma^2_JJ^T = L (mu_2 / mu_1^2 - 1 - s_1), s_1 = -1 for Gaussian
+    weights (Marchenko-Pastur, normalized variance 1) and 0 for orthogonal ones."""
+    growth = np.asarray(sigma_w2, float) * np.asarray(dphi2, float)
+    nvar = np.asarray(dphi4, float) / np.asarray(dphi2, float) ** 2 - 1 + np.asarray(weight_nvar, float)
+    mean = np.cumprod(growth)
+    return Spectrum(mean=mean, var=mean**2 * np.cumsum(nvar))
+
+
+#: The initializers (``inputs.inits``) whose kernels are scaled isometries: W^T W has no spread.
+ISOMETRIC = ("orthogonal", "delta_orthogonal")
+
+
+def spectrum_not_applicable(cfg: Any) -> str | None:
+    """Why ``jacobian_spectrum`` has no free-probability prediction for the cell, or None."""
+    if cfg.model.get("name", "mlp") != "mlp":
+        return f"model={cfg.model.name}: the prediction is the MLP's (a CNN shares its q* and chi_1 only)"
+    if cfg.norm.name != "none":
+        return f"norm={cfg.norm.name}: the product of free factors has no normalization layer"
+    if cfg.init.get("bias", 0.0) != 0:
+        return f"init.bias={cfg.init.bias:g}: the theory takes random biases, not a non-zero constant"
+    if cfg.act.name not in MOMENTS:
+        return f"act={cfg.act.name}: no mean-field moments"
+    return None
+
+
+def jacobian_spectrum(cfg: Any, inputs: CellInputs) -> Spectrum:
+    """The predicted spectrum moments of dh_l/dx at step 0 for every hidden layer of an MLP without
+    norm (``product_spectrum``): z_l's variance q_l runs forward from the data as in
+    ``predicted_profile``, and W_l^T W_l has the normalized variance of its initializer: 0 for an
+    orthogonal one (``inits.ISOMETRIC``), else Marchenko-Pastur's min(fan_in, fan_out) /
+    max(fan_in, fan_out) (the first layer's fan-in is the data's)."""
+    reason = spectrum_not_applicable(cfg)
+    if reason is not None:
+        raise ValueError(f"no free-probability prediction: {reason}")
+    m = moments(cfg.act.name, cfg.act.alpha)
+    sigma_w2, sigma_b2 = inputs.sigma_w2, inputs.sigma_b2
+    qs = [sigma_w2[0] * inputs.data_q + sigma_b2]
+    for layer in range(1, cfg.model.depth):
+        qs.append(sigma_w2[layer] * m.phi2(qs[-1]) + sigma_b2)
+    widths = [inputs.n_inputs, *[cfg.model.width] * cfg.model.depth]
+    isometric = cfg.init.name in ISOMETRIC
+    nvar = [0.0 if isometric else min(a, b) / max(a, b) for a, b in zip(widths[:-1], widths[1:], strict=True)]
+    return product_spectrum(sigma_w2, [m.dphi2(q) for q in qs], [m.dphi4(q) for q in qs], nvar)

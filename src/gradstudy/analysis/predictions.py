@@ -145,6 +145,41 @@ def predicted_layers(study: Study) -> Predictions:
     )
 
 
+#: The spectrum statistics ``theory.jacobian_spectrum`` predicts: the mean squared singular value and
+#: the normalized variance (variance / mean^2), the spread that free probability adds layer by layer.
+PREDICTED_SPECTRUM = ("sv2_mean", "sv2_nvar")
+
+
+def predicted_spectra(study: Study) -> Predictions:
+    """The free-probability prediction of every complete cell that measured the Jacobian spectrum
+    (``theory.jacobian_spectrum``, from the cell's config and ``meta.json`` alone), and the cells
+    without one, with why."""
+    rows, skipped = [], []
+    measured = set(map(tuple, study.spectra[KEY].drop_duplicates().to_numpy())) if len(study.spectra) else set()
+    for cell in study.cells[study.cells["status"] == CellStatus.COMPLETE].to_dict("records"):
+        key = {"study": cell["study"], "cell": cell["cell"]}
+        if (cell["study"], cell["cell"]) not in measured:
+            continue
+        try:
+            cfg = cell_config(cell)
+            reason = theory.spectrum_not_applicable(cfg)
+            inputs = None if reason else _recorded_inputs(cell["path"])
+        except (OSError, ValueError, TypeError) as err:
+            reason = f"its config or meta.json could not be read: {err}"
+        if reason is None and inputs is None:
+            reason = "made before runs recorded the theory's inputs (rerun it with force=true)"
+        if reason is not None:
+            skipped.append({**key, "reason": reason})
+            continue
+        spectrum = theory.jacobian_spectrum(cfg, inputs)
+        for stat, values in zip(PREDICTED_SPECTRUM, (spectrum.mean, spectrum.var / spectrum.mean**2), strict=True):
+            rows.extend({**key, "stat": stat, "layer": k, "value": float(v)} for k, v in enumerate(values, start=1))
+    return Predictions(
+        layers=pd.DataFrame(rows, columns=[*KEY, "stat", "layer", "value"]),
+        skipped=pd.DataFrame(skipped, columns=[*KEY, "reason"]),
+    )
+
+
 def trainable_depth(cells: pd.DataFrame, x: str, xs: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     """The trainable depth 6 xi_c of Schoenholz et al. 2017 on a fine grid of sigma_w2 across ``xs``, for the cells' one activation and bias variance."""
     if x != "init.sigma_w2" or cells["act"].nunique() != 1 or "init.sigma_b2" not in cells:

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from gradstudy.cells.schedules import learning_rates
+from gradstudy.inputs.data import IMAGE_LAYOUTS
 from gradstudy.inputs.inits import bias_variance, fixup_factor, weight_variance
 
 #: Depths beyond which a rule's vanishing gradient is worth a warning.
@@ -58,11 +59,7 @@ def cell_inputs(cfg: Any, inputs: Inputs) -> dict[str, Any]:
         branch = [_sigma_w2(cfg) * (fixup_factor(j, m, depth) ** 2 if fixup else 1.0) for j in range(1, m + 1)]
         sigma_w2 = [weight_variance(cfg.init, inputs.n_inputs, width) * inputs.n_inputs, *branch]
     else:
-        widths = [inputs.n_inputs, *[width] * cfg.model.depth]
-        sigma_w2 = [
-            weight_variance(cfg.init, fan_in, fan_out) * fan_in
-            for fan_in, fan_out in zip(widths[:-1], widths[1:], strict=True)
-        ]
+        sigma_w2 = [weight_variance(cfg.init, fan_in, fan_out) * fan_in for fan_in, fan_out in layer_fans(cfg, inputs)]
     return {
         "data_q": inputs.data_q,
         "n_inputs": inputs.n_inputs,
@@ -71,10 +68,25 @@ def cell_inputs(cfg: Any, inputs: Inputs) -> dict[str, Any]:
     }
 
 
+def layer_fans(cfg: Any, inputs: Inputs) -> list[tuple[int, int]]:
+    """(fan_in, fan_out) of each hidden layer of a plain net: an MLP's widths, or a convolution's
+    window size times its input and output channels (``inputs.fans``)."""
+    if cfg.model.get("name", "mlp") == "cnn":
+        layout = IMAGE_LAYOUTS[cfg.data.name]
+        window, channels = cfg.model.kernel ** len(layout.spatial), cfg.model.channels
+        first, hidden = window * layout.channels, window * channels
+        return [(first, hidden), *[(hidden, hidden)] * (cfg.model.depth - 1)]
+    widths = [inputs.n_inputs, *[cfg.model.width] * cfg.model.depth]
+    return list(zip(widths[:-1], widths[1:], strict=True))
+
+
 def _sigma_w2(cfg: Any) -> float:
     """The hidden layers' sigma_w2 (weight variance times fan-in) under the cell's initializer."""
-    width = cfg.model.width
-    return weight_variance(cfg.init, width, width) * width
+    if cfg.model.get("name", "mlp") == "cnn":
+        fan = cfg.model.kernel ** len(IMAGE_LAYOUTS[cfg.data.name].spatial) * cfg.model.channels
+    else:
+        fan = cfg.model.width
+    return weight_variance(cfg.init, fan, fan) * fan
 
 
 def _delta_ratio(cfg: Any, inputs: Inputs) -> str:

@@ -40,6 +40,7 @@ ADDED_KEYS: dict[str, Any] = {
     "optim.schedule": "constant",
     "optim.weight_decay": 0.0,
     "model.name": "mlp",
+    "stats.jacobian_inputs": 4,
 }
 #: Sizes of the paper presets (``conf/experiment``): each preset holds one set of values per budget.
 BUDGETS = ("cpu", "paper", "smoke")
@@ -96,6 +97,12 @@ class ModelConfig:
     branch_scale: str = "one"
     #: The starting value of a learned branch scale (``skipinit``, ``rezero``).
     branch_init: float = 0.0
+    #: A convolutional net's (``cnn``): channels per layer, the odd kernel size, ``CNN_PADDINGS``,
+    #: and whether the first convolution has stride 2.
+    channels: int = 16
+    kernel: int = 3
+    padding: str = "same"
+    downsample: Any = False
 
 
 @dataclass
@@ -136,6 +143,8 @@ class StatsConfig:
     extra: list[str] = field(default_factory=list)
     #: How many units per layer (the first ones) ``unit_percentiles`` follows.
     units: int = 8
+    #: ``jacobian_spectrum`` is measured on this many examples (the first ones of the training split).
+    jacobian_inputs: int = 4
 
 
 @dataclass
@@ -237,7 +246,7 @@ def register_configs() -> None:
 #: The most seeds one cell may have: each is a run of the cell's compiled program, held in memory.
 MAX_SEEDS = 1024
 #: Config keys that must be true or false (typed Any in the schema so that ``validate`` sees the value given).
-BOOLEAN_KEYS = ("force", "check_memory", "data.standardize", "act.per_unit")
+BOOLEAN_KEYS = ("force", "check_memory", "data.standardize", "act.per_unit", "model.downsample")
 
 
 def seeds_of(cfg: DictConfig) -> list[int]:

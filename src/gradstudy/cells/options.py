@@ -49,8 +49,12 @@ ACTIVATIONS: dict[str, Activation] = {
 
 #: Models (``model.name``): ``mlp``, ``depth`` hidden layers; ``resmlp``, an input projection then
 #: ``depth`` residual blocks x <- x + a * F(x), F being ``model.branch_layers`` pre-activation dense
-#: layers (``engine.model``).
-MODELS = ("mlp", "resmlp")
+#: layers; ``cnn``, ``depth`` convolutions of ``model.channels`` channels, global average pooling
+#: and a softmax layer (``engine.model``).
+MODELS = ("mlp", "resmlp", "cnn")
+#: ``model.padding`` of a convolutional net: zeros outside the image (``same``) or the image wrapped
+#: around (``circular``, Xiao et al. 2018's, under which every layer is translation invariant).
+CNN_PADDINGS = ("same", "circular")
 #: ``model.branch_scale``: the branch multiplier a. ``one``: 1; ``inv_sqrt_depth``: 1/sqrt(depth),
 #: fixed; ``skipinit``: a learned scalar per block multiplying F (De & Smith 2020), applied before a
 #: post-addition norm; ``rezero``: the same scalar (Bachlechner et al. 2020), and no norm on the

@@ -60,10 +60,12 @@ class Tier(StrEnum):
 
 
 class Schedule(StrEnum):
-    """When a statistic is measured: every ``stats.every`` steps, or once at step 0."""
+    """When a statistic is measured: every ``stats.every`` steps, once at step 0, or (the Jacobian
+    spectrum, ``cells.spectrum``) at step 0, the histogram steps and the last step."""
 
     STEP = "step"
     INIT = "init"
+    SPECTRUM = "spectrum"
 
 
 class Summary(StrEnum):
@@ -154,9 +156,14 @@ def _saturated(v: LayerView) -> Any:
     return v.xp.mean((v.h < lo) | (v.h > hi)).astype(v.h.dtype)
 
 
+def _over_examples(v: LayerView) -> tuple[int, ...]:
+    """The axes of z that are not units: the batch, and a convolution's positions (a unit is a channel)."""
+    return tuple(range(v.z.ndim - 1))
+
+
 def _negative(v: LayerView) -> Any:
-    """Units with z <= 0 on every example of the batch."""
-    return v.xp.mean(v.xp.all(v.z <= 0, axis=0)).astype(v.h.dtype)
+    """Units with z <= 0 on every example of the batch (a channel: at every position too)."""
+    return v.xp.mean(v.xp.all(v.z <= 0, axis=_over_examples(v))).astype(v.h.dtype)
 
 
 def _percentile(q: int) -> Callable[[LayerView], Any]:
@@ -164,8 +171,8 @@ def _percentile(q: int) -> Callable[[LayerView], Any]:
 
 
 def _unit_percentiles(v: LayerView) -> list[Any]:
-    batch = v.z.shape[0]
-    return [v.kth(v.z[:, j], -(-q * batch // 100)) for j in range(v.units) for q in PERCENTILES]
+    per_unit = v.z.size // v.z.shape[-1]
+    return [v.kth(v.z[..., j], -(-q * per_unit // 100)) for j in range(v.units) for q in PERCENTILES]
 
 
 def mean_singular_value(v: LayerView) -> Any:
@@ -193,6 +200,7 @@ def neighbour_correlation(v: LayerView) -> Any:
     gradients problem": near 1 for smooth gradients, near 0 for white noise). A point whose
     gradient is constant over units counts as 0."""
     xp, g = v.xp, v.line_grads
+    g = g.reshape(g.shape[0], -1)
     g = g - g.mean(axis=1, keepdims=True)
     a, b = g[:-1], g[1:]
     num = xp.sum(a * b, axis=1)
@@ -212,7 +220,8 @@ _RECORDED = (Tier.SCALARS, Tier.FULL)
 GEO, ARITH, FRAC = Summary.GEOMETRIC, Summary.ARITHMETIC, Summary.FRACTION
 #: A residual net's "layer" l is its block l: z_l and h_l are both the stream x_l after the block,
 #: so a statistic of the activation's own regions (dead, saturated, negative units) is the MLP's alone.
-MLP, RESIDUAL = ("mlp",), ("resmlp",)
+#: An MLP's and a CNN's "layer" is one dense or conv layer with its activation (``PLAIN``).
+PLAIN, MLP, RESIDUAL = ("mlp", "cnn"), ("mlp",), ("resmlp",)
 
 #: Every statistic, in the order the engine stacks them (the per-tier ones first).
 STATISTICS: dict[str, Stat] = {
@@ -222,10 +231,10 @@ STATISTICS: dict[str, Stat] = {
         Stat("delta_std", lambda v: v.xp.std(v.z.shape[0] * v.dloss_dz), GEO, _RECORDED),
         Stat("act_mean", lambda v: v.xp.mean(v.h), ARITH, _RECORDED),
         Stat("act_std", lambda v: v.xp.std(v.h), GEO, _RECORDED),
-        Stat("saturated_frac", _saturated, FRAC, _RECORDED, applies=lambda a: a.saturation is not None, models=MLP),
-        Stat("dead_frac", _negative, FRAC, _RECORDED, applies=lambda a: a.has_dead_units, models=MLP),
+        Stat("saturated_frac", _saturated, FRAC, _RECORDED, applies=lambda a: a.saturation is not None, models=PLAIN),
+        Stat("dead_frac", _negative, FRAC, _RECORDED, applies=lambda a: a.has_dead_units, models=PLAIN),
         Stat("z_std", lambda v: v.xp.std(v.z), GEO, _RECORDED),
-        Stat("negative_frac", _negative, FRAC, _RECORDED, applies=lambda a: a.rectifier, models=MLP),
+        Stat("negative_frac", _negative, FRAC, _RECORDED, applies=lambda a: a.rectifier, models=PLAIN),
         Stat(
             "prelu_alpha",
             lambda v: v.xp.mean(v.slope).astype(v.h.dtype),
@@ -234,10 +243,16 @@ STATISTICS: dict[str, Stat] = {
             applies=lambda a: a.learned_alpha,
         ),
         *(Stat(f"z_p{q}", _percentile(q), ARITH, (Tier.FULL,)) for q in PERCENTILES),
-        Stat("unit_mean_median", lambda v: v.xp.median(v.xp.mean(v.h, axis=0)).astype(v.h.dtype), ARITH),
+        Stat(
+            "unit_mean_median",
+            lambda v: v.xp.median(v.xp.mean(v.h, axis=_over_examples(v))).astype(v.h.dtype),
+            ARITH,
+        ),
         Stat("unit_percentiles", _unit_percentiles, ARITH, per_unit=True),
         Stat("jacobian_sv_mean", mean_singular_value, GEO, schedule=Schedule.INIT, models=MLP),
         Stat("shattering", neighbour_correlation, ARITH),
+        # the whole network's, not a layer view's: computed by ``engine.spectrum``
+        Stat("jacobian_spectrum", lambda v: None, GEO, schedule=Schedule.SPECTRUM),
         Stat("branch_std", lambda v: v.xp.std(v.branch), GEO, _RECORDED, models=RESIDUAL),
         Stat("branch_ratio", _branch_ratio, GEO, _RECORDED, models=RESIDUAL),
         Stat("branch_gain", lambda v: v.xp.asarray(v.gain, v.z.dtype), ARITH, _RECORDED, models=RESIDUAL),
@@ -290,10 +305,12 @@ def summary_of(stat: str) -> Summary:
 
 
 class BinKind(StrEnum):
-    """``linear``: equal bins over a range; ``signed_log``: log-spaced magnitudes, mirrored for negatives."""
+    """``linear``: equal bins over a range; ``signed_log``: log-spaced magnitudes, mirrored for
+    negatives; ``log``: log-spaced positive values (a value at or below 0 is ``zero`` or ``below``)."""
 
     LINEAR = "linear"
     SIGNED_LOG = "signed_log"
+    LOG = "log"
 
 
 @dataclass(frozen=True)
@@ -322,12 +339,12 @@ class HistBins:
 
     @property
     def n_bins(self) -> int:
-        return self.n if self.kind is BinKind.LINEAR else 2 * self.n
+        return 2 * self.n if self.kind is BinKind.SIGNED_LOG else self.n
 
     def edges(self) -> tuple[np.ndarray, np.ndarray]:
         """(left, right) edge of every bin in increasing order, as float64 copies of the float32 edges."""
         m = self.magnitudes.astype(np.float64)
-        if self.kind is BinKind.LINEAR:
+        if self.kind is not BinKind.SIGNED_LOG:
             return m[:-1], m[1:]
         left = np.concatenate([-m[:0:-1], m[:-1]])
         right = np.concatenate([-m[-2::-1], m[1:]])

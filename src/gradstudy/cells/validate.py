@@ -193,6 +193,16 @@ def _check_model(cfg: DictConfig) -> None:
     if model.norm_position is not None:
         _check_choice("model.norm_position", model.norm_position, options.RESIDUAL_NORM_POSITIONS)
     residual = model.name == "resmlp"
+    if model.name == "cnn":
+        _check_cnn(cfg)
+    else:
+        _check(
+            cfg.init.name != "delta_orthogonal",
+            "init",
+            f"delta_orthogonal sets a convolution kernel's centre tap: it needs model=cnn, not model={model.name} "
+            "(init=orthogonal is its dense form)",
+            cfg.init.name,
+        )
     if not residual:
         _check(
             model.branch_scale == "one",
@@ -226,8 +236,47 @@ def _check_model(cfg: DictConfig) -> None:
         "init=fixup scales a branch of m layers by depth^(-1/(2m-2)), which needs m >= 2",
         model.branch_layers,
     )
+    _check_mlp_only_stats(cfg)
+
+
+def _check_mlp_only_stats(cfg: DictConfig) -> None:
     asked = [e for e in cfg.stats.extra if e in statistics.MLP_ONLY]
-    _check(not asked, "stats.extra", f"{asked} are per dense layer of an MLP; not available on model=resmlp", asked)
+    _check(
+        not asked,
+        "stats.extra",
+        f"{asked} are per dense layer of an MLP; not available on model={cfg.model.name}",
+        asked,
+    )
+
+
+def _check_cnn(cfg: DictConfig) -> None:
+    """A convolutional net's keys, its data's image shape, and delta-orthogonal's isometry."""
+    model = cfg.model
+    _check(
+        cfg.data.name in data.IMAGE_LAYOUTS,
+        "data.name",
+        f"model=cnn needs images; data={cfg.data.name} has no image shape (image datasets: "
+        f"{', '.join(data.IMAGE_LAYOUTS)})",
+        cfg.data.name,
+    )
+    _check(model.channels >= 1, "model.channels", "must be >= 1 channel", model.channels)
+    _check(
+        model.kernel >= 1 and model.kernel % 2 == 1,
+        "model.kernel",
+        "must be an odd size >= 1: 'same' padding centres the window, and an even one has no centre tap",
+        model.kernel,
+    )
+    _check_choice("model.padding", model.padding, options.CNN_PADDINGS)
+    c_in = data.IMAGE_LAYOUTS[cfg.data.name].channels
+    _check(
+        cfg.init.name != "delta_orthogonal" or c_in <= model.channels,
+        "model.channels",
+        f"init=delta_orthogonal: layer 1 maps data={cfg.data.name}'s {c_in} input channels to {model.channels}; a "
+        f"{c_in} x {model.channels} centre tap has a null space, so it cannot be an isometry (it needs "
+        f"c_in <= c_out: model.channels >= {c_in})",
+        model.channels,
+    )
+    _check_mlp_only_stats(cfg)
 
 
 def _check_train(cfg: DictConfig) -> None:
@@ -272,6 +321,7 @@ def _check_stats(cfg: DictConfig) -> None:
         f"{asked} are recorded with the per-layer scalars; they need stats.tier=scalars or full",
         list(stats.extra),
     )
+    _check(stats.jacobian_inputs >= 1, "stats.jacobian_inputs", "must be >= 1 example", stats.jacobian_inputs)
     if "shattering" in stats.extra:
         n_test = cfg.data.n_test
         _check(
@@ -281,16 +331,20 @@ def _check_stats(cfg: DictConfig) -> None:
             n_test,
         )
     if "unit_percentiles" in stats.extra:
-        _check(
-            1 <= stats.units <= cfg.model.width,
-            "stats.units",
-            f"must be between 1 and model.width={cfg.model.width}",
-            stats.units,
-        )
+        units_key = "model.channels" if cfg.model.name == "cnn" else "model.width"
+        units = OmegaConf.select(cfg, units_key)
+        _check(1 <= stats.units <= units, "stats.units", f"must be between 1 and {units_key}={units}", stats.units)
 
 
 def validate_against_data(cfg: DictConfig, n_train: int) -> None:
     """Checks that need the dataset's size; still before any compile."""
+    if "jacobian_spectrum" in cfg.stats.extra:
+        _check(
+            cfg.stats.jacobian_inputs <= n_train,
+            "stats.jacobian_inputs",
+            f"must not exceed the {n_train} training examples of data={cfg.data.name}",
+            cfg.stats.jacobian_inputs,
+        )
     _check(
         cfg.train.batch_size <= n_train,
         "train.batch_size",

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from gradstudy.engine.model import MLP
+from gradstudy.engine.model import Model
 from gradstudy.engine.step import TrainState
 
 #: Evaluation runs over blocks of this many examples (the last one padded with zero weight).
@@ -50,7 +50,7 @@ def set_sizes(dataset: Any) -> np.ndarray:
     return np.repeat([len(dataset.y_train), len(dataset.y_test)], 2).astype(np.float64)
 
 
-def evaluate_run(model: MLP, state: TrainState, sets: EvalSets) -> jax.Array:
+def evaluate_run(model: Model, state: TrainState, sets: EvalSets) -> jax.Array:
     """Summed loss and number correct of one run on each split, block after block: (4,)."""
     variables = {"params": state.params, "batch_stats": state.batch_stats}
 

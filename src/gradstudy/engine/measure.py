@@ -18,7 +18,7 @@ import numpy as np
 from gradstudy.cells.options import ACTIVATIONS
 from gradstudy.cells.statistics import HistBins, LayerView, Stat
 from gradstudy.engine.activations import FUNCTIONS
-from gradstudy.engine.model import MLP, hidden_name, layer_kernels, learned_slopes
+from gradstudy.engine.model import Model, hidden_name, layer_kernels, learned_slopes
 from gradstudy.engine.stats import histogram, network_stats
 from gradstudy.engine.step import Measure, Pass, TrainState, probed_pass
 from gradstudy.schema import HIST_QUANTITIES
@@ -68,7 +68,7 @@ def line_through_data(x_test: Any, y_test: Any, points: int) -> tuple[jax.Array,
 
 
 def hist_counter(
-    model: MLP, bins: dict[str, HistBins], x_train: jax.Array, y_train: jax.Array
+    model: Model, bins: dict[str, HistBins], x_train: jax.Array, y_train: jax.Array
 ) -> Callable[[TrainState, jax.Array], tuple[jax.Array, ...]]:
     """``(state, idx) ->`` one (depth, n_bins + len(HIST_REGIONS)) count array per quantity of
     ``HIST_QUANTITIES``, for one run on the training rows ``idx``; no update is applied."""
@@ -82,7 +82,7 @@ def hist_counter(
 
 
 def init_statistics(
-    model: MLP, stats: Sequence[Stat], act_name: str, alpha: float | None
+    model: Model, stats: Sequence[Stat], act_name: str, alpha: float | None
 ) -> Callable[[TrainState, jax.Array], jax.Array]:
     """``(state, x) ->`` the step-0 ``stats`` of every hidden layer of one run on the examples x:
     (depth, len(stats)). A learned slope enters at its current value."""

@@ -19,6 +19,7 @@ import jax
 import numpy as np
 from omegaconf import OmegaConf
 
+from gradstudy.cells.spectrum import spectrum_bytes
 from gradstudy.schema import ConfigError
 
 #: Below this fraction of the available memory, the rough size is trusted and XLA is not asked.
@@ -105,10 +106,24 @@ def memory_need(cfg: Any, dataset: Any, n_runs: int) -> Need:
     return cell_need(Engine(cfg, dataset), cfg, list(range(n_runs)))
 
 
+def check_spectrum(engine: Any, n_inputs: int, available: int) -> None:
+    """Raise ``OutOfMemory`` when one example's Jacobian spectrum (``cells.spectrum``) cannot fit."""
+    units = int(np.prod(engine.model.hidden_shape(1)[1:]))
+    need = spectrum_bytes(engine.depth, n_inputs, units)
+    if need > available:
+        raise OutOfMemory(
+            f"stats.extra: jacobian_spectrum ({engine.spectrum_method}) needs about {need / GIB:.1f} GiB per example "
+            f"(tangents at {engine.depth} layers of {units} units, for {n_inputs} inputs) but {available / GIB:.1f} GiB "
+            "are available; lower model.depth or the layer size, or leave jacobian_spectrum out"
+        )
+
+
 def preflight(engine: Any, cfg: Any, seeds: list[int], available: int | None = None) -> Need | None:
     """Raise ``OutOfMemory`` when the cell cannot fit; returns the need when XLA was asked."""
     available = available_bytes() if available is None else available
     n_inputs = int(np.prod(engine.x_train.shape[1:]))
+    if engine.spectrum_method is not None:
+        check_spectrum(engine, n_inputs, available)
     if rough_bytes(cfg, len(engine.padded(seeds)), n_inputs) < ROUGH_FRACTION * available:
         return None
     need = cell_need(engine, cfg, seeds)

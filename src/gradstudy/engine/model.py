@@ -24,6 +24,7 @@ import jax.numpy as jnp
 
 from gradstudy.cells.options import ACTIVATIONS
 from gradstudy.engine.activations import FUNCTIONS, activation_fn
+from gradstudy.inputs.data import IMAGE_LAYOUTS, ImageLayout
 from gradstudy.inputs.inits import BLOCKS
 
 NormFactory = Callable[[bool], nn.Module]
@@ -48,9 +49,9 @@ NORM_LAYERS: dict[str, Callable[[Any], NormFactory] | None] = {
 
 def apply_norm(norm: nn.Module, v: jax.Array, norm_mask: jax.Array | None) -> jax.Array:
     """``norm(v)``; a batch norm with ``norm_mask`` (rows, 1) takes its batch statistics from the
-    masked-in rows only and normalizes every row with them."""
+    masked-in rows only and normalizes every row with them (over every position of a feature map too)."""
     if norm_mask is not None and isinstance(norm, nn.BatchNorm):
-        return norm(v, mask=norm_mask)
+        return norm(v, mask=norm_mask.reshape(norm_mask.shape[:1] + (1,) * (v.ndim - 1)))
     return norm(v)
 
 
@@ -110,6 +111,66 @@ class MLP(nn.Module):
             self.sow("intermediates", "z", jnp.stack(zs))
             self.sow("intermediates", "h", jnp.stack(hs))
         return nn.Dense(self.n_classes, name="output")(h)
+
+    def hidden_shape(self, batch: int) -> tuple[int, ...]:
+        """The shape of every hidden layer's z_l and h_l on ``batch`` examples."""
+        return (batch, self.width)
+
+
+class CNN(nn.Module):
+    """A plain convolutional net: ``depth`` convolutions of ``channels`` channels (kernel
+    ``kernel`` on every spatial axis, stride 1, ``padding`` same or circular), each followed by the
+    norm (before or after the activation, as in the MLP) and the activation, then the mean over
+    positions and a softmax layer. ``downsample``: the first convolution has stride 2. Flat input
+    rows are folded into ``layout``'s images (a 1-D signal has one spatial axis).
+
+    Hidden layer l is convolution l: z_l and h_l are (batch, *positions, channels), its kernel
+    ``hidden{l}`` is (*kernel, c_in, channels), and ``probes`` are (depth, batch, *positions, channels)."""
+
+    depth: int
+    channels: int
+    n_classes: int
+    act: Callable[[jax.Array], jax.Array]
+    layout: ImageLayout
+    kernel: int = 3
+    padding: str = "same"
+    downsample: bool = False
+    make_norm: NormFactory | None = None
+    norm_position: str = "before"
+    make_slope: Callable[..., nn.Module] | None = None
+
+    @nn.compact
+    def __call__(
+        self, x: jax.Array, train: bool, probes: jax.Array | None = None, norm_mask: jax.Array | None = None
+    ) -> jax.Array:
+        h = x.reshape(x.shape[0], *self.layout.shape)
+        if self.layout.channels_first:
+            h = jnp.moveaxis(h, 1, -1)
+        norm_before = self.make_norm is not None and self.norm_position == "before"
+        norm_after = self.make_norm is not None and self.norm_position == "after"
+        window = (self.kernel,) * len(self.layout.spatial)
+        zs, hs = [], []
+        for layer in range(1, self.depth + 1):
+            stride = 2 if self.downsample and layer == 1 else 1
+            z = nn.Conv(self.channels, window, strides=stride, padding=self.padding.upper(), name=hidden_name(layer))(h)
+            if norm_before:
+                z = apply_norm(self.make_norm(train), z, norm_mask)
+            if probes is not None:
+                z = z + probes[layer - 1]
+            h = self.act(z) if self.make_slope is None else self.make_slope(name=slope_name(layer))(z)
+            zs.append(z)
+            hs.append(h)
+            if norm_after:
+                h = apply_norm(self.make_norm(train), h, norm_mask)
+        if self.is_mutable_collection("intermediates"):
+            self.sow("intermediates", "z", jnp.stack(zs))
+            self.sow("intermediates", "h", jnp.stack(hs))
+        return nn.Dense(self.n_classes, name="output")(h.mean(axis=tuple(range(1, h.ndim - 1))))
+
+    def hidden_shape(self, batch: int) -> tuple[int, ...]:
+        """The shape of every hidden layer's z_l and h_l on ``batch`` examples."""
+        positions = tuple(-(-n // 2) if self.downsample else n for n in self.layout.spatial)
+        return (batch, *positions, self.channels)
 
 
 def block_dense_name(j: int) -> str:
@@ -258,8 +319,15 @@ class ResMLP(nn.Module):
             self.sow("intermediates", "h", records["z"])
         return nn.Dense(self.n_classes, name="output")(stream)
 
+    def hidden_shape(self, batch: int) -> tuple[int, ...]:
+        """The shape of every block's stream on ``batch`` examples."""
+        return (batch, self.width)
 
-def build_model(cfg: Any, n_classes: int) -> MLP | ResMLP:
+
+Model = MLP | ResMLP | CNN
+
+
+def build_model(cfg: Any, n_classes: int) -> Model:
     """The model described by a resolved run config (``model``, ``act``, ``norm`` nodes). Its initial
     values come from ``gradstudy.inputs.inits.initial_variables``, not from Flax's initializers."""
     make_norm = None if NORM_LAYERS[cfg.norm.name] is None else NORM_LAYERS[cfg.norm.name](cfg.norm)
@@ -267,7 +335,22 @@ def build_model(cfg: Any, n_classes: int) -> MLP | ResMLP:
     make_slope = None
     if act.learned_alpha:
         make_slope = partial(LearnedSlope, FUNCTIONS[cfg.act.name], act.alpha(cfg.act.alpha), cfg.act.per_unit)
-    if cfg.model.get("name", "mlp") == "resmlp":
+    name = cfg.model.get("name", "mlp")
+    if name == "cnn":
+        return CNN(
+            depth=cfg.model.depth,
+            channels=cfg.model.channels,
+            n_classes=n_classes,
+            act=activation_fn(cfg.act.name, cfg.act.alpha),
+            layout=IMAGE_LAYOUTS[cfg.data.name],
+            kernel=cfg.model.kernel,
+            padding=cfg.model.padding,
+            downsample=bool(cfg.model.downsample),
+            make_norm=make_norm,
+            norm_position=cfg.norm.position,
+            make_slope=make_slope,
+        )
+    if name == "resmlp":
         return ResMLP(
             depth=cfg.model.depth,
             width=cfg.model.width,

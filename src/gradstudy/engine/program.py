@@ -46,7 +46,7 @@ runs). ``tests/test_seed_independence.py`` is what guards all this; rerun it aft
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
 
@@ -57,6 +57,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 from omegaconf import OmegaConf
 
+from gradstudy.cells.spectrum import spectrum_method, spectrum_steps
 from gradstudy.cells.statistics import (
     JACOBIAN_EXAMPLES,
     SHATTER_POINTS,
@@ -70,6 +71,7 @@ from gradstudy.engine.evaluate import eval_sets, evaluate_run, set_sizes
 from gradstudy.engine.measure import hist_counter, init_statistics, layer_statistics, line_through_data
 from gradstudy.engine.model import build_model, initial_constants
 from gradstudy.engine.optim import make_optimizer
+from gradstudy.engine.spectrum import spectrum_program
 from gradstudy.engine.step import TrainState, keep_finite, make_step
 from gradstudy.inputs.data import Dataset
 from gradstudy.inputs.inits import initial_variables
@@ -101,6 +103,13 @@ class TrainResult:
     state: TrainState  # the final state (a diverged run's last finite one), as numpy arrays
     init_stats: np.ndarray  # (n_runs, depth, len(init_stat_names)), measured once at step 0
     init_stat_names: tuple[str, ...]
+    #: ``stats.extra=[jacobian_spectrum]`` (``cells.spectrum``): its method (None: not measured),
+    #: steps, (n_spec, n_runs, depth, len(SPECTRUM_STATS)) moments and (n_spec, n_runs, depth, bins
+    #: + regions) counts of the squared singular values (no bins for an estimate).
+    spectrum_method: str | None = None
+    spectrum_steps: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    spectrum: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 0, 0)))
+    spectrum_counts: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 0, 0), np.int32))
 
     def runs(self, start: int, stop: int) -> TrainResult:
         """The result of runs [start, stop) alone: one cell's seeds out of a group's."""
@@ -115,6 +124,8 @@ class TrainResult:
             diverged_at=self.diverged_at[cut],
             state=jax.tree.map(lambda leaf: leaf[cut], self.state),
             init_stats=self.init_stats[cut],
+            spectrum=self.spectrum[:, cut],
+            spectrum_counts=self.spectrum_counts[:, cut],
         )
 
     def split(self, sizes: Sequence[int]) -> list[TrainResult]:
@@ -186,6 +197,15 @@ class Engine:
         self._chunk = self._per_device(self._chunk_fn, (runs, shared, shared, runs, shared), donate=True)
         self._hist_counts = self._per_device(self._hist_counts_fn, (runs, runs))
         self._init_stats = jax.jit(lambda state, x: jax.lax.map(lambda run: self._run_init_stats(run, x), state))
+        self.spectrum_method, self.spectrum_steps = None, []
+        if recorded(tier, extra, Schedule.SPECTRUM, model):
+            units = int(np.prod(self.model.hidden_shape(1)[1:]))
+            self.spectrum_method = spectrum_method(self.depth, dataset.n_features, units)
+            self.spectrum_steps = spectrum_steps(self.steps, self.hist_steps)
+            self._spectrum_inputs = self.x_train[: cfg.stats.jacobian_inputs]
+            n_examples = self._spectrum_inputs.shape[0]
+            run_spectrum = spectrum_program(self.model, self.spectrum_method, dataset.n_features, n_examples)
+            self._spectrum = jax.jit(lambda state, x: jax.lax.map(lambda run: run_spectrum(run, x), state))
 
     # ----- runs across devices ----------------------------------------------------------------
     def padded(self, seeds: Sequence[int]) -> list[int]:
@@ -371,6 +391,13 @@ class Engine:
         single = jax.device_put(state, jax.devices()[0])
         return np.asarray(self._init_stats(single, self.x_train[:JACOBIAN_EXAMPLES]))
 
+    def spectrum(self, state: TrainState) -> tuple[np.ndarray, np.ndarray]:
+        """The Jacobian spectrum of every run (``cells.spectrum``): moments (n_runs, depth, 3) and
+        counts (n_runs, depth, bins + regions, or 0 for an estimate)."""
+        single = jax.device_put(state, jax.devices()[0])  # as init_stats: the eigensolver on one device
+        moments, counts = self._spectrum(single, self._spectrum_inputs)
+        return np.asarray(moments), np.asarray(counts)
+
     # ----- evaluation -------------------------------------------------------------------------
     def _evaluate_fn(self, state: TrainState, sets) -> jax.Array:
         """``evaluate_run`` of each run on this device, one run at a time."""
@@ -395,6 +422,7 @@ class Engine:
         """
         eval_steps, evals, stats, losses, hists = [0], [], [], [], []
         init_stats = self.init_stats(state)
+        spectra = [self.spectrum(state)] if 0 in self.spectrum_steps else []
         if 0 in self.hist_steps:
             hists.append(self.hist_counts(state, seeds, 0))
         step = 0
@@ -410,6 +438,8 @@ class Engine:
             losses.append(np.asarray(chunk_losses))
             if step in self.hist_steps:
                 hists.append(self.hist_counts(state, seeds, step))
+            if step in self.spectrum_steps:
+                spectra.append(self.spectrum(state))
             if on_chunk is not None:
                 finite = losses[-1][:, np.isfinite(losses[-1]).all(axis=0)]
                 on_chunk(step, float(finite.mean()) if finite.size else float("nan"))
@@ -436,7 +466,19 @@ class Engine:
             state=jax.tree.map(lambda leaf: np.asarray(leaf)[:n], state),
             init_stats=init_stats[:n],
             init_stat_names=self.init_stat_names,
+            **self._spectra(spectra, n),
         )
+
+    def _spectra(self, spectra: list[tuple[np.ndarray, np.ndarray]], n: int) -> dict[str, Any]:
+        """The ``TrainResult`` fields of the spectra measured during ``run``, for its first n runs."""
+        if not spectra:
+            return {}
+        return {
+            "spectrum_method": self.spectrum_method,
+            "spectrum_steps": np.asarray(self.spectrum_steps, np.int64),
+            "spectrum": np.stack([m[:n] for m, _ in spectra]),
+            "spectrum_counts": np.stack([c[:n] for _, c in spectra]),
+        }
 
 
 def in_groups(fn: Callable, size: int, *args: Any) -> Any:

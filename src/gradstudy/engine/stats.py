@@ -80,8 +80,8 @@ def histogram(values: jax.Array, bins: HistBins) -> jax.Array:
     edges = jnp.asarray(bins.magnitudes, v.dtype)
     finite = jnp.isfinite(v)
     zero = v == 0
-    if bins.kind is BinKind.LINEAR:
-        below, above = finite & (v < edges[0]), finite & (v > edges[-1])
+    if bins.kind is not BinKind.SIGNED_LOG:  # linear and log bins: one axis of values
+        below, above = finite & ~zero & (v < edges[0]), finite & (v > edges[-1])
         index = jnp.clip(jnp.searchsorted(edges, v, side="right") - 1, 0, bins.n - 1)
     else:
         mag = jnp.abs(v)

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from gradstudy.engine.model import MLP, ResMLP
+from gradstudy.engine.model import Model
 
 
 class TrainState(NamedTuple):
@@ -36,9 +36,11 @@ class Pass(NamedTuple):
     batch_stats: Any
     params: Any  # the parameters the pass ran with (a learned slope is read from them)
     grads: Any
-    dzs: jax.Array  # dL/dz_l, stacked over layers: (depth, batch, width)
-    zs: jax.Array  # z_l, (depth, batch, width)
-    hs: jax.Array  # h_l = act(z_l), (depth, batch, width)
+    dzs: (
+        jax.Array
+    )  # dL/dz_l, stacked over layers: (depth, batch, width), (depth, batch, *positions, channels) for a CNN
+    zs: jax.Array  # z_l, shaped as dzs
+    hs: jax.Array  # h_l = act(z_l), shaped as dzs
     #: A residual block's own records (``model.ResMLP``), stacked over blocks: branch, stream_in, gain; else empty.
     blocks: dict[str, jax.Array]
 
@@ -50,7 +52,7 @@ Measure = Callable[[Pass], jax.Array]
 
 
 def loss_fn(
-    model: MLP | ResMLP,
+    model: Model,
     params: Any,
     batch_stats: Any,
     probes: Any,
@@ -68,10 +70,10 @@ def loss_fn(
 
 
 def probed_pass(
-    model: MLP | ResMLP, state: TrainState, x: jax.Array, y: jax.Array, norm_mask: jax.Array | None = None
+    model: Model, state: TrainState, x: jax.Array, y: jax.Array, norm_mask: jax.Array | None = None
 ) -> Pass:
     """The forward and backward pass of one run on (x, y), with dL/dz_l from zero probes."""
-    probes = jnp.zeros((model.depth, x.shape[0], model.width), x.dtype)
+    probes = jnp.zeros((model.depth, *model.hidden_shape(x.shape[0])), x.dtype)
     (loss, aux), (grads, dz) = jax.value_and_grad(loss_fn, argnums=(1, 3), has_aux=True)(
         model, state.params, state.batch_stats, probes, x, y, True, norm_mask
     )
@@ -133,7 +135,7 @@ Step = Callable[[TrainState, jax.Array, jax.Array], tuple[TrainState, jax.Array,
 
 
 def make_step(
-    model: MLP,
+    model: Model,
     optimizer: optax.GradientTransformation,
     x_train: jax.Array,
     y_train: jax.Array,

@@ -131,6 +131,36 @@ def load_cifar10(cfg: Any) -> tuple[np.ndarray, ...]:
 #: The datasets read from local files under ``data.root`` (everything else is offline).
 FILE_DATASETS = ("mnist", "fashion_mnist", "cifar10")
 
+
+@dataclass(frozen=True)
+class ImageLayout:
+    """How a dataset's flat rows fold back into images for a convolutional net: ``shape`` is the
+    stored order of one row's axes, ``channels_first`` says whether channels come first in it (CIFAR-10's
+    python batches) or last; one spatial axis is a 1-D signal."""
+
+    shape: tuple[int, ...]
+    channels_first: bool = False
+
+    @property
+    def channels(self) -> int:
+        return self.shape[0] if self.channels_first else self.shape[-1]
+
+    @property
+    def spatial(self) -> tuple[int, ...]:
+        return self.shape[1:] if self.channels_first else self.shape[:-1]
+
+
+#: Each dataset's image layout (``model=cnn``); MNIST-1D is a 40-sample 1-D signal of one channel.
+IMAGE_LAYOUTS: dict[str, ImageLayout] = {
+    "mnist5k": ImageLayout((28, 28, 1)),
+    "mnist": ImageLayout((28, 28, 1)),
+    "fashion_mnist": ImageLayout((28, 28, 1)),
+    "digits": ImageLayout((8, 8, 1)),
+    "shapeset": ImageLayout((32, 32, 1)),
+    "cifar10": ImageLayout((3, 32, 32), channels_first=True),
+    "mnist1d": ImageLayout((40, 1)),
+}
+
 DATASETS: dict[str, Callable[[Any], tuple[np.ndarray, ...]]] = {
     "mnist5k": load_mnist5k,
     "digits": load_digits,

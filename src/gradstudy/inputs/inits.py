@@ -5,7 +5,8 @@ Every builder takes the ``init`` config node, so ``init.scale``, ``init.mode`` a
 live in ``conf/init/<name>.yaml``; adding an initializer is one entry here plus one YAML file.
 
 Initial values are drawn in numpy, outside any compiled program: an initializer is a function
-``(rng, (fan_in, fan_out)) -> float64 array``. Drawn by ``jax.random`` under ``jit``, the same
+``(rng, shape) -> float64 array``, the shape being a dense kernel's (fan_in, fan_out) or a
+convolution's (*window, c_in, c_out), whose fans are the window's size times c_in and c_out (``fans``). Drawn by ``jax.random`` under ``jit``, the same
 values cost a compile of 1.5 s per initializer on CPU, and a batched program of QR decompositions
 (orthogonal init) hangs on XLA's CPU backend (jax 0.10). The distributions are JAX's
 (``jax.nn.initializers``): "truncated_normal" is cut at two standard deviations and rescaled so
@@ -24,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-Initializer = Callable[[np.random.Generator, tuple[int, int]], np.ndarray]
+Initializer = Callable[[np.random.Generator, tuple[int, ...]], np.ndarray]
 
 FAN_MODES = ("fan_in", "fan_out", "fan_avg")
 #: Unit-variance draws of each distribution of ``variance_scaling``.
@@ -54,22 +55,45 @@ def _fan(mode: str, fan_in: int, fan_out: int) -> float:
     return {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2}[mode]
 
 
+def fans(shape: tuple[int, ...]) -> tuple[int, int]:
+    """(fan_in, fan_out) of a kernel: a dense (fan_in, fan_out) one's, or a convolution's
+    (*window, c_in, c_out): window size times c_in, and times c_out."""
+    window = int(np.prod(shape[:-2], dtype=np.int64))
+    return window * shape[-2], window * shape[-1]
+
+
 def variance_scaling(cfg: Any) -> Initializer:
     """Var(W) = scale / fan, with fan chosen by ``mode``: Xavier, He, LeCun and Glorot's "standard"."""
     scale, mode, draw = cfg.scale, cfg.mode, DISTRIBUTIONS[cfg.distribution]
-    return lambda rng, shape: draw(rng, shape) * np.sqrt(scale / _fan(mode, *shape))
+    return lambda rng, shape: draw(rng, shape) * np.sqrt(scale / _fan(mode, *fans(shape)))
+
+
+def orthogonal_matrix(rng: np.random.Generator, rows: int, cols: int) -> np.ndarray:
+    """A random (semi-)orthogonal matrix, Haar-distributed: orthonormal columns when it is tall,
+    orthonormal rows when it is wide."""
+    q, r = np.linalg.qr(rng.standard_normal((max(rows, cols), min(rows, cols))))
+    q = q * np.sign(np.diag(r))
+    return q if rows >= cols else q.T
 
 
 def orthogonal(cfg: Any) -> Initializer:
-    """A (semi-)orthogonal matrix times the gain ``init.scale``: orthonormal columns when the matrix
-    is tall, orthonormal rows when it is wide."""
+    """A (semi-)orthogonal matrix times the gain ``init.scale``; a convolution's kernel is the
+    (window size * c_in, c_out) matrix reshaped (Saxe et al. 2014)."""
     gain = cfg.scale
+    return lambda rng, shape: gain * orthogonal_matrix(rng, *fans(shape)[:1], shape[-1]).reshape(shape)
 
-    def init(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
-        rows, cols = shape
-        q, r = np.linalg.qr(rng.standard_normal((max(rows, cols), min(rows, cols))))
-        q = q * np.sign(np.diag(r))
-        return gain * (q if rows >= cols else q.T)
+
+def delta_orthogonal(cfg: Any) -> Initializer:
+    """Xiao et al. 2018's Algorithm 2: a convolution kernel that is zero but for its centre tap, a
+    random (c_in, c_out) orthogonal matrix times sqrt(sigma_w2); a dense kernel is that matrix. With
+    c_in <= c_out the centre tap has orthonormal rows, so the layer is sqrt(sigma_w2) times an
+    isometry (``validate`` refuses a layer with more input than output channels)."""
+    gain = float(np.sqrt(cfg.sigma_w2))
+
+    def init(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+        out = np.zeros(shape)
+        out[tuple(n // 2 for n in shape[:-2])] = gain * orthogonal_matrix(rng, shape[-2], shape[-1])
+        return out
 
     return init
 
@@ -83,7 +107,7 @@ def gaussian(cfg: Any) -> Initializer:
 def mean_field(cfg: Any) -> Initializer:
     """N(0, sigma_w2 / fan_in), the weights of mean-field theory (``gradstudy.theory``)."""
     sigma_w2 = cfg.sigma_w2
-    return lambda rng, shape: rng.standard_normal(shape) * np.sqrt(sigma_w2 / shape[0])
+    return lambda rng, shape: rng.standard_normal(shape) * np.sqrt(sigma_w2 / fans(shape)[0])
 
 
 INITIALIZERS: dict[str, Callable[[Any], Initializer]] = {
@@ -102,6 +126,7 @@ INITIALIZERS: dict[str, Callable[[Any], Initializer]] = {
     "orthogonal": orthogonal,
     "normal": gaussian,
     "meanfield": mean_field,
+    "delta_orthogonal": delta_orthogonal,
     # Zhang et al. 2019: He normal, rescaled per layer by its place in a residual net (``fixup_scale``).
     "fixup": variance_scaling,
 }
@@ -118,7 +143,11 @@ WEIGHT_VARIANCES: dict[str, Callable[[Any, int, int], float]] = {
     "orthogonal": lambda cfg, i, o: cfg.scale**2 / max(i, o),
     "normal": lambda cfg, i, o: cfg.sigma**2,
     "meanfield": lambda cfg, i, o: cfg.sigma_w2 / i,
+    # the centre tap's entries have sigma_w2 / max(c_in, c_out), the other taps 0
+    "delta_orthogonal": lambda cfg, i, o: cfg.sigma_w2 / max(i, o),
 }
+#: The initializers whose biases are drawn from N(0, sigma_b2), as mean-field theory takes them.
+MEAN_FIELD_BIASES = ("meanfield", "delta_orthogonal")
 
 
 def kernel_init(cfg: Any) -> Initializer:
@@ -132,14 +161,14 @@ def weight_variance(cfg: Any, fan_in: int, fan_out: int) -> float:
 
 
 def bias_variance(cfg: Any) -> float:
-    """The variance of the biases: sigma_b2 for ``meanfield``, ``init.bias_std`` squared otherwise."""
-    return cfg.sigma_b2 if cfg.name == "meanfield" else cfg.bias_std**2
+    """The variance of the biases: sigma_b2 for ``MEAN_FIELD_BIASES``, ``init.bias_std`` squared otherwise."""
+    return cfg.sigma_b2 if cfg.name in MEAN_FIELD_BIASES else cfg.bias_std**2
 
 
 def bias_init(cfg: Any) -> Initializer:
     """Biases drawn from N(``init.bias``, ``init.bias_std``^2), a constant when bias_std is 0 (the
-    presets); ``meanfield`` draws them from N(0, sigma_b2)."""
-    mean = 0.0 if cfg.name == "meanfield" else cfg.bias
+    presets); ``MEAN_FIELD_BIASES`` draw them from N(0, sigma_b2)."""
+    mean = 0.0 if cfg.name in MEAN_FIELD_BIASES else cfg.bias
     std = float(np.sqrt(bias_variance(cfg)))
     if std == 0:
         return lambda rng, shape: np.full(shape, mean, np.float64)

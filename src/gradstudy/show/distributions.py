@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from gradstudy.schema import KEY
+from gradstudy.schema import HIST_QUANTITIES, KEY
 from gradstudy.show.encoding import (
     WRAP,
     Keys,
@@ -71,7 +71,7 @@ def layer_histograms(
     tails stay visible. Signed-log bins (δ, unbounded activations) are drawn on a symmetric-log x
     axis whose linear part is the range's smallest magnitude.
     """
-    hists = study.hists
+    hists = study.hists[study.hists["quantity"].isin(HIST_QUANTITIES)]  # the spectrum's bins have their own figure
     totals = hists.groupby([*KEY, "seed", "step", "layer", "quantity"])["count"].transform("sum")
     bins = hists.assign(value=hists["count"] / totals)[hists["region"] == "bin"]
     bins = bins.assign(

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gradstudy.analysis.predictions import Predictions
+from gradstudy.cells.spectrum import SPECTRUM_QUANTITY
+from gradstudy.schema import HIST_QUANTITIES
 from gradstudy.show import plots
 from gradstudy.store.study import Study, where_text
 
@@ -23,6 +25,7 @@ NEEDS_TEXT = {
     "curves": "no evaluations",
     "layers": "no layer statistics (stats=none)",
     "hists": "no histograms (they need stats=full)",
+    "spectra": "no Jacobian spectrum (stats.extra=[jacobian_spectrum])",
 }
 
 
@@ -45,6 +48,8 @@ class FigureSpec:
     channels: tuple[str, ...] = ALL_CHANNELS
     #: ``draw`` takes ``predictions=``: the theory's predictions, computed once per report.
     uses_predictions: bool = False
+    #: The histogram quantities the figure draws, one of which must have rows (empty: any).
+    quantities: tuple[str, ...] = ()
 
     def cells(self, study: Study) -> Study:
         """The complete cells this figure draws."""
@@ -62,6 +67,8 @@ class FigureSpec:
         for table in self.tables:
             if getattr(chosen, table).empty:
                 return NEEDS_TEXT.get(table, f"no {table} rows")
+        if self.quantities and not chosen.hists["quantity"].isin(self.quantities).any():
+            return NEEDS_TEXT["spectra" if SPECTRUM_QUANTITY in self.quantities else "hists"]
         if self.stats and not chosen.layers["stat"].isin(self.stats).any():
             return f"none of {', '.join(self.stats)} recorded (see stats.tier and stats.extra)"
         return None
@@ -162,6 +169,23 @@ REPORT_FIGURES = (
         plots.layer_histograms,
         ("hists",),
         channels=PANEL_CHANNELS,
+        quantities=HIST_QUANTITIES,
+    ),
+    FigureSpec(
+        "jacobian_spectrum",
+        "Squared singular values σ² of each layer's input-output Jacobian ∂h_l/∂x at the start and the end: their "
+        "mean and their spread (variance / mean²), with the free-probability prediction dashed at the start "
+        "(Pennington et al. 2017). Dynamical isometry keeps the mean at 1 and the spread small at every depth.",
+        plots.spectrum_profile,
+        ("spectra",),
+    ),
+    FigureSpec(
+        "jacobian_spectrum_density",
+        "Density of the last hidden layer's σ² at each measured step (exact method, fixed log bins): a narrow peak "
+        "near 1 is isometry, a spread over decades its absence.",
+        plots.spectrum_density,
+        ("hists",),
+        quantities=(SPECTRUM_QUANTITY,),
     ),
     FigureSpec(
         "preactivation_percentiles",

@@ -30,6 +30,7 @@ from gradstudy.show.profiles import (
     shattering_profile,
     variance_profile,
 )
+from gradstudy.show.spectra import spectrum_density, spectrum_profile
 
 __all__ = [
     "Plot",
@@ -47,6 +48,8 @@ __all__ = [
     "prediction_notes",
     "saturation_over_training",
     "shattering_profile",
+    "spectrum_density",
+    "spectrum_profile",
     "steps_to_target_figure",
     "unit_mean_median_over_training",
     "unit_percentiles",

@@ -25,8 +25,11 @@ from gradstudy.show.plot import (
 )
 from gradstudy.store.study import Study
 
+#: What a profile's dashed lines are, unless the figure says otherwise.
+MEAN_FIELD = "mean-field prediction at step 0 (gradstudy.theory)"
 
-def _profile(
+
+def profile(
     study: Study,
     stats: Sequence[tuple[str, str, bool]],
     title: str,
@@ -36,9 +39,11 @@ def _profile(
     row: Keys,
     wrap: int,
     predictions: Predictions | None,
+    theory: str = MEAN_FIELD,
 ) -> Plot:
     """Rows: each stat at the start and at the end (``analysis.phase_layers``); x: layer. The
-    start rows carry the mean-field prediction (``gradstudy.analysis.predictions``) dashed, where it applies."""
+    start rows carry the prediction (by default the mean-field one, ``gradstudy.analysis.predictions``)
+    dashed, where it applies; ``theory`` says what it is."""
     phased = analysis.phase_layers(study)
     phased = phased[phased["stat"].isin([s for s, _, _ in stats])]
     # a diverged seed's profile at its last healthy step shares the end panels, drawn apart, never pooled
@@ -65,7 +70,7 @@ def _profile(
         f"mean otherwise (95% t band; on the logit scale for fractions). "
         f"End: {analysis.end_steps_text(phased)}."
     )
-    plot.notes.extend(prediction_notes(predicted, overlay))
+    plot.notes.extend(prediction_notes(predicted, overlay, theory))
     normed = study.cells.merge(overlay[KEY].drop_duplicates(), on=KEY)
     if (normed["norm"] == "batchnorm").any():
         plot.notes.append(
@@ -81,12 +86,12 @@ def _profile(
     return plot
 
 
-def prediction_notes(predicted: Predictions, overlay: pd.DataFrame) -> list[str]:
-    """What the dashed lines are, and which cells have none and why."""
+def prediction_notes(predicted: Predictions, overlay: pd.DataFrame, theory: str = MEAN_FIELD) -> list[str]:
+    """What the dashed lines are (``theory``), and which cells have none and why."""
     notes = []
     if len(overlay):
         anchored = " δ is anchored at the measured last hidden layer." if (overlay["stat"] == "delta_std").any() else ""
-        notes.append(f"Dashed: the mean-field prediction at step 0 (gradstudy.theory), for the start only.{anchored}")
+        notes.append(f"Dashed: the {theory}, for the start only.{anchored}")
     for reason, cells in predicted.skipped.groupby("reason", sort=False)["cell"]:
         notes.append(f"No prediction for {len(cells)} cell(s) ({', '.join(cells)}): {reason}.")
     return notes
@@ -104,7 +109,7 @@ def gradient_profile(
     """Std of the back-propagated gradient δ and the weight-gradient norm against layer, at the
     start and the end (log scale, geometric mean over seeds): a slope means vanishing or exploding gradients."""
     stats = [("delta_std", "std of δ = B·∂L/∂z", True), ("grad_norm", "‖∂L/∂W‖", True)]
-    return _profile(
+    return profile(
         study,
         stats,
         "Gradient profile across layers (Glorot & Bengio fig. 7 style)",
@@ -128,7 +133,7 @@ def activation_profile(
 ) -> Plot:
     """Mean (linear) and standard deviation (log, geometric mean over seeds) of the activations against layer, at the start and the end."""
     stats = [("act_mean", "activation mean", False), ("act_std", "activation std", True)]
-    return _profile(study, stats, "Activation profile across layers", hue, style, col, row, wrap, predictions)
+    return profile(study, stats, "Activation profile across layers", hue, style, col, row, wrap, predictions)
 
 
 def branch_profile(
@@ -144,7 +149,7 @@ def branch_profile(
     and its ratio to the std of the incoming stream x_{l-1} (the quantity De & Smith 2020 plot:
     batch norm shrinks it like 1/sqrt(l), SkipInit and ReZero start it at 0)."""
     stats = [("branch_std", "std of the branch a·F", True), ("branch_ratio", "branch std / stream std", True)]
-    return _profile(study, stats, "Residual branches across blocks", hue, style, col, row, wrap, predictions)
+    return profile(study, stats, "Residual branches across blocks", hue, style, col, row, wrap, predictions)
 
 
 def shattering_profile(
@@ -160,7 +165,7 @@ def shattering_profile(
     layer, at the start and the end (``stats.extra=[shattering]``): near 1 where the gradient is
     smooth, near 0 where it has shattered into noise (Balduzzi et al. 2017)."""
     stats = [("shattering", "neighbour correlation of ∂L/∂z", False)]
-    return _profile(study, stats, "Gradient shattering across layers", hue, style, col, row, wrap, predictions)
+    return profile(study, stats, "Gradient shattering across layers", hue, style, col, row, wrap, predictions)
 
 
 def variance_profile(
@@ -175,4 +180,4 @@ def variance_profile(
     """Std of each layer's pre-activation z_l and of its activation h_l against layer, at the start
     and the end (log scale): a layer whose z spreads far more than the h it gets is amplifying."""
     stats = [("z_std", "std of z (input to φ)", True), ("act_std", "std of h = φ(z)", True)]
-    return _profile(study, stats, "Spread of z and h across layers", hue, style, col, row, wrap, predictions)
+    return profile(study, stats, "Spread of z and h across layers", hue, style, col, row, wrap, predictions)

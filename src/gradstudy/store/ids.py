@@ -25,7 +25,10 @@ def cell_id(canonical: dict[str, Any]) -> str:
     """
     model = canonical.get("model", {})
     parts = [str(canonical.get(g, {}).get("name", "")) for g in GROUPS[:4]]
-    shape = f"{'res' if model.get('name') == 'resmlp' else ''}d{model.get('depth')}w{model.get('width')}"
+    if model.get("name") == "cnn":
+        shape = f"cnnd{model.get('depth')}c{model.get('channels')}k{model.get('kernel')}"
+    else:
+        shape = f"{'res' if model.get('name') == 'resmlp' else ''}d{model.get('depth')}w{model.get('width')}"
     parts += [shape, str(canonical.get("optim", {}).get("name", ""))]
     slug = "-".join(re.sub(r"[^A-Za-z0-9_.]+", "_", part) for part in parts)
     return f"{slug}-{config_hash(canonical)}"

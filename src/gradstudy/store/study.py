@@ -26,6 +26,7 @@ from gradstudy.schema import (
     LAYERS,
     META,
     SEEDS,
+    SPECTRUM_COLUMNS,
     STEPS,
     TABLE_COLUMNS,
     UNIT_COLUMNS,
@@ -56,6 +57,10 @@ class Study:
     #: ``stats.extra=[unit_percentiles]``: z percentiles of single units (empty when not recorded).
     units: pd.DataFrame = dataclasses.field(
         default_factory=lambda: pd.DataFrame(columns=["study", "cell", *UNIT_COLUMNS])
+    )
+    #: ``stats.extra=[jacobian_spectrum]``: the Jacobian spectrum's moments (empty when not recorded).
+    spectra: pd.DataFrame = dataclasses.field(
+        default_factory=lambda: pd.DataFrame(columns=["study", "cell", *SPECTRUM_COLUMNS])
     )
 
     def __post_init__(self) -> None:

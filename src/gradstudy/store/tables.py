@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from gradstudy.cells.spectrum import SPECTRUM_BINS, SPECTRUM_QUANTITY, SPECTRUM_STATS
 from gradstudy.schema import (
     CURVE_COLUMNS,
     CURVES,
@@ -33,6 +34,9 @@ from gradstudy.schema import (
     LAYER_COLUMNS,
     LAYERS,
     SEEDS,
+    SPECTRA,
+    SPECTRUM_COLUMNS,
+    SPECTRUM_DTYPES,
     STEP_COLUMNS,
     STEPS,
     UNIT_COLUMNS,
@@ -167,6 +171,17 @@ def units_table(layers: pd.DataFrame) -> pd.DataFrame:
     return frame.astype(UNIT_DTYPES).reset_index(drop=True)[UNIT_COLUMNS]
 
 
+def spectra_table(
+    steps: np.ndarray, moments: np.ndarray, method: str, seeds: list[int], last_healthy: dict[int, int]
+) -> pd.DataFrame:
+    """The Jacobian spectrum's moments (``cells.spectrum``) up to each seed's last healthy step, finite
+    ones only (an estimate has no variance or maximum below the last layer), with their method."""
+    layers = list(range(1, moments.shape[2] + 1))
+    table = long_table(steps, moments, seeds, [("layer", layers), ("stat", list(SPECTRUM_STATS))])
+    table = _healthy(table, last_healthy).assign(method=method)
+    return table.astype(SPECTRUM_DTYPES)[SPECTRUM_COLUMNS]
+
+
 def cell_tables(
     result: Any, applicable: set[str], steps: int, lr: np.ndarray
 ) -> tuple[dict[str, pd.DataFrame], dict[int, int]]:
@@ -193,6 +208,16 @@ def cell_tables(
         HISTS: hists_table(result.hist_steps, result.hist_counts, edges, seeds, last_healthy),
         SEEDS: seeds_table(seeds, diverged, steps),
     }
+    if result.spectrum_method is not None:  # only cells that measure the spectrum have the table
+        tables[SPECTRA] = spectra_table(
+            result.spectrum_steps, result.spectrum, result.spectrum_method, seeds, last_healthy
+        )
+        if result.spectrum_counts.shape[-1]:  # the exact method's bins, beside the other histograms
+            counts = {SPECTRUM_QUANTITY: result.spectrum_counts}
+            bins = hists_table(
+                result.spectrum_steps, counts, {SPECTRUM_QUANTITY: SPECTRUM_BINS.edges()}, seeds, last_healthy
+            )
+            tables[HISTS] = pd.concat([tables[HISTS], bins], ignore_index=True)
     if any(parse_unit_stat(name) for name in result.stat_names):  # only cells that follow units have the table
         tables[UNITS] = units_table(layers)
     return tables, diverged
