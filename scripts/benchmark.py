@@ -17,6 +17,11 @@ Everything runs in one process, interleaved, after a warm-up, and only ratios ar
 * the residual MLP (``model=resmlp``, ``--res-blocks`` blocks of 2 dense layers: as many
   width x width layers as the MLP) on the same measures: engine over naive loop, statistics
   overhead, share of the matmul peak beside the MLP's.
+* the CNN (``model=cnn``, ``--cnn-depth`` convolutions of ``--cnn-channels`` channels, 3x3, on
+  8x8 digits, batch 32, a quarter of ``--steps``): the engine (every seed in its own group: a loop
+  of plain convolutions) over the naive loop and over one vmap of a device's seeds (batched
+  convolutions), and its arithmetic against this machine's measured rate of a plain ``lax.conv`` of
+  the same shape.
 
 Each ratio is the median over ``--reps`` repetitions, with the min-max spread.
 
@@ -73,18 +78,59 @@ RESIDUAL = ("model=resmlp", "model.branch_layers=2")
 
 def _config(args: argparse.Namespace, *overrides: str):
     depth = args.res_blocks if "model=resmlp" in overrides else args.depth
+    batch, steps = args.batch, args.steps
+    if "model=cnn" in overrides:
+        depth, batch, steps = args.cnn_depth, CNN_BATCH, cnn_steps(args)
     return compose_overrides(
         [
             f"model.depth={depth}",
             f"model.width={args.width}",
-            f"train.batch_size={args.batch}",
+            f"train.batch_size={batch}",
             f"train.seeds={args.seeds}",
-            f"train.steps={args.steps}",
-            f"train.eval_every={args.steps}",
+            f"train.steps={steps}",
+            f"train.eval_every={steps}",
             "optim=sgd",
             *overrides,
         ]
     )
+
+
+#: The CNN's rows: 3x3 convolutions on scikit-learn's 8x8 digits at batch 32, a quarter of the steps.
+CNN_BATCH = 32
+
+
+def cnn_overrides(args: argparse.Namespace) -> tuple[str, ...]:
+    return ("model=cnn", f"model.channels={args.cnn_channels}", "data=digits", "act=tanh")
+
+
+def cnn_steps(args: argparse.Namespace) -> int:
+    return max(1, args.steps // 4)
+
+
+def conv_gflops(args: argparse.Namespace, reps: int = 20) -> float:
+    """This machine's measured float32 rate (GFLOP/s) of one plain 3x3 ``lax.conv`` of the CNN's
+    hidden shape (a minibatch of 8x8 maps, ``--cnn-channels`` in and out), best of a few timings."""
+    c = args.cnn_channels
+    x, k = jnp.ones((CNN_BATCH, 8, 8, c), jnp.float32), jnp.ones((3, 3, c, c), jnp.float32)
+    f = jax.jit(
+        lambda x, k: jax.lax.conv_general_dilated(x, k, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    )
+    f(x, k).block_until_ready()
+    best = np.inf
+    for _ in range(reps):
+        start = time.perf_counter()
+        f(x, k).block_until_ready()
+        best = min(best, time.perf_counter() - start)
+    return 2 * CNN_BATCH * 64 * 9 * c * c / best / 1e9
+
+
+def cnn_flops_per_chunk(args: argparse.Namespace, dataset) -> float:
+    """One seed's CNN chunk, as ``flops_per_chunk`` counts it, with a convolution's multiply-adds per
+    example (64 positions x 9 taps x c_in x c_out) in place of the weights."""
+    c = args.cnn_channels
+    per_example = 64 * 9 * (c + (args.cnn_depth - 1) * c * c) + c * dataset.n_classes
+    n_eval = len(dataset.y_train) + len(dataset.y_test)
+    return 6.0 * CNN_BATCH * per_example * cnn_steps(args) + 2.0 * n_eval * per_example
 
 
 def engine_runner(args: argparse.Namespace, dataset, *overrides: str, run_group: int = RUN_GROUP) -> Callable[[], None]:
@@ -170,10 +216,14 @@ def main() -> None:
         default=None,
         help="Blocks of the benchmarked residual MLP, 2 dense layers each (default: half of --depth).",
     )
+    parser.add_argument("--cnn-depth", type=int, default=8, help="Convolutions of the benchmarked CNN (default 8).")
+    parser.add_argument("--cnn-channels", type=int, default=16, help="Channels of the benchmarked CNN (default 16).")
     args = parser.parse_args()
     args.res_blocks = args.res_blocks or max(1, args.depth // 2)
 
     dataset = load_dataset(_config(args).data)
+    cnn = cnn_overrides(args)
+    digits = load_dataset(_config(args, *cnn).data)
     variants = {
         "naive": naive_runner(args, dataset),
         "engine": engine_runner(args, dataset, "stats=none"),
@@ -186,6 +236,9 @@ def main() -> None:
         "res_naive": naive_runner(args, dataset, *RESIDUAL),
         "res_engine": engine_runner(args, dataset, "stats=none", *RESIDUAL),
         "res_stats_10": engine_runner(args, dataset, "stats=scalars", "stats.every=10", *RESIDUAL),
+        "cnn_naive": naive_runner(args, digits, *cnn),
+        "cnn_engine": engine_runner(args, digits, "stats=none", *cnn),
+        "cnn_one_vmap": engine_runner(args, digits, "stats=none", *cnn, run_group=-(-args.seeds // jax.device_count())),
     }
     for run in variants.values():  # warm-up: compile and first touch
         run()
@@ -255,10 +308,28 @@ def main() -> None:
             [s / e for s, e in zip(times["res_stats_10"], times["res_engine"], strict=True)],
         )
     )
+    print(
+        _ratio_line(
+            "cnn: engine / naive loop", [n / e for n, e in zip(times["cnn_naive"], times["cnn_engine"], strict=True)]
+        )
+    )
+    print(
+        _ratio_line(
+            "cnn: one vmap per device / engine",
+            [v / e for v, e in zip(times["cnn_one_vmap"], times["cnn_engine"], strict=True)],
+        )
+    )
     print(f"matmul peak {peak:8.1f} GFLOP/s; engine {achieved:6.1f} GFLOP/s = {achieved / peak:.1%} of peak")
     print(
         f"resmlp ({args.res_blocks} blocks x 2 layers): {res_achieved:6.1f} GFLOP/s = {res_achieved / peak:.1%} of peak, "
         f"{100 * (res_achieved - achieved) / peak:+.1f} points against the MLP"
+    )
+    conv_peak = conv_gflops(args)
+    cnn_achieved = args.seeds * cnn_flops_per_chunk(args, digits) / statistics.median(times["cnn_engine"]) / 1e9
+    print(
+        f"cnn ({args.cnn_depth} x {args.cnn_channels} channels, 3x3, 8x8 digits, batch {CNN_BATCH}, {cnn_steps(args)} steps): "
+        f"plain lax.conv {conv_peak:6.1f} GFLOP/s ({conv_peak / peak:.1%} of the matmul peak); "
+        f"engine {cnn_achieved:6.1f} GFLOP/s = {cnn_achieved / conv_peak:.1%} of the conv rate"
     )
 
 

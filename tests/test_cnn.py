@@ -15,7 +15,7 @@ from gradstudy.cells.statistics import stat_names
 from gradstudy.engine.model import hidden_name
 from gradstudy.engine.program import Engine, batch_indices
 from gradstudy.inputs.data import IMAGE_LAYOUTS, load_dataset
-from gradstudy.inputs.inits import fans, kernel_init
+from gradstudy.inputs.inits import CONV, STACK, fans, kernel_init
 
 BASE = (*TINY, "model=cnn", "model.depth=3", "model.channels=4")
 SEEDS = [2, 5]
@@ -49,6 +49,13 @@ def conv(xp, h, kernel, bias, stride, padding):
     return result + xp.asarray(bias)
 
 
+def conv_layer(params, layer):
+    """Convolution ``layer``'s (from 1) kernel and bias: the first's own, the others' out of the stack."""
+    if layer == 1:
+        return params[hidden_name(1)]
+    return jax.tree.map(lambda leaf: leaf[layer - 2], params[STACK][CONV])
+
+
 def hand_forward(cfg, params, x, xp=np, probes=None):
     """The CNN written out: images, convolutions with their activation, mean over positions, output.
     Returns the logits and every layer's z and h."""
@@ -57,7 +64,7 @@ def hand_forward(cfg, params, x, xp=np, probes=None):
     zs, hs = [], []
     for layer in range(1, cfg.model.depth + 1):
         stride = 2 if cfg.model.downsample and layer == 1 else 1
-        own = params[hidden_name(layer)]
+        own = conv_layer(params, layer)
         z = conv(xp, h, own["kernel"], own["bias"], stride, cfg.model.padding)
         if probes is not None:
             z = z + probes[layer - 1]
@@ -121,7 +128,7 @@ def test_per_layer_statistics_on_conv_layers_match_numpy_and_jax_grad(variant):
             return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
 
         grads = jax.grad(loss_of_params)(jax.tree.map(jnp.asarray, mine))
-        norms = [float(jnp.linalg.norm(grads[hidden_name(k)]["kernel"])) for k in range(1, cfg.model.depth + 1)]
+        norms = [float(jnp.linalg.norm(conv_layer(grads, k)["kernel"])) for k in range(1, cfg.model.depth + 1)]
         np.testing.assert_allclose(got("grad_norm"), norms, rtol=1e-3, atol=1e-8)
 
 
@@ -170,3 +177,25 @@ def test_delta_orthogonal_is_an_orthogonal_centre_tap_and_an_isometry_on_the_zer
     np.testing.assert_allclose(
         np.linalg.norm(out, axis=-1), np.sqrt(sigma_w2) * np.linalg.norm(x, axis=-1), rtol=1e-5
     )
+
+
+def test_each_convolution_draws_from_its_own_stream_as_an_mlp_layer_does():
+    """Layer l of the stack is drawn from stream l, so its values do not depend on the depth."""
+    params = {}
+    for depth in (3, 5):
+        cfg = compose_config(*BASE, f"model.depth={depth}", "init=he")
+        params[depth] = jax.tree.map(lambda a: np.asarray(a[0]), Engine(cfg, load_dataset(cfg.data)).init([4]).params)
+    for layer in (1, 2, 3):
+        np.testing.assert_array_equal(conv_layer(params[3], layer)["kernel"], conv_layer(params[5], layer)["kernel"])
+    assert params[5][STACK][CONV]["kernel"].shape[0] == 4
+
+
+def test_delta_orthogonal_s_first_convolution_is_an_isometry_from_patches():
+    """Layer 1 sees the image: a centre tap would see one pixel, so it is the reshaped orthogonal kernel."""
+    cfg = compose_config(*BASE, "init=delta_orthogonal", "init.sigma_w2=1.2", "model.channels=12")
+    params = jax.tree.map(lambda a: np.asarray(a[0], np.float64), Engine(cfg, load_dataset(cfg.data)).init([0]).params)
+    first = params[hidden_name(1)]["kernel"].reshape(9, 12)
+    np.testing.assert_allclose(first @ first.T, 1.2 * np.eye(9), atol=1e-6)
+    rest = conv_layer(params, 2)["kernel"]
+    np.testing.assert_allclose(rest[1, 1] @ rest[1, 1].T, 1.2 * np.eye(12), atol=1e-6)
+    assert not rest[0].any() and not rest[2].any()

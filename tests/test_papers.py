@@ -39,6 +39,8 @@ GRID_SIZES = {
     "zhang2019": 9,
     "de2020": 9,
     "balduzzi2017": 8,
+    "pennington2017": 12,
+    "xiao2018": 6,
 }
 
 
@@ -75,7 +77,8 @@ def test_every_preset_trains_one_cell_at_its_real_depth(tmp_path, name):
     assert folder.name == deepest.cell
     study = load_study(folder.parent)
     assert study.cells["status"].tolist() == ["complete"], study.cells.get("message")
-    assert study.layers["layer"].max() == paper_depth
+    # a preset without per-layer scalars (stats=none) records its depth in the Jacobian spectrum
+    assert pd.concat([study.layers["layer"], study.spectra["layer"]]).astype(int).max() == paper_depth
 
 
 # ----- verdicts -----------------------------------------------------------------------------------

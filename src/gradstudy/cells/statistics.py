@@ -298,10 +298,15 @@ def applicable(act_name: str, tier: str, extra: Sequence[str], units: int, model
     return {name for s in chosen if s.applies(act) for name in s.names(units)}
 
 
+#: The Jacobian spectrum's stored statistics and the spread drawn from them (``cells.spectrum``):
+#: positive magnitudes.
+SPECTRUM_SUMMARIES = dict.fromkeys(("sv2_mean", "sv2_var", "sv2_max", "sv2_nvar"), Summary.GEOMETRIC)
+
+
 def summary_of(stat: str) -> Summary:
     """How ``stat`` (a stored statistic name) is summarised over seeds."""
     found = STATISTICS.get(stat)
-    return found.summary if found is not None else Summary.ARITHMETIC
+    return found.summary if found is not None else SPECTRUM_SUMMARIES.get(stat, Summary.ARITHMETIC)
 
 
 class BinKind(StrEnum):

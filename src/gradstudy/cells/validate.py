@@ -267,13 +267,15 @@ def _check_cnn(cfg: DictConfig) -> None:
         model.kernel,
     )
     _check_choice("model.padding", model.padding, options.CNN_PADDINGS)
-    c_in = data.IMAGE_LAYOUTS[cfg.data.name].channels
+    layout = data.IMAGE_LAYOUTS[cfg.data.name]
+    patch = model.kernel ** len(layout.spatial) * layout.channels
     _check(
-        cfg.init.name != "delta_orthogonal" or c_in <= model.channels,
+        cfg.init.name != "delta_orthogonal" or patch <= model.channels,
         "model.channels",
-        f"init=delta_orthogonal: layer 1 maps data={cfg.data.name}'s {c_in} input channels to {model.channels}; a "
-        f"{c_in} x {model.channels} centre tap has a null space, so it cannot be an isometry (it needs "
-        f"c_in <= c_out: model.channels >= {c_in})",
+        f"init=delta_orthogonal: layer 1 maps data={cfg.data.name}'s {patch}-value patches ({model.kernel}^"
+        f"{len(layout.spatial)} positions x {layout.channels} channels) to {model.channels} channels by an orthogonal "
+        f"matrix, which has a null space when the patch is larger, so it cannot be an isometry (it needs "
+        f"model.channels >= {patch})",
         model.channels,
     )
     _check_mlp_only_stats(cfg)
@@ -291,7 +293,7 @@ def _check_stats(cfg: DictConfig) -> None:
     _check_choice("stats.tier", stats.tier, list(statistics.Tier))
     _check(stats.every >= 1, "stats.every", "must be >= 1", stats.every)
     _check(
-        train.eval_every % stats.every == 0,
+        stats.tier == statistics.Tier.NONE or train.eval_every % stats.every == 0,
         "train.eval_every",
         f"must be a multiple of stats.every={stats.every} so that statistics line up with evaluation",
         train.eval_every,

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 from gradstudy.cells.options import ACTIVATIONS
 from gradstudy.engine.activations import FUNCTIONS, activation_fn
 from gradstudy.inputs.data import IMAGE_LAYOUTS, ImageLayout
-from gradstudy.inputs.inits import BLOCKS
+from gradstudy.inputs.inits import BLOCKS, CONV, STACK
 
 NormFactory = Callable[[bool], nn.Module]
 
@@ -117,6 +117,58 @@ class MLP(nn.Module):
         return (batch, self.width)
 
 
+def scanned(
+    layer: type[nn.Module],
+    fields: tuple[Any, ...],
+    name: str,
+    length: int,
+    carry: jax.Array,
+    probes: jax.Array | None,
+    norm_mask: jax.Array | None,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """``length`` copies of ``layer(*fields)`` applied in turn to ``carry``, each with its own probe,
+    as one ``nn.scan`` over their variables stacked on a leading axis under ``name``, ``SCAN_UNROLL``
+    per iteration (called inside a compact method); returns the carry and the records stacked."""
+    layers = nn.scan(
+        layer,
+        variable_axes={"params": 0, "batch_stats": 0},
+        split_rngs={"params": True},
+        in_axes=0 if norm_mask is None else (0, nn.broadcast),
+        length=length,
+        unroll=SCAN_UNROLL,
+    )(*fields, name=name)
+    return layers(carry, probes) if norm_mask is None else layers(carry, probes, norm_mask)
+
+
+class ConvLayer(nn.Module):
+    """One convolution of a CNN's layers 2..depth (``CNN``): conv, the norm before or after the
+    activation, the zero ``probe`` on z, the activation. Returns the next layer's input and z, h."""
+
+    channels: int
+    window: tuple[int, ...]
+    padding: str
+    act: Callable[[jax.Array], jax.Array]
+    make_norm: NormFactory | None
+    norm_position: str
+    train: bool
+    make_slope: Callable[..., nn.Module] | None = None
+
+    @nn.compact
+    def __call__(
+        self, h: jax.Array, probe: jax.Array | None, norm_mask: jax.Array | None = None
+    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+        z = nn.Conv(self.channels, self.window, padding=self.padding.upper(), name=CONV)(h)
+        if self.make_norm is not None and self.norm_position == "before":
+            z = apply_norm(self.make_norm(self.train), z, norm_mask)
+        if probe is not None:
+            z = z + probe
+        out = self.act(z) if self.make_slope is None else self.make_slope(name=slope_name(1))(z)
+        after = out
+        if self.make_norm is not None and self.norm_position == "after":
+            after = apply_norm(self.make_norm(self.train), out, norm_mask)
+        return after, {"z": z, "h": out}
+
+
 class CNN(nn.Module):
     """A plain convolutional net: ``depth`` convolutions of ``channels`` channels (kernel
     ``kernel`` on every spatial axis, stride 1, ``padding`` same or circular), each followed by the
@@ -124,8 +176,11 @@ class CNN(nn.Module):
     positions and a softmax layer. ``downsample``: the first convolution has stride 2. Flat input
     rows are folded into ``layout``'s images (a 1-D signal has one spatial axis).
 
-    Hidden layer l is convolution l: z_l and h_l are (batch, *positions, channels), its kernel
-    ``hidden{l}`` is (*kernel, c_in, channels), and ``probes`` are (depth, batch, *positions, channels)."""
+    Hidden layer l is convolution l: z_l and h_l are (batch, *positions, channels), and ``probes``
+    (depth, batch, *positions, channels). The first convolution is ``hidden1`` (its input has the
+    data's channels); layers 2..depth, all alike, are one ``nn.scan`` over their variables stacked
+    under ``STACK`` (kernel (depth - 1, *window, channels, channels)), so that a net of hundreds of
+    layers compiles ``SCAN_UNROLL`` of them."""
 
     depth: int
     channels: int
@@ -146,25 +201,28 @@ class CNN(nn.Module):
         h = x.reshape(x.shape[0], *self.layout.shape)
         if self.layout.channels_first:
             h = jnp.moveaxis(h, 1, -1)
-        norm_before = self.make_norm is not None and self.norm_position == "before"
-        norm_after = self.make_norm is not None and self.norm_position == "after"
         window = (self.kernel,) * len(self.layout.spatial)
-        zs, hs = [], []
-        for layer in range(1, self.depth + 1):
-            stride = 2 if self.downsample and layer == 1 else 1
-            z = nn.Conv(self.channels, window, strides=stride, padding=self.padding.upper(), name=hidden_name(layer))(h)
-            if norm_before:
-                z = apply_norm(self.make_norm(train), z, norm_mask)
-            if probes is not None:
-                z = z + probes[layer - 1]
-            h = self.act(z) if self.make_slope is None else self.make_slope(name=slope_name(layer))(z)
-            zs.append(z)
-            hs.append(h)
-            if norm_after:
-                h = apply_norm(self.make_norm(train), h, norm_mask)
+        stride = 2 if self.downsample else 1
+        z = nn.Conv(self.channels, window, strides=stride, padding=self.padding.upper(), name=hidden_name(1))(h)
+        zs, hs = [z], []
+        if self.make_norm is not None and self.norm_position == "before":
+            zs[0] = z = apply_norm(self.make_norm(train), z, norm_mask)
+        if probes is not None:
+            zs[0] = z = z + probes[0]
+        h = self.act(z) if self.make_slope is None else self.make_slope(name=slope_name(1))(z)
+        hs.append(h)
+        if self.make_norm is not None and self.norm_position == "after":
+            h = apply_norm(self.make_norm(train), h, norm_mask)
+        if self.depth > 1:
+            fields = (self.channels, window, self.padding, self.act, self.make_norm, self.norm_position, train)
+            rest = None if probes is None else probes[1:]
+            h, records = scanned(ConvLayer, (*fields, self.make_slope), STACK, self.depth - 1, h, rest, norm_mask)
         if self.is_mutable_collection("intermediates"):
-            self.sow("intermediates", "z", jnp.stack(zs))
-            self.sow("intermediates", "h", jnp.stack(hs))
+            stacked = {"z": jnp.stack(zs), "h": jnp.stack(hs)}
+            if self.depth > 1:
+                stacked = {k: jnp.concatenate([v, records[k]]) for k, v in stacked.items()}
+            self.sow("intermediates", "z", stacked["z"])
+            self.sow("intermediates", "h", stacked["h"])
         return nn.Dense(self.n_classes, name="output")(h.mean(axis=tuple(range(1, h.ndim - 1))))
 
     def hidden_shape(self, batch: int) -> tuple[int, ...]:
@@ -184,12 +242,14 @@ GAIN = "gain"
 
 def layer_kernels(tree: Any) -> list[jax.Array]:
     """The kernels (or their gradients) of every "layer" of a parameter-shaped tree, in runs of layers
-    stacked on a leading axis: an MLP's first hidden layer alone, then the others (same shape);
+    stacked on a leading axis: an MLP's or a CNN's first hidden layer alone, then the others (same shape);
     a residual net's blocks as one run, each block's branch kernels flattened into one row."""
     if BLOCKS in tree:
         blocks = tree[BLOCKS]
         kernels = [blocks[name]["kernel"] for j in range(1, 1 + len(blocks)) if (name := block_dense_name(j)) in blocks]
         return [jnp.concatenate([k.reshape(k.shape[0], -1) for k in kernels], axis=1)]
+    if STACK in tree:  # a CNN: the first convolution, then the stack of the others
+        return [tree[hidden_name(1)]["kernel"][None], tree[STACK][CONV]["kernel"]]
     hidden = [tree[hidden_name(k)]["kernel"] for k in range(1, 1 + len(tree)) if hidden_name(k) in tree]
     return [hidden[0][None], *([jnp.stack(hidden[1:])] if len(hidden) > 1 else [])]
 
@@ -203,6 +263,9 @@ def learned_slopes(params: Any, depth: int) -> jax.Array | None:
         return jnp.stack(slopes, axis=1) if slopes else None
     if slope_name(1) not in params:
         return None
+    first = params[slope_name(1)]["alpha"][None]
+    if STACK in params:  # a CNN: layers 2..depth's slopes are stacked
+        return jnp.concatenate([first, params[STACK][slope_name(1)]["alpha"]]) if depth > 1 else first
     return jnp.stack([params[slope_name(k)]["alpha"] for k in range(1, depth + 1)])
 
 
@@ -293,26 +356,9 @@ class ResMLP(nn.Module):
         self, x: jax.Array, train: bool, probes: jax.Array | None = None, norm_mask: jax.Array | None = None
     ) -> jax.Array:
         stream = nn.Dense(self.width, name="input")(x)
-        blocks = nn.scan(
-            ResidualBlock,
-            variable_axes={"params": 0, "batch_stats": 0},
-            split_rngs={"params": True},
-            in_axes=0 if norm_mask is None else (0, nn.broadcast),
-            length=self.depth,
-            unroll=SCAN_UNROLL,
-        )(
-            self.width,
-            self.act,
-            self.branch_layers,
-            self.make_norm,
-            self.norm_position,
-            self.branch_scale,
-            self.depth,
-            train,
-            self.make_slope,
-            name=BLOCKS,
-        )
-        stream, records = blocks(stream, probes) if norm_mask is None else blocks(stream, probes, norm_mask)
+        fields = (self.width, self.act, self.branch_layers, self.make_norm, self.norm_position, self.branch_scale)
+        block = (*fields, self.depth, train, self.make_slope)
+        stream, records = scanned(ResidualBlock, block, BLOCKS, self.depth, stream, probes, norm_mask)
         if self.is_mutable_collection("intermediates"):
             for key, value in records.items():
                 self.sow("intermediates", key, value)

@@ -87,7 +87,7 @@ def delta_orthogonal(cfg: Any) -> Initializer:
     """Xiao et al. 2018's Algorithm 2: a convolution kernel that is zero but for its centre tap, a
     random (c_in, c_out) orthogonal matrix times sqrt(sigma_w2); a dense kernel is that matrix. With
     c_in <= c_out the centre tap has orthonormal rows, so the layer is sqrt(sigma_w2) times an
-    isometry (``validate`` refuses a layer with more input than output channels)."""
+    isometry. A CNN's first convolution is drawn by ``first_conv_orthogonal`` instead."""
     gain = float(np.sqrt(cfg.sigma_w2))
 
     def init(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
@@ -96,6 +96,15 @@ def delta_orthogonal(cfg: Any) -> Initializer:
         return out
 
     return init
+
+
+def first_conv_orthogonal(cfg: Any) -> Initializer:
+    """Delta-orthogonal's first convolution, which sees the image: its centre tap alone would give
+    every channel a multiple of one pixel's c_in values (rank c_in), so the whole kernel is drawn
+    as the reshaped orthogonal (window size * c_in, c_out) matrix times sqrt(sigma_w2), an isometry
+    from patches to channels when window size * c_in <= c_out (``validate`` refuses fewer channels)."""
+    gain = float(np.sqrt(cfg.sigma_w2))
+    return lambda rng, shape: gain * orthogonal_matrix(rng, fans(shape)[0], shape[-1]).reshape(shape)
 
 
 def gaussian(cfg: Any) -> Initializer:
@@ -185,6 +194,9 @@ NORM_VALUES: dict[str, float] = {"scale": 1.0, "bias": 0.0, "mean": 0.0, "var": 
 #: axis (``engine.model.ResMLP``), and of the ``j``-th dense layer of each branch inside it.
 BLOCKS = "blocks"
 BLOCK_DENSE = re.compile(r"dense(\d+)")
+#: The parameter-tree name of a CNN's convolutions 2..depth, stacked on a leading axis
+#: (``engine.model.CNN``), and of the convolution inside it; layer l draws from stream l, as an MLP's.
+STACK, CONV = "hiddens", "conv"
 #: The stream number of a residual net's input projection; block l's layer j draws from
 #: ``BLOCK_STREAM * l + j``, so that no two dense layers share a stream.
 INPUT_STREAM, BLOCK_STREAM = 1_000_000, 1000
@@ -249,10 +261,16 @@ def initial_variables(
     def module(collection: str, name: str, leaves: Mapping[str, Any]) -> dict[str, Any]:
         if name == BLOCKS:
             return {sub: block_module(collection, sub, sub_leaves) for sub, sub_leaves in leaves.items()}
+        if name == STACK:
+            return {sub: stack_module(collection, sub, sub_leaves) for sub, sub_leaves in leaves.items()}
         layer = dense_layer_number(name)
         if layer is None:
             return constant(collection, name, leaves)
         factor = 0.0 if cfg.name == "fixup" and name == "output" else 1.0
+        if cfg.name == "delta_orthogonal" and layer == 1 and leaves["kernel"].ndim > 2:
+            rng = np.random.default_rng([INIT_STREAM, seed, layer])
+            w = first_conv_orthogonal(cfg)(rng, leaves["kernel"].shape)
+            return {"kernel": cast(w, leaves["kernel"]), "bias": cast(bias(rng, leaves["bias"].shape), leaves["bias"])}
         w, b = dense(layer, leaves, leaves["kernel"].shape, factor)
         return {"kernel": cast(w, leaves["kernel"]), "bias": cast(b, leaves["bias"])}
 
@@ -264,6 +282,16 @@ def initial_variables(
         j = int(BLOCK_DENSE.fullmatch(name)[1])
         factor = fixup_factor(j, branch_layers, depth) if cfg.name == "fixup" else 1.0
         drawn = [dense(layer, leaves, leaves["kernel"].shape[1:], factor) for layer in layers]
+        return {
+            "kernel": cast(np.stack([w for w, _ in drawn]), leaves["kernel"]),
+            "bias": cast(np.stack([b for _, b in drawn]), leaves["bias"]),
+        }
+
+    def stack_module(collection: str, name: str, leaves: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        if name != CONV:
+            return constant(collection, f"{STACK}/{name}", leaves)
+        layers = range(2, 2 + leaves["kernel"].shape[0])
+        drawn = [dense(layer, leaves, leaves["kernel"].shape[1:], 1.0) for layer in layers]
         return {
             "kernel": cast(np.stack([w for w, _ in drawn]), leaves["kernel"]),
             "bias": cast(np.stack([b for _, b in drawn]), leaves["bias"]),

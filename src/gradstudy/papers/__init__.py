@@ -38,7 +38,9 @@ def papers() -> dict[str, Paper]:
         he2015,
         ioffe2015,
         klambauer2017,
+        pennington2017,
         schoenholz2017,
+        xiao2018,
         zhang2019,
     )
 
@@ -53,5 +55,7 @@ def papers() -> dict[str, Paper]:
         balduzzi2017,
         zhang2019,
         de2020,
+        pennington2017,
+        xiao2018,
     )
     return {m.PAPER.name: m.PAPER for m in modules}

@@ -81,8 +81,12 @@ class LineOptions:
     divergence: DivergenceMark | None = DivergenceMark.LINE
     integer_x: bool = False
     signed_log_x: bool = False
+    #: A log x axis (positive values only: the Jacobian spectrum's log bins).
+    log_x: bool = False
     drop_zero: bool = False
     clip: bool = True
+    #: What the dashed ``overlay`` lines are, in the legend.
+    overlay_text: str = OVERLAY_TEXT
 
 
 @dataclass
@@ -192,7 +196,7 @@ def _expected_extras(
     if not opts.drop_zero and (frame["measure"].isin(log_measures) & (frame["value"] == 0)).any():
         extra["zero"] = (Line2D([], [], color="0.3", **ZERO_MARK), ZERO_TEXT)
     if drawn is not None:
-        extra["overlaid"] = (Line2D([], [], color="0.3", **OVERLAY_LINE), OVERLAY_TEXT)
+        extra["overlaid"] = (Line2D([], [], color="0.3", **OVERLAY_LINE), opts.overlay_text)
     if frame[APART].any():
         extra["apart"] = (Line2D([], [], color="0.3", **APART_LINE), APART_TEXT)
     pooled = frame[~frame[APART]]
@@ -353,6 +357,8 @@ def _dress_axes(
     ax.set_yscale("log" if measure.log else "linear")
     if opts.signed_log_x and len(rows):
         signed_log_axis(ax, rows)
+    if opts.log_x:
+        ax.set_xscale("log")
     if opts.integer_x:
         integer_ticks(ax)
 

@@ -19,6 +19,7 @@ from gradstudy.show.encoding import (
 )
 from gradstudy.show.lines import APART, line_figure
 from gradstudy.show.plot import (
+    OVERLAY_TEXT,
     PanelRow,
     Plot,
     layer_label,
@@ -40,6 +41,7 @@ def profile(
     wrap: int,
     predictions: Predictions | None,
     theory: str = MEAN_FIELD,
+    legend: str = OVERLAY_TEXT,
 ) -> Plot:
     """Rows: each stat at the start and at the end (``analysis.phase_layers``); x: layer. The
     start rows carry the prediction (by default the mean-field one, ``gradstudy.analysis.predictions``)
@@ -63,7 +65,17 @@ def profile(
     overlay = predicted.layers[predicted.layers["stat"].isin([s for s, _, _ in stats])]
     overlay = overlay.assign(measure=overlay["stat"] + "@" + Phase.START)
     plot = line_figure(
-        study, data, measures, "layer", layer_label(study), title, enc, divergence=None, integer_x=True, overlay=overlay
+        study,
+        data,
+        measures,
+        "layer",
+        layer_label(study),
+        title,
+        enc,
+        divergence=None,
+        integer_x=True,
+        overlay=overlay,
+        overlay_text=legend,
     )
     plot.notes.append(
         f"Lines: geometric mean over seeds of positive magnitudes (band: the 95% t interval of the logs, mapped back), "

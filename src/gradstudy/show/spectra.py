@@ -54,6 +54,7 @@ def spectrum_profile(
         wrap,
         predicted,
         theory="free-probability prediction at step 0 (gradstudy.theory.jacobian_spectrum)",
+        legend="free-probability prediction (step 0)",
     )
     estimated = study.spectra.loc[study.spectra["method"] == HUTCHINSON, "cell"].unique()
     if len(estimated):
@@ -90,7 +91,7 @@ def spectrum_density(
         enc,
         band=False,
         divergence=None,
-        signed_log_x=True,
+        log_x=True,
         drop_zero=True,
         clip=False,
     )
