@@ -174,9 +174,7 @@ def test_delta_orthogonal_is_an_orthogonal_centre_tap_and_an_isometry_on_the_zer
     x = np.broadcast_to(np.random.default_rng(3).standard_normal((2, 1, 1, c_in)), (2, 6, 6, c_in))
     layer = nn.Conv(c_out, (3, 3), padding="CIRCULAR", use_bias=False)
     out = np.asarray(layer.apply({"params": {"kernel": jnp.asarray(kernel, jnp.float32)}}, jnp.asarray(x)))
-    np.testing.assert_allclose(
-        np.linalg.norm(out, axis=-1), np.sqrt(sigma_w2) * np.linalg.norm(x, axis=-1), rtol=1e-5
-    )
+    np.testing.assert_allclose(np.linalg.norm(out, axis=-1), np.sqrt(sigma_w2) * np.linalg.norm(x, axis=-1), rtol=1e-5)
 
 
 def test_each_convolution_draws_from_its_own_stream_as_an_mlp_layer_does():

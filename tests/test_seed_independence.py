@@ -54,7 +54,15 @@ def _tables_of_seed(cfg, dataset, seeds, n_devices):
             marks=pytest.mark.slow,
         ),
     ],
-    ids=["sgd-relu", "bn-adam-clip-tanh", "ln-momentum-elu", "adamw-warmup-cosine", "momentum-step", "resmlp-bn", "cnn-bn"],
+    ids=[
+        "sgd-relu",
+        "bn-adam-clip-tanh",
+        "ln-momentum-elu",
+        "adamw-warmup-cosine",
+        "momentum-step",
+        "resmlp-bn",
+        "cnn-bn",
+    ],
 )
 @pytest.mark.slow
 def test_seed_alone_among_others_and_across_devices_is_bitwise_equal(tiny_cfg, extra):

@@ -104,9 +104,10 @@ def test_the_spectrum_lands_in_its_table_and_its_bins_beside_the_histograms():
         steps = set(spectra.loc[spectra["seed"] == seed, "step"])
         assert steps == ({0} if seed in diverged else {0, 10}), (seed, diverged)
     bins = tables[HISTS][tables[HISTS]["quantity"] == "jacobian_sv2"]
-    assert len(bins) and bins.groupby(["seed", "step", "layer"])["count"].sum().eq(
-        cfg.stats.jacobian_inputs * cfg.model.width
-    ).all()
+    assert (
+        len(bins)
+        and bins.groupby(["seed", "step", "layer"])["count"].sum().eq(cfg.stats.jacobian_inputs * cfg.model.width).all()
+    )
 
 
 def test_a_spectrum_that_cannot_fit_is_refused_naming_its_size():

@@ -354,7 +354,12 @@ ACT_AND_SLOPE = {
 
 @pytest.mark.parametrize(
     "act, sigma_w2, sigma_b2, orthogonal, depth",
-    [("tanh", 1.05, 0.01, True, 12), ("tanh", 1.05, 0.01, False, 12), ("relu", 2.0, 0.0, True, 4), ("relu", 2.0, 0.0, False, 4)],
+    [
+        ("tanh", 1.05, 0.01, True, 12),
+        ("tanh", 1.05, 0.01, False, 12),
+        ("relu", 2.0, 0.0, True, 4),
+        ("relu", 2.0, 0.0, False, 4),
+    ],
 )
 def test_free_probability_spectrum_matches_a_monte_carlo_of_random_products(act, sigma_w2, sigma_b2, orthogonal, depth):
     """Products J_l = D_l W_l^T ... D_1 W_1^T of 400 x 400 random layers on a unit-variance input:
@@ -369,7 +374,9 @@ def test_free_probability_spectrum_matches_a_monte_carlo_of_random_products(act,
         h, jac = rng.standard_normal(n), np.eye(n)
         h *= np.sqrt(n) / np.linalg.norm(h)  # q_0 = 1 exactly
         for layer in range(depth):
-            w = np.sqrt(sigma_w2) * (orthogonal_matrix(rng, n, n) if orthogonal else rng.standard_normal((n, n)) / np.sqrt(n))
+            w = np.sqrt(sigma_w2) * (
+                orthogonal_matrix(rng, n, n) if orthogonal else rng.standard_normal((n, n)) / np.sqrt(n)
+            )
             z = h @ w + np.sqrt(sigma_b2) * rng.standard_normal(n)
             h, jac = phi(z), (dphi(z)[:, None] * w.T) @ jac
             sv2 = np.linalg.svd(jac, compute_uv=False) ** 2
