@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from gradstudy.analysis.predictions import Predictions, predicted_spectra
-from gradstudy.cells.spectrum import HUTCHINSON, SPECTRUM_QUANTITY
+from gradstudy.cells.spectrum import HUTCHINSON, SPECTRUM_BINS, SPECTRUM_QUANTITY
 from gradstudy.schema import KEY, LAYER_COLUMNS
 from gradstudy.show.encoding import WRAP, Keys, encode
 from gradstudy.show.lines import line_figure
@@ -81,7 +81,7 @@ def spectrum_density(
         for step in sorted(bins["step"].unique())
     ]
     enc = encode(study, bins, hue, style, col, row, wrap)
-    return line_figure(
+    plot = line_figure(
         study,
         bins,
         measures,
@@ -95,3 +95,13 @@ def spectrum_density(
         drop_zero=True,
         clip=False,
     )
+    binned = hists.assign(inside=hists["region"] == "bin", counted=hists["count"])
+    binned = binned[binned["counted"] > 0].groupby([*KEY, "step"])["inside"].any()
+    outside = sorted(set(binned[~binned].index.get_level_values("cell")))
+    if outside:
+        lo, hi = SPECTRUM_BINS.lo, SPECTRUM_BINS.hi
+        plot.notes.append(
+            f"Not drawn: {len(outside)} cell(s) ({', '.join(outside)}) have every σ² outside the bins "
+            f"[{lo:g}, {hi:g}] at some step (see the region counts in hists.parquet)."
+        )
+    return plot
