@@ -194,6 +194,21 @@ def flops_per_chunk(args: argparse.Namespace, dataset, residual: bool = False) -
     return 6.0 * args.batch * weights * args.steps + 2.0 * blocks * EVAL_BLOCK * weights
 
 
+#: (label, numerator, denominators): each ratio divides a timing by the mean of the others, rep by rep.
+RATIOS = (
+    ("engine / naive loop (speed-up)", "naive", ("engine",)),
+    ("one vmap per device / engine (time)", "one_vmap", ("engine",)),
+    ("stats.every=10 / no stats (time)", "stats_every_10", ("engine",)),
+    ("stats.every=1 / no stats (time)", "stats_every_1", ("engine",)),
+    ("full, every=10 / no stats (time)", "full_every_10", ("engine",)),
+    ("relu|elu switch / mean(relu, elu)", "act_switch", ("engine", "elu")),
+    ("resmlp: engine / naive loop", "res_naive", ("res_engine",)),
+    ("resmlp: stats.every=10 / no stats", "res_stats_10", ("res_engine",)),
+    ("cnn: engine / naive loop", "cnn_naive", ("cnn_engine",)),
+    ("cnn: one vmap per device / engine", "cnn_one_vmap", ("cnn_engine",)),
+)
+
+
 def _ratio_line(name: str, ratios: list[float]) -> str:
     return f"{name:<34} median {statistics.median(ratios):6.3f}   spread [{min(ratios):.3f}, {max(ratios):.3f}]"
 
@@ -261,64 +276,9 @@ def main() -> None:
         print(
             f"{name:<16} median {statistics.median(samples):7.3f} s  ({model_steps / statistics.median(samples):9.0f} model-steps/s)"
         )
-    print(
-        _ratio_line(
-            "engine / naive loop (speed-up)", [n / e for n, e in zip(times["naive"], times["engine"], strict=True)]
-        )
-    )
-    print(
-        _ratio_line(
-            "one vmap per device / engine (time)",
-            [v / e for v, e in zip(times["one_vmap"], times["engine"], strict=True)],
-        )
-    )
-    print(
-        _ratio_line(
-            "stats.every=10 / no stats (time)",
-            [s / e for s, e in zip(times["stats_every_10"], times["engine"], strict=True)],
-        )
-    )
-    print(
-        _ratio_line(
-            "stats.every=1 / no stats (time)",
-            [s / e for s, e in zip(times["stats_every_1"], times["engine"], strict=True)],
-        )
-    )
-    print(
-        _ratio_line(
-            "full, every=10 / no stats (time)",
-            [s / e for s, e in zip(times["full_every_10"], times["engine"], strict=True)],
-        )
-    )
-    print(
-        _ratio_line(
-            "relu|elu switch / mean(relu, elu)",
-            [2 * s / (r + e) for s, r, e in zip(times["act_switch"], times["engine"], times["elu"], strict=True)],
-        )
-    )
-    print(
-        _ratio_line(
-            "resmlp: engine / naive loop",
-            [n / e for n, e in zip(times["res_naive"], times["res_engine"], strict=True)],
-        )
-    )
-    print(
-        _ratio_line(
-            "resmlp: stats.every=10 / no stats",
-            [s / e for s, e in zip(times["res_stats_10"], times["res_engine"], strict=True)],
-        )
-    )
-    print(
-        _ratio_line(
-            "cnn: engine / naive loop", [n / e for n, e in zip(times["cnn_naive"], times["cnn_engine"], strict=True)]
-        )
-    )
-    print(
-        _ratio_line(
-            "cnn: one vmap per device / engine",
-            [v / e for v, e in zip(times["cnn_one_vmap"], times["cnn_engine"], strict=True)],
-        )
-    )
+    for label, numerator, denominators in RATIOS:
+        samples = zip(times[numerator], *(times[d] for d in denominators), strict=True)
+        print(_ratio_line(label, [n / statistics.fmean(ds) for n, *ds in samples]))
     print(f"matmul peak {peak:8.1f} GFLOP/s; engine {achieved:6.1f} GFLOP/s = {achieved / peak:.1%} of peak")
     print(
         f"resmlp ({args.res_blocks} blocks x 2 layers): {res_achieved:6.1f} GFLOP/s = {res_achieved / peak:.1%} of peak, "
