@@ -55,6 +55,31 @@ def apply_norm(norm: nn.Module, v: jax.Array, norm_mask: jax.Array | None) -> ja
     return norm(v)
 
 
+def activate(
+    z: jax.Array,
+    probe: jax.Array | None,
+    *,
+    act: Callable[[jax.Array], jax.Array],
+    slope: Callable[[jax.Array], jax.Array] | None,
+    make_norm: NormFactory | None,
+    norm_position: str,
+    train: bool,
+    norm_mask: jax.Array | None,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """A hidden layer after its linear map, called inside the compact method that owns the norm it
+    makes: the norm when it sits before the activation, the zero ``probe``, the activation (``slope``,
+    a learned-slope module, in its place when given), the norm when it sits after. Returns z_l,
+    h_l = act(z_l) and the next layer's input."""
+    if make_norm is not None and norm_position == "before":
+        z = apply_norm(make_norm(train), z, norm_mask)
+    if probe is not None:
+        z = z + probe
+    h = act(z) if slope is None else slope(z)
+    if make_norm is not None and norm_position == "after":
+        return z, h, apply_norm(make_norm(train), h, norm_mask)
+    return z, h, h
+
+
 def hidden_name(layer: int) -> str:
     """Parameter-tree name of hidden layer ``layer`` (numbered from 1 at the input)."""
     return f"hidden{layer}"
@@ -93,20 +118,20 @@ class MLP(nn.Module):
     def __call__(
         self, x: jax.Array, train: bool, probes: jax.Array | None = None, norm_mask: jax.Array | None = None
     ) -> jax.Array:
-        norm_before = self.make_norm is not None and self.norm_position == "before"
-        norm_after = self.make_norm is not None and self.norm_position == "after"
         h, zs, hs = x, [], []
         for layer in range(1, self.depth + 1):
-            z = nn.Dense(self.width, name=hidden_name(layer))(h)
-            if norm_before:
-                z = apply_norm(self.make_norm(train), z, norm_mask)
-            if probes is not None:
-                z = z + probes[layer - 1]
-            h = self.act(z) if self.make_slope is None else self.make_slope(name=slope_name(layer))(z)
+            z, out, h = activate(
+                nn.Dense(self.width, name=hidden_name(layer))(h),
+                None if probes is None else probes[layer - 1],
+                act=self.act,
+                slope=None if self.make_slope is None else self.make_slope(name=slope_name(layer)),
+                make_norm=self.make_norm,
+                norm_position=self.norm_position,
+                train=train,
+                norm_mask=norm_mask,
+            )
             zs.append(z)
-            hs.append(h)
-            if norm_after:
-                h = apply_norm(self.make_norm(train), h, norm_mask)
+            hs.append(out)
         if self.is_mutable_collection("intermediates"):
             self.sow("intermediates", "z", jnp.stack(zs))
             self.sow("intermediates", "h", jnp.stack(hs))
@@ -157,15 +182,16 @@ class ConvLayer(nn.Module):
     def __call__(
         self, h: jax.Array, probe: jax.Array | None, norm_mask: jax.Array | None = None
     ) -> tuple[jax.Array, dict[str, jax.Array]]:
-        z = nn.Conv(self.channels, self.window, padding=self.padding.upper(), name=CONV)(h)
-        if self.make_norm is not None and self.norm_position == "before":
-            z = apply_norm(self.make_norm(self.train), z, norm_mask)
-        if probe is not None:
-            z = z + probe
-        out = self.act(z) if self.make_slope is None else self.make_slope(name=slope_name(1))(z)
-        after = out
-        if self.make_norm is not None and self.norm_position == "after":
-            after = apply_norm(self.make_norm(self.train), out, norm_mask)
+        z, out, after = activate(
+            nn.Conv(self.channels, self.window, padding=self.padding.upper(), name=CONV)(h),
+            probe,
+            act=self.act,
+            slope=None if self.make_slope is None else self.make_slope(name=slope_name(1)),
+            make_norm=self.make_norm,
+            norm_position=self.norm_position,
+            train=self.train,
+            norm_mask=norm_mask,
+        )
         return after, {"z": z, "h": out}
 
 
@@ -203,16 +229,17 @@ class CNN(nn.Module):
             h = jnp.moveaxis(h, 1, -1)
         window = (self.kernel,) * len(self.layout.spatial)
         stride = 2 if self.downsample else 1
-        z = nn.Conv(self.channels, window, strides=stride, padding=self.padding.upper(), name=hidden_name(1))(h)
-        zs, hs = [z], []
-        if self.make_norm is not None and self.norm_position == "before":
-            zs[0] = z = apply_norm(self.make_norm(train), z, norm_mask)
-        if probes is not None:
-            zs[0] = z = z + probes[0]
-        h = self.act(z) if self.make_slope is None else self.make_slope(name=slope_name(1))(z)
-        hs.append(h)
-        if self.make_norm is not None and self.norm_position == "after":
-            h = apply_norm(self.make_norm(train), h, norm_mask)
+        z, out, h = activate(
+            nn.Conv(self.channels, window, strides=stride, padding=self.padding.upper(), name=hidden_name(1))(h),
+            None if probes is None else probes[0],
+            act=self.act,
+            slope=None if self.make_slope is None else self.make_slope(name=slope_name(1)),
+            make_norm=self.make_norm,
+            norm_position=self.norm_position,
+            train=train,
+            norm_mask=norm_mask,
+        )
+        zs, hs = [z], [out]
         if self.depth > 1:
             fields = (self.channels, window, self.padding, self.act, self.make_norm, self.norm_position, train)
             rest = None if probes is None else probes[1:]
