@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from gradstudy import load_study
-from gradstudy.analysis.predictions import predicted_layers
+from gradstudy.analysis.predictions import cell_config, predicted_layers
 from gradstudy.run import run_cells
 from gradstudy.show.plots import activation_profile, gradient_profile
 
@@ -88,3 +88,11 @@ def test_cells_outside_the_theory_are_named_with_the_reason(study):
             line for fig in plot.pages for ax in fig.axes for line in ax.lines if line.get_label() == "_overlay"
         ]
         assert overlaid, figure.__name__
+
+
+def test_a_study_mixing_models_reads_a_cell_s_int_keys_back_from_float_columns():
+    """In ``Study.cells`` of MLPs beside CNNs, ``model.channels`` is a float column (NaN for the MLPs)."""
+    row = {"model": "cnn", "model.depth": 30.0, "model.channels": 8.0, "init": "he", "act": "relu", "init.scale": 1.0}
+    cfg = cell_config(row)
+    assert (cfg.model.name, cfg.model.depth, cfg.model.channels, cfg.init.name) == ("cnn", 30, 8, "he")
+    assert isinstance(cfg.init.scale, float) and cfg.init.scale == 1.0

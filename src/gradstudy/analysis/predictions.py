@@ -72,7 +72,8 @@ def cell_config(cell: Mapping[str, Any]) -> DictConfig:
     for column, value in cell.items():
         node, _, key = str(column).partition(".")
         if node in nodes and key and not (isinstance(value, float) and np.isnan(value)):
-            nodes[node][key] = value
+            # a study mixing models reads an int column that other models lack as floats (8.0)
+            nodes[node][key] = int(value) if isinstance(value, float) and value.is_integer() else value
     for node in GROUPS:
         if node in nodes and isinstance(cell.get(node), str):
             nodes[node]["name"] = cell[node]
