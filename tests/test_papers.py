@@ -30,7 +30,7 @@ from gradstudy.store.study import Study, load_study
 #: Cells per preset: the size of each paper's grid.
 GRID_SIZES = {
     "glorot2010": 12,
-    "he2015": 8,
+    "he2015": 12,
     "clevert2015": 3,
     "ioffe2015": 2,
     "klambauer2017": 6,
@@ -58,9 +58,32 @@ def test_every_preset_composes_all_its_cells(tmp_path, name, budget):
     for c in p.cells:
         cfg = c.cfg
         validate(cfg)
-        assert cfg.train.steps == cfg.budgets[budget].steps
+        own = cfg.budgets[budget].get(cfg.model.name, {})  # a model's own budget keys (he2015's conv arms)
+        assert cfg.train.steps == own.get("steps", cfg.budgets[budget].steps)
         if budget != "paper":  # cpu and smoke budgets never read local files
             assert cfg.data.name in {"mnist5k", "shapeset", "digits"}
+
+
+#: he2015's MLP cells at the cpu budget before its grid gained conv arms (zipped model, act, data).
+HE2015_MLP_CELLS = {
+    "he-prelu-none-mnist5k-d22w128-momentum-247bfc67c6",
+    "he-prelu-none-mnist5k-d30w128-momentum-1417df1306",
+    "he-relu-none-mnist5k-d22w128-momentum-3ae2422a98",
+    "he-relu-none-mnist5k-d30w128-momentum-5b5c6d66cd",
+    "lecun-prelu-none-mnist5k-d22w128-momentum-bd8c3b901f",
+    "lecun-prelu-none-mnist5k-d30w128-momentum-63265e229e",
+    "lecun-relu-none-mnist5k-d22w128-momentum-22591af2a4",
+    "lecun-relu-none-mnist5k-d30w128-momentum-43ecabbb61",
+}
+
+
+def test_a_preset_s_zipped_keys_pair_up_and_its_older_cells_keep_their_ids(tmp_path):
+    cells = plan("he2015", "cpu", str(tmp_path)).cells
+    arms = {(c.cfg.model.name, c.cfg.act.name, c.cfg.data.name) for c in cells}
+    assert arms == {("mlp", "relu", "mnist5k"), ("mlp", "prelu", "mnist5k"), ("cnn", "relu", "digits")}
+    assert {c.cell for c in cells if c.cfg.model.name == "mlp"} == HE2015_MLP_CELLS
+    cnn = [c.cfg for c in cells if c.cfg.model.name == "cnn"]
+    assert len(cnn) == 4 and {(c.train.steps, c.optim.lr, c.model.padding) for c in cnn} == {(400, 0.003, "circular")}
 
 
 @pytest.mark.slow

@@ -11,7 +11,6 @@ files, 3 when the sweep left cells unfinished.
 from __future__ import annotations
 
 import argparse
-import itertools
 import subprocess
 import sys
 import time
@@ -21,10 +20,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from hydra import compose, initialize_config_dir
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
 from gradstudy.cells.config import BUDGETS, canonical, register_configs, resolved
+from gradstudy.cells.expand import expand
 from gradstudy.inputs.datafiles import MissingDataError
 from gradstudy.papers import papers
 from gradstudy.papers.claims import CONTRADICTED, Direction, Paper, Verdict, check
@@ -64,15 +63,11 @@ def _compose(overrides: list[str], hydra_config: bool = False) -> DictConfig:
 
 
 def grid(cfg: DictConfig) -> list[tuple[str, ...]]:
-    """Every combination of the preset's ``hydra.sweeper.params``, as override lists (what the basic sweeper runs)."""
+    """Every cell of the preset's ``hydra.sweeper.params`` (crossed, with ``hydra.sweeper.zip``'s keys
+    paired), as override lists: what the sweeper runs."""
     params = cfg.hydra.sweeper.params or {}
-    parser = OverridesParser.create()
-    axes = []
-    for key, value in params.items():
-        override = parser.parse_override(f"{key}={value}")
-        values = list(override.sweep_string_iterator()) if override.is_sweep_override() else [override.value()]
-        axes.append([f"{key}={v}" for v in values])
-    return list(itertools.product(*axes))
+    zipped = list(cfg.hydra.sweeper.get("zip") or [])
+    return [tuple(c) for c in expand([f"{key}={value}" for key, value in params.items()], zipped)]
 
 
 def plan(name: str, budget: str, results_dir: str) -> Plan:
