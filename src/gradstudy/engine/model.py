@@ -56,27 +56,21 @@ def apply_norm(norm: nn.Module, v: jax.Array, norm_mask: jax.Array | None) -> ja
 
 
 def activate(
-    z: jax.Array,
-    probe: jax.Array | None,
-    *,
-    act: Callable[[jax.Array], jax.Array],
-    slope: Callable[[jax.Array], jax.Array] | None,
-    make_norm: NormFactory | None,
-    norm_position: str,
-    train: bool,
-    norm_mask: jax.Array | None,
+    owner: nn.Module, z: jax.Array, probe: jax.Array | None, slope: str, train: bool, norm_mask: jax.Array | None
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """A hidden layer after its linear map, called inside the compact method that owns the norm it
-    makes: the norm when it sits before the activation, the zero ``probe``, the activation (``slope``,
-    a learned-slope module, in its place when given), the norm when it sits after. Returns z_l,
+    """A hidden layer after its linear map, called inside ``owner``'s compact method (``owner`` has
+    the fields ``act``, ``make_norm``, ``norm_position`` and ``make_slope``, and owns the modules made
+    here): the norm when it sits before the activation, the zero ``probe``, the activation (a learned
+    slope named ``slope`` when ``make_slope`` is set), the norm when it sits after. Returns z_l,
     h_l = act(z_l) and the next layer's input."""
-    if make_norm is not None and norm_position == "before":
-        z = apply_norm(make_norm(train), z, norm_mask)
+    norm, position = owner.make_norm, owner.norm_position
+    if norm is not None and position == "before":
+        z = apply_norm(norm(train), z, norm_mask)
     if probe is not None:
         z = z + probe
-    h = act(z) if slope is None else slope(z)
-    if make_norm is not None and norm_position == "after":
-        return z, h, apply_norm(make_norm(train), h, norm_mask)
+    h = owner.act(z) if owner.make_slope is None else owner.make_slope(name=slope)(z)
+    if norm is not None and position == "after":
+        return z, h, apply_norm(norm(train), h, norm_mask)
     return z, h, h
 
 
@@ -120,16 +114,9 @@ class MLP(nn.Module):
     ) -> jax.Array:
         h, zs, hs = x, [], []
         for layer in range(1, self.depth + 1):
-            z, out, h = activate(
-                nn.Dense(self.width, name=hidden_name(layer))(h),
-                None if probes is None else probes[layer - 1],
-                act=self.act,
-                slope=None if self.make_slope is None else self.make_slope(name=slope_name(layer)),
-                make_norm=self.make_norm,
-                norm_position=self.norm_position,
-                train=train,
-                norm_mask=norm_mask,
-            )
+            z = nn.Dense(self.width, name=hidden_name(layer))(h)
+            probe = None if probes is None else probes[layer - 1]
+            z, out, h = activate(self, z, probe, slope_name(layer), train, norm_mask)
             zs.append(z)
             hs.append(out)
         if self.is_mutable_collection("intermediates"):
@@ -182,16 +169,8 @@ class ConvLayer(nn.Module):
     def __call__(
         self, h: jax.Array, probe: jax.Array | None, norm_mask: jax.Array | None = None
     ) -> tuple[jax.Array, dict[str, jax.Array]]:
-        z, out, after = activate(
-            nn.Conv(self.channels, self.window, padding=self.padding.upper(), name=CONV)(h),
-            probe,
-            act=self.act,
-            slope=None if self.make_slope is None else self.make_slope(name=slope_name(1)),
-            make_norm=self.make_norm,
-            norm_position=self.norm_position,
-            train=self.train,
-            norm_mask=norm_mask,
-        )
+        z = nn.Conv(self.channels, self.window, padding=self.padding.upper(), name=CONV)(h)
+        z, out, after = activate(self, z, probe, slope_name(1), self.train, norm_mask)
         return after, {"z": z, "h": out}
 
 
@@ -229,16 +208,8 @@ class CNN(nn.Module):
             h = jnp.moveaxis(h, 1, -1)
         window = (self.kernel,) * len(self.layout.spatial)
         stride = 2 if self.downsample else 1
-        z, out, h = activate(
-            nn.Conv(self.channels, window, strides=stride, padding=self.padding.upper(), name=hidden_name(1))(h),
-            None if probes is None else probes[0],
-            act=self.act,
-            slope=None if self.make_slope is None else self.make_slope(name=slope_name(1)),
-            make_norm=self.make_norm,
-            norm_position=self.norm_position,
-            train=train,
-            norm_mask=norm_mask,
-        )
+        z = nn.Conv(self.channels, window, strides=stride, padding=self.padding.upper(), name=hidden_name(1))(h)
+        z, out, h = activate(self, z, None if probes is None else probes[0], slope_name(1), train, norm_mask)
         zs, hs = [z], [out]
         if self.depth > 1:
             fields = (self.channels, window, self.padding, self.act, self.make_norm, self.norm_position, train)
